@@ -1,0 +1,1 @@
+"""What runs on or stands in for a device. Packaged as `edgeprune._devices` (see pyproject.toml)."""

@@ -1,0 +1,234 @@
+"""The measurement protocol: what a latency number from edgeprune means.
+
+Warm up (≥ ``warmup_runs`` and ≥ ``warmup_seconds``), then time batch-``batch`` inferences one by
+one for ≥ ``min_runs`` and ≥ ``min_seconds`` in the agent process, which does nothing else.
+Threads are explicit (intra-op ``threads``, inter-op 1). When the coefficient of variation
+exceeds ``cv_threshold`` (2.5%, trtexec's warning level) the benchmark is repeated in a fresh
+process, up to ``max_repeats`` attempts; the lowest-CV attempt is kept and the result is flagged
+``unstable`` if none got below the threshold. A run during which the device reported throttling
+is stored but marked invalid. Every result is stored with its full context.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeprune.bench.result import Measurement, context_key
+from edgeprune.bench.stats import Stats, compute_stats
+from edgeprune.bench.store import Store
+from edgeprune.device import DeviceSession, agent_sha256
+from edgeprune.errors import UsageError
+from edgeprune.export.onnx import sha256_file
+
+RUNTIMES = ("ort",)
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    runtime: str = "ort"
+    precision: str = "fp32"
+    provider: str | None = None
+    threads: int = 1
+    batch: int = 1
+    warmup_runs: int = 10
+    warmup_seconds: float = 1.0
+    min_runs: int = 50
+    min_seconds: float = 2.0
+    max_runs: int = 100_000
+    max_seconds: float = 60.0
+    cv_threshold: float = 0.025
+    max_repeats: int = 3
+    seed: int = 0
+    timeout_margin_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise UsageError(
+                f"unknown runtime {self.runtime!r}", hint=f"use one of {', '.join(RUNTIMES)}"
+            )
+        if self.precision not in PRECISIONS:
+            raise UsageError(
+                f"unknown precision {self.precision!r}", hint=f"use one of {', '.join(PRECISIONS)}"
+            )
+        if self.threads < 1:
+            raise UsageError(
+                f"--threads must be >= 1, got {self.threads}",
+                hint="threads are explicit; nproc ignores cgroup limits",
+            )
+        if self.batch < 1:
+            raise UsageError(f"--batch must be >= 1, got {self.batch}")
+        if self.min_runs < 1 or self.min_seconds < 0 or self.max_repeats < 1:
+            raise UsageError("--runs must be >= 1, --duration >= 0 and repeats >= 1")
+        if self.max_seconds < self.min_seconds:
+            raise UsageError(
+                "the maximum duration is shorter than the minimum duration",
+                hint="raise max_seconds",
+            )
+
+    @property
+    def protocol_id(self) -> str:
+        """Part of the context key: measurements under other protocols are not reused."""
+        return f"w{self.warmup_runs}/{self.warmup_seconds:g}s n{self.min_runs}/{self.min_seconds:g}s b{self.batch}"
+
+    def deadline(self) -> float:
+        return self.warmup_seconds + self.max_seconds + self.timeout_margin_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def device_context(
+    dev: DeviceSession,
+    cfg: BenchConfig,
+    artifact_sha: str,
+    runtime_version: str | None,
+    provider: str | None,
+    input_shape: Any,
+) -> dict[str, Any]:
+    info = dev.info
+    clocks = (info.get("state") or {}).get("clocks") or {}
+    return {
+        "device": dev.name,
+        "device_id": info.get("machine_id"),
+        "profile": dev.spec.profile,
+        "arch": info.get("arch"),
+        "os": info.get("os"),
+        "python": info.get("python"),
+        "runtime": cfg.runtime,
+        "runtime_version": runtime_version,
+        "provider": provider,
+        "precision": cfg.precision,
+        "threads": cfg.threads,
+        "batch": cfg.batch,
+        "input_shape": input_shape,
+        "artifact_sha256": artifact_sha,
+        "power_mode": clocks.get("nvpmodel"),
+        "governor": clocks.get("governor"),
+        "max_khz": clocks.get("max_khz"),
+        "cpu_quota": (info.get("cpu") or {}).get("cgroup_cpu_quota"),
+        "agent_sha256": agent_sha256(),
+        "agent_version": info.get("_agent_version"),
+        "protocol": cfg.protocol_id,
+    }
+
+
+def onnx_input_shape(path: Path, batch: int) -> list[int]:
+    """The first input's shape with symbolic dimensions replaced by ``batch``."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    inp = next(i for i in model.graph.input if i.name not in initializers)
+    dims = [d.dim_value if d.dim_value > 0 else batch for d in inp.type.tensor_type.shape.dim]
+    if dims and inp.type.tensor_type.shape.dim[0].dim_param:
+        dims[0] = batch
+    return dims
+
+
+def _throttled(state: dict[str, Any] | None) -> bool:
+    return bool(((state or {}).get("throttle") or {}).get("active"))
+
+
+def measure(
+    dev: DeviceSession,
+    artifact: str | Path,
+    cfg: BenchConfig | None = None,
+    store: Store | None = None,
+    label: str | None = None,
+    job_id: str | None = None,
+    reuse: bool = False,
+) -> Measurement:
+    """Benchmark an ONNX file on an open device session by the protocol; store and return the result.
+
+    With ``reuse`` a stored valid measurement whose whole context key matches is returned instead
+    of measuring again (the device is still asked for its current context to build the key).
+    """
+    cfg = cfg or BenchConfig()
+    artifact = Path(artifact)
+    if not artifact.is_file():
+        raise UsageError(f"model file not found: {artifact}")
+    sha = sha256_file(artifact)
+    remote, _sent = dev.push_artifact(artifact, sha)
+    rt = (dev.info.get("runtimes") or {}).get("onnxruntime") or {}
+    if "missing" in rt:
+        from edgeprune.errors import DeviceError
+
+        raise DeviceError(
+            f"onnxruntime is missing on {dev.name}: {rt['missing']}",
+            hint=f"run `edgeprune devices provision {dev.name}`",
+            device=dev.name,
+        )
+    provider = cfg.provider or "CPUExecutionProvider"
+    input_shape = onnx_input_shape(artifact, cfg.batch)
+    if reuse and store is not None:
+        stored = store.latest(
+            context_key(device_context(dev, cfg, sha, rt.get("version"), provider, input_shape))
+        )
+        if stored is not None:
+            stored.notes.append("reused from the store (same context key)")
+            return stored
+    attempts: list[tuple[Stats, dict[str, Any]]] = []
+    started = time.time()
+    for _attempt in range(cfg.max_repeats):
+        reply = dev.call(
+            "bench",
+            timeout=cfg.deadline(),
+            model=remote,
+            runtime=cfg.runtime,
+            provider=cfg.provider,
+            threads=cfg.threads,
+            batch=cfg.batch,
+            warmup_runs=cfg.warmup_runs,
+            warmup_seconds=cfg.warmup_seconds,
+            min_runs=cfg.min_runs,
+            min_seconds=cfg.min_seconds,
+            max_runs=cfg.max_runs,
+            max_seconds=cfg.max_seconds,
+            seed=cfg.seed,
+        )
+        stats = compute_stats(reply["times_ms"])
+        attempts.append((stats, reply))
+        if stats.cv <= cfg.cv_threshold:
+            break
+    best_stats, best = min(attempts, key=lambda a: a[0].cv)
+    ctx = device_context(
+        dev, cfg, sha, best.get("runtime_version"), best.get("provider"), input_shape
+    )
+    ctx.update(
+        {
+            "started_at": started,
+            "finished_at": time.time(),
+            "command": best.get("_command"),
+            "state_before": best.get("state_before"),
+            "state_after": best.get("state_after"),
+            "warmup_runs_done": best.get("warmup_runs"),
+            "artifact_name": artifact.name,
+        }
+    )
+    valid = not (_throttled(best.get("state_before")) or _throttled(best.get("state_after")))
+    unstable = best_stats.cv > cfg.cv_threshold
+    notes = []
+    if not valid:
+        notes.append("the device reported throttling during the run: result invalid")
+    if unstable:
+        notes.append(
+            f"CV {best_stats.cv:.1%} stayed above {cfg.cv_threshold:.1%} after {len(attempts)} attempts"
+        )
+    m = Measurement(
+        stats=best_stats,
+        context=ctx,
+        raw_ms=[float(t) for t in best["times_ms"]],
+        valid=valid,
+        unstable=unstable,
+        attempts=[a[0] for a in attempts],
+        notes=notes,
+        job_id=job_id,
+        label=label,
+    )
+    if store is not None:
+        store.add(m)
+    return m

@@ -1,0 +1,85 @@
+"""A measurement: statistics plus the full context that makes the number meaningful."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgeprune.bench.stats import Stats
+
+# The fields that must match for two measurements to be comparable or for one to be reused.
+# Temperatures, timestamps and the exact command are recorded but are not part of the key.
+KEY_FIELDS = (
+    "device",
+    "device_id",
+    "profile",
+    "arch",
+    "runtime",
+    "runtime_version",
+    "provider",
+    "precision",
+    "threads",
+    "batch",
+    "input_shape",
+    "artifact_sha256",
+    "power_mode",
+    "governor",
+    "max_khz",
+    "cpu_quota",
+    "agent_sha256",
+    "protocol",
+)
+
+
+def context_key(context: dict[str, Any]) -> str:
+    """sha256 over the canonical JSON of the key fields (missing fields count as null)."""
+    key = {k: context.get(k) for k in KEY_FIELDS}
+    return hashlib.sha256(
+        json.dumps(key, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+@dataclass
+class Measurement:
+    """One benchmark result.
+
+    ``valid`` is False when the device throttled during the run; ``unstable`` is True when the
+    coefficient of variation stayed above the threshold after all repeats. ``attempts`` holds the
+    statistics of every fresh-process repeat, the chosen one last.
+    """
+
+    stats: Stats
+    context: dict[str, Any]
+    raw_ms: list[float]
+    valid: bool = True
+    unstable: bool = False
+    attempts: list[Stats] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    id: int | None = None
+    created_at: float | None = None
+    job_id: str | None = None
+    label: str | None = None
+
+    @property
+    def key(self) -> str:
+        return context_key(self.context)
+
+    def to_dict(self, raw: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "id": self.id,
+            "created_at": self.created_at,
+            "context_key": self.key,
+            "label": self.label,
+            "job_id": self.job_id,
+            "valid": self.valid,
+            "unstable": self.unstable,
+            "stats": self.stats.to_dict(),
+            "attempts": [a.to_dict() for a in self.attempts],
+            "notes": list(self.notes),
+            "context": self.context,
+        }
+        if raw:
+            d["raw_ms"] = list(self.raw_ms)
+        return d

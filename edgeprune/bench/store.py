@@ -1,0 +1,257 @@
+"""Append-only SQLite store of measurements (``$EDGEPRUNE_HOME/edgeprune.db``).
+
+Rows are only ever inserted. A measurement is reused only when its whole context key matches.
+Farm jobs carry a ``job_id`` with a unique index, so a job stored twice (a retry after a lost
+reply) is kept once. WAL mode lets several processes write safely.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from edgeprune import config
+from edgeprune.bench.result import Measurement
+from edgeprune.bench.stats import Stats
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS measurements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    context_key TEXT NOT NULL,
+    device TEXT NOT NULL,
+    profile TEXT,
+    runtime TEXT NOT NULL,
+    precision TEXT NOT NULL,
+    artifact_sha256 TEXT NOT NULL,
+    label TEXT,
+    job_id TEXT,
+    n INTEGER NOT NULL,
+    median_ms REAL NOT NULL,
+    p90_ms REAL NOT NULL,
+    p99_ms REAL NOT NULL,
+    mean_ms REAL NOT NULL,
+    std_ms REAL NOT NULL,
+    cv REAL NOT NULL,
+    min_ms REAL NOT NULL,
+    valid INTEGER NOT NULL,
+    unstable INTEGER NOT NULL,
+    context_json TEXT NOT NULL,
+    attempts_json TEXT NOT NULL,
+    notes_json TEXT NOT NULL,
+    raw_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS measurements_key ON measurements (context_key, created_at);
+CREATE INDEX IF NOT EXISTS measurements_artifact ON measurements (artifact_sha256);
+CREATE UNIQUE INDEX IF NOT EXISTS measurements_job ON measurements (job_id) WHERE job_id IS NOT NULL;
+"""
+
+_COLUMNS = (
+    "id, created_at, started_at, finished_at, context_key, device, profile, runtime, precision, "
+    "artifact_sha256, label, job_id, n, median_ms, p90_ms, p99_ms, mean_ms, std_ms, cv, min_ms, "
+    "valid, unstable, context_json, attempts_json, notes_json, raw_json"
+)
+
+
+class Store:
+    """The measurement store. Cheap to open; one connection per instance (not shared across threads)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else config.store_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(
+            str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        self._conn.executescript(_SCHEMA)
+        self._conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def add(self, m: Measurement) -> Measurement:
+        """Insert ``m`` (sets ``m.id`` and ``m.created_at``). A duplicate ``job_id`` returns the stored row."""
+        created = time.time()
+        ctx = m.context
+        s = m.stats
+        with self.transaction() as conn:
+            if m.job_id is not None:
+                row = conn.execute(
+                    f"SELECT {_COLUMNS} FROM measurements WHERE job_id = ?", (m.job_id,)
+                ).fetchone()
+                if row is not None:
+                    return _row_to_measurement(row)
+            cur = conn.execute(
+                "INSERT INTO measurements (created_at, started_at, finished_at, context_key, device, profile, runtime, precision, "
+                "artifact_sha256, label, job_id, n, median_ms, p90_ms, p99_ms, mean_ms, std_ms, cv, min_ms, valid, unstable, "
+                "context_json, attempts_json, notes_json, raw_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    created,
+                    ctx.get("started_at"),
+                    ctx.get("finished_at"),
+                    m.key,
+                    str(ctx.get("device")),
+                    ctx.get("profile"),
+                    str(ctx.get("runtime")),
+                    str(ctx.get("precision")),
+                    str(ctx.get("artifact_sha256")),
+                    m.label,
+                    m.job_id,
+                    s.n,
+                    s.median,
+                    s.p90,
+                    s.p99,
+                    s.mean,
+                    s.std,
+                    s.cv,
+                    s.min,
+                    int(m.valid),
+                    int(m.unstable),
+                    json.dumps(ctx, sort_keys=True),
+                    json.dumps([a.to_dict() for a in m.attempts]),
+                    json.dumps(m.notes),
+                    json.dumps([round(t, 6) for t in m.raw_ms]),
+                ),
+            )
+            m.id = int(cur.lastrowid or 0)
+            m.created_at = created
+        return m
+
+    def latest(self, key: str, valid_only: bool = True) -> Measurement | None:
+        """The newest measurement with exactly this context key."""
+        q = f"SELECT {_COLUMNS} FROM measurements WHERE context_key = ?"
+        if valid_only:
+            q += " AND valid = 1"
+        row = self._conn.execute(
+            q + " ORDER BY created_at DESC, id DESC LIMIT 1", (key,)
+        ).fetchone()
+        return _row_to_measurement(row) if row else None
+
+    def get(self, mid: int) -> Measurement | None:
+        row = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM measurements WHERE id = ?", (mid,)
+        ).fetchone()
+        return _row_to_measurement(row) if row else None
+
+    def by_job(self, job_id: str) -> Measurement | None:
+        row = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM measurements WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        return _row_to_measurement(row) if row else None
+
+    def job_ids(self, prefix: str = "") -> set[str]:
+        rows = self._conn.execute(
+            "SELECT job_id FROM measurements WHERE job_id LIKE ?",
+            (prefix.replace("%", r"\%") + "%",),
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def query(
+        self,
+        device: str | None = None,
+        artifact_sha256: str | None = None,
+        label: str | None = None,
+        job_prefix: str | None = None,
+        limit: int | None = None,
+    ) -> list[Measurement]:
+        q = f"SELECT {_COLUMNS} FROM measurements WHERE 1=1"
+        args: list[Any] = []
+        if device is not None:
+            q += " AND device = ?"
+            args.append(device)
+        if artifact_sha256 is not None:
+            q += " AND artifact_sha256 = ?"
+            args.append(artifact_sha256)
+        if label is not None:
+            q += " AND label = ?"
+            args.append(label)
+        if job_prefix is not None:
+            q += " AND job_id LIKE ?"
+            args.append(job_prefix + "%")
+        q += " ORDER BY created_at, id"
+        if limit is not None:
+            q += " LIMIT ?"
+            args.append(limit)
+        return [_row_to_measurement(r) for r in self._conn.execute(q, args).fetchall()]
+
+    def count(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM measurements").fetchone()[0])
+
+
+def _row_to_measurement(row: tuple) -> Measurement:
+    (
+        mid,
+        created,
+        _started,
+        _finished,
+        _key,
+        _device,
+        _profile,
+        _runtime,
+        _precision,
+        _sha,
+        label,
+        job_id,
+        _n,
+        _med,
+        _p90,
+        _p99,
+        _mean,
+        _std,
+        _cv,
+        _min,
+        valid,
+        unstable,
+        ctx_json,
+        attempts_json,
+        notes_json,
+        raw_json,
+    ) = row
+    attempts = [Stats.from_dict(a) for a in json.loads(attempts_json)]
+    raw = json.loads(raw_json)
+    from edgeprune.bench.stats import compute_stats
+
+    stats = compute_stats(raw) if raw else attempts[-1]
+    return Measurement(
+        stats=stats,
+        context=json.loads(ctx_json),
+        raw_ms=raw,
+        valid=bool(valid),
+        unstable=bool(unstable),
+        attempts=attempts,
+        notes=json.loads(notes_json),
+        id=mid,
+        created_at=created,
+        job_id=job_id,
+        label=label,
+    )

@@ -1,0 +1,35 @@
+"""The `edgeprune` command line. Each command parses flags, calls one library function, prints.
+
+User-fixable errors (`EdgePruneError`) print one line — what is wrong and how to fix it — and
+exit with code 2 (with ``--json``, the same as a JSON object on stdout). Anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from edgeprune.cli import commands as _commands  # noqa: F401  (registers commands)
+from edgeprune.cli._app import app, console_err
+from edgeprune.errors import EdgePruneError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # Standalone mode: Typer prints its own usage errors and exits 2 through SystemExit.
+        app(args=args, prog_name="edgeprune")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except EdgePruneError as e:
+        if "--json" in args:
+            print(json.dumps(e.to_dict()))
+        console_err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        console_err.print(
+            "[bold red]interrupted[/]: finished work is kept; rerun the command to resume"
+        )
+        return 130
+    return 0

@@ -1,0 +1,702 @@
+"""Core commands: models, datasets, criteria, train, eval, prune, export, bench, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from edgeprune._progress import rich_progress
+from edgeprune.cli._app import JSON_HELP, app, console, emit_json, fmt, kv_table, pct
+from edgeprune.errors import UsageError
+
+JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+ModelKwargsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model-kwargs", help="JSON object of keyword arguments for a zoo model or factory."
+    ),
+]
+ImageSizeOpt = Annotated[
+    int | None,
+    typer.Option("--image-size", help="Resize the dataset's images to this square size."),
+]
+InputSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--input-size", help="Input size for zoo models/factories when no --data is given."
+    ),
+]
+
+
+def _kwargs(text: str | None) -> dict[str, Any]:
+    from edgeprune.models import parse_kwargs
+
+    return parse_kwargs(text)
+
+
+# --------------------------------------------------------------------------- listings
+
+
+@app.command("models")
+def models_cmd(json_out: JsonOpt = False) -> None:
+    """List the model zoo (use FILE.py:factory or pkg.module:factory for your own models)."""
+    from edgeprune.models import MODELS, ArchSpec, default_input_size
+
+    rows = [
+        {
+            "name": e.name,
+            "family": e.meta.get("family"),
+            "input_size": default_input_size(ArchSpec(name=e.name)),
+            "summary": e.summary,
+        }
+        for e in MODELS.entries()
+    ]
+    if json_out:
+        emit_json({"models": rows})
+        return
+    t = Table("name", "family", "input", "description", title="Model zoo")
+    for r in rows:
+        t.add_row(str(r["name"]), fmt(r["family"]), fmt(r["input_size"]), str(r["summary"]))
+    console.print(t)
+
+
+@app.command("datasets")
+def datasets_cmd(json_out: JsonOpt = False) -> None:
+    """List datasets (imagefolder takes a path: imagefolder:PATH)."""
+    from edgeprune.data import DATASETS
+
+    rows = [{"name": e.name, "summary": e.summary} for e in DATASETS.entries()]
+    if json_out:
+        emit_json({"datasets": rows})
+        return
+    t = Table("name", "description", title="Datasets")
+    for r in rows:
+        t.add_row(r["name"], r["summary"])
+    console.print(t)
+
+
+@app.command("criteria")
+def criteria_cmd(json_out: JsonOpt = False) -> None:
+    """List pruning criteria and their options (set with --criterion-opt key=value)."""
+    from edgeprune.prune import CRITERIA
+
+    rows: list[dict[str, Any]] = []
+    for e in CRITERIA.entries():
+        opts = {
+            k: {
+                "default": o.default,
+                "help": o.help,
+                "choices": list(o.choices) if o.choices else None,
+            }
+            for k, o in e.obj.options.items()
+        }
+        rows.append(
+            {"name": e.name, "needs_data": e.obj.needs_data, "summary": e.summary, "options": opts}
+        )
+    if json_out:
+        emit_json({"criteria": rows})
+        return
+    t = Table("name", "data", "description", "options", title="Pruning criteria")
+    for r in rows:
+        t.add_row(
+            r["name"],
+            "yes" if r["needs_data"] else "no",
+            r["summary"],
+            ", ".join(f"{k}={v['default']}" for k, v in r["options"].items()),
+        )
+    console.print(t)
+
+
+# --------------------------------------------------------------------------- train / eval
+
+
+@app.command("train")
+def train_cmd(
+    model: Annotated[
+        str, typer.Argument(help="Zoo name, FILE.py:factory, or a checkpoint to keep training.")
+    ],
+    data: Annotated[str, typer.Option("--data", help="Dataset (see `edgeprune datasets`).")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Checkpoint to write (rewritten every epoch; a rerun resumes)."),
+    ],
+    epochs: Annotated[int, typer.Option("--epochs")] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (cosine schedule).")] = 0.1,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 5e-4,
+    label_smoothing: Annotated[float, typer.Option("--label-smoothing")] = 0.0,
+    warmup_epochs: Annotated[float, typer.Option("--warmup-epochs")] = 0.0,
+    max_train_samples: Annotated[
+        int | None, typer.Option("--max-train-samples", help="Train on a fixed random subset.")
+    ] = None,
+    train_device: Annotated[
+        str, typer.Option("--train-device", help="auto, cpu or cuda.")
+    ] = "auto",
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="torch CPU threads (default: torch's choice).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    model_kwargs: ModelKwargsOpt = None,
+    image_size: ImageSizeOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite --out even if it holds another run.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a model (SGD + cosine); resumable from its checkpoint."""
+    from edgeprune.pipeline.flows import train_checkpoint
+    from edgeprune.train import TrainConfig, set_threads
+
+    set_threads(threads)
+    cfg = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        warmup_epochs=warmup_epochs,
+        seed=seed,
+        max_train_samples=max_train_samples,
+        device=train_device,
+    )
+    with rich_progress():
+        res = train_checkpoint(
+            model, data, cfg, out, _kwargs(model_kwargs), image_size, force=force
+        )
+    if json_out:
+        emit_json(res)
+        return
+    last = (res["history"] or [{}])[-1]
+    console.print(
+        kv_table(
+            "trained" + (" (already complete, reused)" if res["reused"] else ""),
+            [
+                ("checkpoint", res["checkpoint"]),
+                ("model", res["model"]),
+                ("dataset", res["dataset"]),
+                ("epochs", res["epochs"]),
+                ("test accuracy", pct(res["accuracy"])),
+                ("throughput (img/s)", last.get("images_per_s")),
+                ("train time (s)", res["train_seconds"]),
+            ],
+        )
+    )
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[str, typer.Argument(help="Checkpoint (or zoo name / factory).")],
+    data: Annotated[str, typer.Option("--data")],
+    max_samples: Annotated[
+        int | None,
+        typer.Option("--max-samples", help="Evaluate on a fixed random subset of the test split."),
+    ] = None,
+    model_kwargs: ModelKwargsOpt = None,
+    image_size: ImageSizeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Top-1 accuracy of a model on a dataset's test split."""
+    from edgeprune.pipeline.flows import evaluate_model
+
+    with rich_progress():
+        res = evaluate_model(model, data, _kwargs(model_kwargs), image_size, max_samples)
+    if json_out:
+        emit_json(res)
+        return
+    console.print(
+        kv_table(
+            "evaluation",
+            [
+                ("model", res["model"]),
+                ("dataset", res["dataset"]),
+                ("samples", res["samples"]),
+                ("top-1 accuracy", pct(res["accuracy"])),
+                ("loss", res["loss"]),
+            ],
+        )
+    )
+
+
+# --------------------------------------------------------------------------- prune
+
+
+def _target(
+    ratio: float | None, flops: float | None, params: float | None, allow_none: bool
+) -> Any:
+    from edgeprune.prune import Target
+
+    given = [
+        (k, v) for k, v in (("ratio", ratio), ("flops", flops), ("params", params)) if v is not None
+    ]
+    if len(given) > 1:
+        raise UsageError("give only one of --ratio, --flops-reduction, --params-reduction")
+    if not given:
+        if allow_none:
+            return None
+        raise UsageError(
+            "no pruning target", hint="pass --ratio R, --flops-reduction F or --params-reduction P"
+        )
+    return Target(*given[0])
+
+
+def _split_names(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(n.strip() for v in values or [] for n in v.split(",") if n.strip())
+
+
+@app.command("prune")
+def prune_cmd(
+    model: Annotated[
+        str, typer.Argument(help="Checkpoint, zoo name (random init) or FILE.py:factory.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Run directory: report.json, model.pt, model.onnx, report.html."
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="Dataset for data-driven criteria, BN recalibration, fine-tuning and accuracy.",
+        ),
+    ] = None,
+    criterion: Annotated[str, typer.Option("--criterion", help="See `edgeprune criteria`.")] = "l1",
+    criterion_opt: Annotated[
+        list[str] | None,
+        typer.Option("--criterion-opt", help="key=value option of the criterion (repeatable)."),
+    ] = None,
+    ratio: Annotated[
+        float | None, typer.Option("--ratio", help="Fraction of each group's channels to remove.")
+    ] = None,
+    flops_reduction: Annotated[
+        float | None, typer.Option("--flops-reduction", help="Fraction of FLOPs (MACs) to remove.")
+    ] = None,
+    params_reduction: Annotated[
+        float | None, typer.Option("--params-reduction", help="Fraction of parameters to remove.")
+    ] = None,
+    ratios_file: Annotated[
+        Path | None,
+        typer.Option("--ratios-file", help="JSON {layer: ratio} per-layer ratio vector."),
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode", help="uniform (same ratio per group) or global (rank all channels together)."
+        ),
+    ] = "uniform",
+    convention: Annotated[
+        str,
+        typer.Option(
+            "--convention",
+            help="all groups (DepGraph) or internal (block-internal only, HRank/CHIP).",
+        ),
+    ] = "all",
+    round_to: Annotated[
+        int | None, typer.Option("--round-to", help="Keep channel counts multiples of N.")
+    ] = None,
+    min_channels: Annotated[int, typer.Option("--min-channels")] = 1,
+    ignore_layers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ignore-layers",
+            help="Layer names whose outputs must keep their width (comma list, repeatable).",
+        ),
+    ] = None,
+    calib_batches: Annotated[
+        int,
+        typer.Option(
+            "--calib-batches",
+            help="Calibration batches for data-driven criteria and BN recalibration.",
+        ),
+    ] = 5,
+    calib_batch_size: Annotated[int, typer.Option("--calib-batch-size")] = 128,
+    bn_recalibration: Annotated[
+        bool,
+        typer.Option(
+            "--bn-recalibration/--no-bn-recalibration",
+            help="Re-estimate BN statistics after pruning.",
+        ),
+    ] = True,
+    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs")] = 0,
+    finetune_lr: Annotated[float, typer.Option("--finetune-lr")] = 0.01,
+    finetune_batch_size: Annotated[int, typer.Option("--finetune-batch-size")] = 128,
+    max_train_samples: Annotated[
+        int | None, typer.Option("--max-train-samples", help="Fine-tune on a fixed random subset.")
+    ] = None,
+    eval_samples: Annotated[
+        int | None,
+        typer.Option("--eval-samples", help="Evaluate on a fixed random subset of the test split."),
+    ] = None,
+    opset: Annotated[
+        int | None,
+        typer.Option("--opset", help="ONNX opset of model.onnx (default: the exporter's)."),
+    ] = None,
+    device: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--device",
+            help="Also measure base and pruned latency on this device or profile (repeatable).",
+        ),
+    ] = None,
+    bench_seconds: Annotated[
+        float,
+        typer.Option("--bench-seconds", help="Minimum measured seconds per latency benchmark."),
+    ] = 2.0,
+    threads: Annotated[
+        int, typer.Option("--threads", help="Inference threads for latency benchmarks.")
+    ] = 1,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    model_kwargs: ModelKwargsOpt = None,
+    image_size: ImageSizeOpt = None,
+    input_size: InputSizeOpt = None,
+    list_groups: Annotated[
+        bool, typer.Option("--list-groups", help="Print the model's prunable groups and exit.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing run directory.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Prune a model with a criterion to a target, fine-tune, export ONNX, write a run directory."""
+    from edgeprune.bench import BenchConfig
+    from edgeprune.pipeline.flows import PruneRunConfig, prune_run
+    from edgeprune.prune import PruneConfig, parse_criterion_opts
+    from edgeprune.train import TrainConfig
+
+    if list_groups:
+        _list_groups(
+            model,
+            data,
+            _kwargs(model_kwargs),
+            image_size,
+            input_size,
+            _split_names(ignore_layers),
+            json_out,
+        )
+        return
+    if out is None:
+        raise UsageError("missing --out", hint="pass --out RUNDIR")
+    ratios = None
+    if ratios_file is not None:
+        try:
+            ratios = json.loads(ratios_file.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UsageError(f"cannot read --ratios-file {ratios_file}: {e}") from e
+        if not isinstance(ratios, dict):
+            raise UsageError("--ratios-file must hold a JSON object {layer: ratio}")
+    target = _target(
+        ratio,
+        flops_reduction,
+        params_reduction,
+        allow_none=ratios is not None or "threshold" in " ".join(criterion_opt or []),
+    )
+    pcfg = PruneConfig(
+        criterion=criterion,
+        criterion_options=parse_criterion_opts(criterion_opt),
+        target=target,
+        ratios=ratios,
+        mode=mode,
+        convention=convention,
+        round_to=round_to,
+        min_channels=min_channels,
+        ignored_layers=_split_names(ignore_layers),
+        calib_batches=calib_batches,
+        calib_batch_size=calib_batch_size,
+        recalibrate_bn=bn_recalibration,
+        seed=seed,
+    )
+    ft = (
+        TrainConfig(
+            epochs=finetune_epochs,
+            lr=finetune_lr,
+            batch_size=finetune_batch_size,
+            max_train_samples=max_train_samples,
+            seed=seed,
+        )
+        if finetune_epochs > 0
+        else None
+    )
+    cfg = PruneRunConfig(
+        prune=pcfg,
+        finetune=ft,
+        opset=opset,
+        eval_samples=eval_samples,
+        devices=tuple(device or ()),
+        bench=BenchConfig(min_seconds=bench_seconds, threads=threads),
+    )
+    with rich_progress():
+        report = prune_run(
+            model, data, cfg, out, _kwargs(model_kwargs), image_size, input_size, force=force
+        )
+    if json_out:
+        emit_json(report)
+        return
+    print_prune_report(report)
+
+
+def print_prune_report(report: dict[str, Any]) -> None:
+    rows: list[tuple[str, Any]] = [
+        ("run directory", report["run_dir"]),
+        ("criterion", report["criterion"]),
+        (
+            "FLOPs (MMAC)",
+            f"{report['flops_before'] / 1e6:.2f} → {report['flops_after'] / 1e6:.2f}  (-{report['flops_reduction']:.1%})",
+        ),
+        (
+            "params (M)",
+            f"{report['params_before'] / 1e6:.3f} → {report['params_after'] / 1e6:.3f}  (-{report['params_reduction']:.1%})",
+        ),
+        ("scoring time (s)", report["scoring_seconds"]),
+    ]
+    if "accuracy_before" in report:
+        rows.append(
+            (
+                "accuracy",
+                f"{pct(report['accuracy_before'])} → {pct(report['accuracy_pruned_no_finetune'])} (pruned) → {pct(report['accuracy_after'])} (final)",
+            )
+        )
+    exp = report["export"]
+    rows.append(
+        (
+            "ONNX",
+            f"{exp['path']}  opset {exp['opset']}, parity max|Δ| {exp['parity_max_abs_diff']:.2g}",
+        )
+    )
+    for dev, lat in (report.get("latency") or {}).items():
+        rows.append(
+            (
+                f"latency on {dev}",
+                f"{lat['base']['stats']['median']:.3f} ms → {lat['pruned']['stats']['median']:.3f} ms median  ({lat['speedup_median']:.2f}×)",
+            )
+        )
+    rows.append(("report", str(Path(report["run_dir"]) / "report.html")))
+    console.print(kv_table("pruned", rows))
+
+
+def _list_groups(
+    model: str,
+    data: str | None,
+    kwargs: dict[str, Any],
+    image_size: int | None,
+    input_size: int | None,
+    ignored: tuple[str, ...],
+    json_out: bool,
+) -> None:
+    from edgeprune.pipeline.flows import load_bundle, load_data
+    from edgeprune.prune import DependencyIndex
+
+    bundle = load_bundle(model, load_data(data, image_size), kwargs, input_size)
+    index = DependencyIndex(bundle.model, bundle.example_input(), ignored=list(ignored))
+    groups = [g.to_dict() for g in index.groups]
+    if json_out:
+        emit_json({"model": bundle.label, "ignored": index.ignored, "groups": groups})
+        return
+    t = Table(
+        "root",
+        "width",
+        "shared",
+        "layers",
+        title=f"prunable groups of {bundle.label} (protected: {', '.join(index.ignored)})",
+    )
+    for g in groups:
+        t.add_row(
+            g["root"],
+            str(g["width"]),
+            "yes" if g["shared"] else "",
+            str(len(g["members"]) + len(g["consumers"])),
+        )
+    console.print(t)
+
+
+# --------------------------------------------------------------------------- export / bench / demo
+
+
+@app.command("export")
+def export_cmd(
+    model: Annotated[str, typer.Argument(help="Checkpoint, zoo name or FILE.py:factory.")],
+    out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")],
+    to: Annotated[str, typer.Option("--to", help="Target format.")] = "onnx",
+    opset: Annotated[
+        int | None,
+        typer.Option("--opset", help="ONNX opset (below 18 uses the TorchScript exporter)."),
+    ] = None,
+    exporter: Annotated[
+        str, typer.Option("--exporter", help="auto, dynamo or torchscript.")
+    ] = "auto",
+    external_data: Annotated[
+        bool, typer.Option("--external-data", help="Write weights to a .onnx.data side file.")
+    ] = False,
+    dynamic_batch: Annotated[
+        bool,
+        typer.Option("--dynamic-batch", help="Symbolic batch dimension (default: static batch 1)."),
+    ] = False,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Dataset fixing a zoo model's input shape and classes."),
+    ] = None,
+    model_kwargs: ModelKwargsOpt = None,
+    input_size: InputSizeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export to ONNX: one self-contained file, full checker, ONNX Runtime parity check."""
+    from edgeprune.pipeline.flows import export_onnx
+
+    if to != "onnx":
+        raise UsageError(f"unknown export target {to!r}", hint="use --to onnx")
+    res = export_onnx(
+        model,
+        out,
+        opset,
+        exporter,
+        external_data,
+        dynamic_batch,
+        _kwargs(model_kwargs),
+        input_size,
+        data,
+    )
+    if json_out:
+        emit_json(res.to_dict())
+        return
+    console.print(
+        kv_table(
+            "exported",
+            [
+                ("file", res.path),
+                ("opset", res.opset),
+                ("exporter", res.exporter),
+                ("size (bytes)", res.size_bytes),
+                ("sha256", res.sha256),
+                ("inputs", ", ".join(f"{i.name} {i.shape} {i.dtype}" for i in res.inputs)),
+                ("outputs", ", ".join(f"{o.name} {o.shape} {o.dtype}" for o in res.outputs)),
+                (
+                    "parity max|Δ|",
+                    f"{res.parity_max_abs_diff:.3g} (|out| ≤ {res.parity_output_scale:.3g}, {res.parity_samples} inputs)",
+                ),
+                *[("note", n) for n in res.notes],
+            ],
+        )
+    )
+
+
+@app.command("bench")
+def bench_cmd(
+    model: Annotated[
+        str, typer.Argument(help="ONNX file, checkpoint, zoo name or FILE.py:factory.")
+    ],
+    device: Annotated[
+        str,
+        typer.Option("--device", help="Device name or profile (a free device of it is leased)."),
+    ] = "local",
+    threads: Annotated[
+        int, typer.Option("--threads", help="intra-op threads (inter-op is 1).")
+    ] = 1,
+    batch: Annotated[int, typer.Option("--batch")] = 1,
+    runs: Annotated[int, typer.Option("--runs", help="Minimum measured runs.")] = 50,
+    duration: Annotated[float, typer.Option("--duration", help="Minimum measured seconds.")] = 2.0,
+    warmup: Annotated[
+        int, typer.Option("--warmup", help="Minimum warm-up runs (and at least 1 s).")
+    ] = 10,
+    repeats: Annotated[
+        int, typer.Option("--repeats", help="Fresh-process attempts while CV > 2.5%.")
+    ] = 3,
+    opset: Annotated[int | None, typer.Option("--opset")] = None,
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            "--reuse",
+            help="Return a stored measurement with the same context key instead of measuring.",
+        ),
+    ] = False,
+    model_kwargs: ModelKwargsOpt = None,
+    input_size: InputSizeOpt = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Include raw per-run times in --json output.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Measure inference latency on a device by the protocol; every result is stored."""
+    from edgeprune.bench import BenchConfig
+    from edgeprune.pipeline.flows import bench_model
+
+    cfg = BenchConfig(
+        threads=threads,
+        batch=batch,
+        min_runs=runs,
+        min_seconds=duration,
+        warmup_runs=warmup,
+        max_repeats=repeats,
+    )
+    with rich_progress():
+        res = bench_model(model, device, cfg, _kwargs(model_kwargs), input_size, opset, reuse)
+    if json_out:
+        if not raw:
+            res.pop("raw_ms", None)
+        emit_json(res)
+        return
+    s, c = res["stats"], res["context"]
+    console.print(
+        kv_table(
+            f"latency of {Path(model).name} on {c['device']}",
+            [
+                ("median (ms)", s["median"]),
+                ("p90 / p99 (ms)", f"{s['p90']:.4g} / {s['p99']:.4g}"),
+                ("mean ± std (ms)", f"{s['mean']:.4g} ± {s['std']:.3g}"),
+                ("CV", f"{s['cv']:.2%}"),
+                ("min (ms)", s["min"]),
+                ("runs", s["n"]),
+                ("runtime", f"{c['runtime']} {c['runtime_version']} ({c['provider']})"),
+                ("threads / batch", f"{c['threads']} / {c['batch']}"),
+                ("valid", res["valid"]),
+                ("unstable", res["unstable"]),
+                ("store id", res["id"]),
+                *[("note", n) for n in res["notes"]],
+            ],
+        )
+    )
+
+
+@app.command("demo")
+def demo_cmd(
+    epochs: Annotated[
+        int, typer.Option("--epochs", help="Base model training epochs (cached between runs).")
+    ] = 3,
+    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs")] = 1,
+    flops_reduction: Annotated[float, typer.Option("--flops-reduction")] = 0.5,
+    round_to: Annotated[
+        int | None,
+        typer.Option("--round-to", help="Keep channel counts multiples of N (0: no rounding)."),
+    ] = 8,
+    criterion: Annotated[str, typer.Option("--criterion")] = "l1",
+    device: Annotated[str, typer.Option("--device")] = "local",
+    out: Annotated[str, typer.Option("--out")] = "runs/demo",
+    json_out: JsonOpt = False,
+) -> None:
+    """The main job: ResNet-20 on Fashion-MNIST → prune → fine-tune → export → measure on `local`."""
+    from edgeprune.pipeline.demo import DemoConfig, run_demo
+
+    with rich_progress():
+        report = run_demo(
+            DemoConfig(
+                epochs=epochs,
+                finetune_epochs=finetune_epochs,
+                flops_reduction=flops_reduction,
+                round_to=round_to or None,
+                criterion=criterion,
+                device=device,
+                out=out,
+            )
+        )
+    if json_out:
+        emit_json(report)
+        return
+    print_prune_report(report)
+    d = report["demo"]
+    console.print(
+        f"base model: {d['base_checkpoint']} ({'reused' if d['base_reused'] else 'trained'}); demo took {d['wall_seconds']:.0f} s"
+    )
+    console.print(f"[bold]report:[/] {d['report_html']}")

@@ -1,0 +1,116 @@
+"""Helpers shared by the pipeline flows: versions, atomic JSON, run directories."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from edgeprune.errors import UsageError
+
+
+def versions() -> dict[str, str | None]:
+    import onnx
+    import onnxruntime
+    import torch
+    import torch_pruning
+
+    from edgeprune import __version__
+
+    return {
+        "edgeprune": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_pruning": getattr(torch_pruning, "__version__", None),
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False, default=_default)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _default(o: Any) -> Any:
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    raise TypeError(f"cannot serialise {type(o).__name__}")
+
+
+def fingerprint(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=_default).encode()).hexdigest()[
+        :16
+    ]
+
+
+class RunDir:
+    """A run directory built in ``.<name>.partial`` next to it and moved into place when complete.
+
+    Re-running with the same fingerprint resumes from the partial directory's saved steps;
+    a different fingerprint starts over. An existing finished run is replaced only with ``force``.
+    """
+
+    def __init__(self, final: Path, fp: str, force: bool = False) -> None:
+        self.final = final
+        self.partial = final.parent / f".{final.name}.partial"
+        if final.exists() and any(final.iterdir()) and not force:
+            raise UsageError(
+                f"{final} already exists",
+                hint="pass --force to replace it, or choose another --out",
+            )
+        state = self.partial / "state.json"
+        if self.partial.exists():
+            try:
+                saved = json.loads(state.read_text())
+            except (OSError, json.JSONDecodeError):
+                saved = {}
+            if saved.get("fingerprint") != fp:
+                shutil.rmtree(self.partial)
+        self.partial.mkdir(parents=True, exist_ok=True)
+        self._state_path = state
+        self.state: dict[str, Any] = (
+            json.loads(state.read_text()) if state.is_file() else {"fingerprint": fp, "steps": {}}
+        )
+        self.resumed = bool(self.state.get("steps"))
+
+    def path(self, name: str) -> Path:
+        return self.partial / name
+
+    def done(self, step: str) -> Any:
+        return self.state["steps"].get(step)
+
+    def mark(self, step: str, value: Any = True) -> None:
+        self.state["steps"][step] = value
+        write_json(self._state_path, self.state)
+
+    def finish(self) -> Path:
+        self._state_path.unlink(missing_ok=True)
+        if self.final.exists():
+            trash = self.final.parent / f".{self.final.name}.old-{int(time.time())}"
+            os.replace(self.final, trash)
+            os.replace(self.partial, self.final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(self.partial, self.final)
+        return self.final
+
+
+def command_line() -> str:
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])

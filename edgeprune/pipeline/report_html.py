@@ -1,0 +1,250 @@
+"""Offline HTML reports with inline SVG plots (no JavaScript, no network, no plotting library)."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+
+
+def _esc(v: Any) -> str:
+    return html.escape(str(v))
+
+
+def bar_chart(
+    title: str,
+    labels: Sequence[str],
+    values: Sequence[float | None],
+    unit: str = "",
+    width: int = 360,
+    height: int = 220,
+) -> str:
+    """A vertical bar chart as an SVG string."""
+    top, bottom, left, right = 30, 40, 50, 10
+    h = height - top - bottom
+    w = width - left - right
+    vmax = max([v for v in values if v is not None] + [1e-12]) * 1.15
+    n = max(1, len(values))
+    bw = w / n * 0.6
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">',
+        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="13" font-weight="bold">{_esc(title)}</text>',
+        f'<line x1="{left}" y1="{top + h}" x2="{left + w}" y2="{top + h}" stroke="#333"/>',
+    ]
+    for i, (lab, v) in enumerate(zip(labels, values, strict=True)):
+        x = left + (i + 0.2) * w / n
+        if v is None:
+            continue
+        bh = h * v / vmax
+        parts.append(
+            f'<rect x="{x:.1f}" y="{top + h - bh:.1f}" width="{bw:.1f}" height="{bh:.1f}" fill="{PALETTE[i % len(PALETTE)]}"/>'
+        )
+        parts.append(
+            f'<text x="{x + bw / 2:.1f}" y="{top + h - bh - 4:.1f}" text-anchor="middle" font-size="11">{v:.4g}{_esc(unit)}</text>'
+        )
+        parts.append(
+            f'<text x="{x + bw / 2:.1f}" y="{top + h + 15:.1f}" text-anchor="middle" font-size="11">{_esc(lab)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def scatter_chart(
+    title: str,
+    series: dict[str, list[tuple[float, float, str]]],
+    xlabel: str,
+    ylabel: str,
+    width: int = 520,
+    height: int = 340,
+    connect: bool = False,
+) -> str:
+    """Scatter plot; ``series`` maps a legend name to (x, y, tooltip) points."""
+    top, bottom, left, right = 30, 45, 60, 130
+    h, w = height - top - bottom, width - left - right
+    pts = [p for s in series.values() for p in s]
+    if not pts:
+        return f"<p>{_esc(title)}: no data</p>"
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    if x1 == x0:
+        x0, x1 = x0 - 1, x1 + 1
+    if y1 == y0:
+        y0, y1 = y0 - 1, y1 + 1
+    padx, pady = (x1 - x0) * 0.05, (y1 - y0) * 0.08
+    x0, x1, y0, y1 = x0 - padx, x1 + padx, y0 - pady, y1 + pady
+
+    def sx(x: float) -> float:
+        return left + (x - x0) / (x1 - x0) * w
+
+    def sy(y: float) -> float:
+        return top + h - (y - y0) / (y1 - y0) * h
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">',
+        f'<text x="{left + w / 2}" y="18" text-anchor="middle" font-size="13" font-weight="bold">{_esc(title)}</text>',
+        f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#333"/>',
+        f'<text x="{left + w / 2}" y="{height - 8}" text-anchor="middle" font-size="11">{_esc(xlabel)}</text>',
+        f'<text x="14" y="{top + h / 2}" text-anchor="middle" font-size="11" transform="rotate(-90 14 {top + h / 2})">{_esc(ylabel)}</text>',
+    ]
+    for i in range(5):
+        xv = x0 + (x1 - x0) * i / 4
+        yv = y0 + (y1 - y0) * i / 4
+        parts.append(
+            f'<text x="{sx(xv):.1f}" y="{top + h + 14}" text-anchor="middle" font-size="10">{xv:.3g}</text>'
+        )
+        parts.append(
+            f'<text x="{left - 4}" y="{sy(yv) + 3:.1f}" text-anchor="end" font-size="10">{yv:.3g}</text>'
+        )
+    for k, (name, points) in enumerate(series.items()):
+        color = PALETTE[k % len(PALETTE)]
+        ordered = sorted(points)
+        if connect and len(ordered) > 1:
+            path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in ordered)
+            parts.append(
+                f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.5"/>'
+            )
+        for x, y, tip in ordered:
+            parts.append(
+                f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="{color}"><title>{_esc(tip)}</title></circle>'
+            )
+        parts.append(
+            f'<rect x="{left + w + 10}" y="{top + 14 * k}" width="10" height="10" fill="{color}"/>'
+        )
+        parts.append(
+            f'<text x="{left + w + 24}" y="{top + 9 + 14 * k}" font-size="11">{_esc(name)[:18]}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return _esc(f"{v:.4g}")
+    return _esc("" if v is None else v)
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+.charts{display:flex;flex-wrap:wrap;gap:16px}.note{color:#555;font-size:90%}pre{background:#f7f7f7;padding:8px;overflow:auto}"""
+
+
+def page(title: str, body: str) -> str:
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title><style>{CSS}</style></head><body><h1>{_esc(title)}</h1>{body}</body></html>"
+
+
+def write_run_html(report: dict[str, Any], path: Path) -> Path:
+    """The report page of one prune run: base vs pruned accuracy, FLOPs, params and measured latency."""
+    pct = lambda v: None if v is None else 100.0 * v  # noqa: E731
+    rows = [
+        [
+            "FLOPs (MMAC)",
+            report["flops_before"] / 1e6,
+            report["flops_after"] / 1e6,
+            f"-{report['flops_reduction']:.1%}",
+        ],
+        [
+            "parameters (M)",
+            report["params_before"] / 1e6,
+            report["params_after"] / 1e6,
+            f"-{report['params_reduction']:.1%}",
+        ],
+    ]
+    charts = [
+        bar_chart(
+            "FLOPs (MMAC)",
+            ["base", "pruned"],
+            [report["flops_before"] / 1e6, report["flops_after"] / 1e6],
+        ),
+        bar_chart(
+            "Parameters (M)",
+            ["base", "pruned"],
+            [report["params_before"] / 1e6, report["params_after"] / 1e6],
+        ),
+    ]
+    if "accuracy_before" in report:
+        rows.insert(
+            0,
+            [
+                "top-1 accuracy (%)",
+                pct(report["accuracy_before"]),
+                pct(report["accuracy_after"]),
+                f"{100 * (report['accuracy_after'] - report['accuracy_before']):+.2f} pp",
+            ],
+        )
+        if "accuracy_pruned_no_finetune" in report:
+            rows.insert(
+                1,
+                [
+                    "accuracy before fine-tune (%)",
+                    None,
+                    pct(report["accuracy_pruned_no_finetune"]),
+                    "",
+                ],
+            )
+        charts.insert(
+            0,
+            bar_chart(
+                "Top-1 accuracy (%)",
+                ["base", "pruned"],
+                [pct(report["accuracy_before"]), pct(report["accuracy_after"])],
+            ),
+        )
+    for dev, lat in (report.get("latency") or {}).items():
+        b, p = lat["base"]["stats"], lat["pruned"]["stats"]
+        rows.append(
+            [
+                f"latency median on {dev} (ms)",
+                b["median"],
+                p["median"],
+                f"{lat['speedup_median']:.2f}× faster",
+            ]
+        )
+        rows.append([f"latency p90 on {dev} (ms)", b["p90"], p["p90"], ""])
+        charts.append(
+            bar_chart(
+                f"Measured latency on {dev} (median, ms)",
+                ["base", "pruned"],
+                [b["median"], p["median"]],
+            )
+        )
+    first: dict[str, Any] = next(iter((report.get("latency") or {}).values()), {})
+    ctx = first.get("pruned", {}).get("context", {})
+    body = [
+        f"<p>Model <b>{_esc(report['model']['arch'].get('name') or report['model']['arch'].get('factory'))}</b>, "
+        f"criterion <b>{_esc(report['criterion'])}</b>, dataset <b>{_esc(report['model'].get('dataset'))}</b>.</p>",
+        f"<div class='charts'>{''.join(charts)}</div>",
+        table(["", "base", "pruned", "change"], rows),
+    ]
+    if ctx:
+        keep = (
+            "device",
+            "profile",
+            "arch",
+            "runtime",
+            "runtime_version",
+            "threads",
+            "batch",
+            "input_shape",
+            "governor",
+            "protocol",
+        )
+        body.append(
+            "<h2>Measurement context</h2>"
+            + table(["field", "value"], [[k, json.dumps(ctx.get(k))] for k in keep])
+        )
+    body.append(
+        f"<p class='note'>FLOPs are multiply-accumulates per image. Command: <code>{_esc(report.get('command'))}</code></p>"
+    )
+    path.write_text(page("edgeprune run report", "".join(body)))
+    return path

@@ -1,0 +1,47 @@
+"""Pruning: criteria plugins, the plan, applying it (via Torch-Pruning), FLOPs/params counting."""
+
+from edgeprune.prune._engine import DependencyIndex, PrunableGroup, apply_plan, count_macs_params
+from edgeprune.prune._prune import (
+    PruneConfig,
+    PruneResult,
+    Scored,
+    compose_plans,
+    prunable_groups,
+    prune,
+    score_model,
+)
+from edgeprune.prune._select import Target
+from edgeprune.prune.criteria import (
+    CRITERIA,
+    Criterion,
+    Option,
+    ScoreContext,
+    make_criterion,
+    parse_criterion_opts,
+    register_criterion,
+)
+from edgeprune.prune.plan import GroupPlan, PrunePlan
+
+__all__ = [
+    "CRITERIA",
+    "Criterion",
+    "DependencyIndex",
+    "GroupPlan",
+    "Option",
+    "PrunableGroup",
+    "PruneConfig",
+    "PrunePlan",
+    "PruneResult",
+    "ScoreContext",
+    "Scored",
+    "Target",
+    "apply_plan",
+    "compose_plans",
+    "count_macs_params",
+    "make_criterion",
+    "parse_criterion_opts",
+    "prunable_groups",
+    "prune",
+    "register_criterion",
+    "score_model",
+]

@@ -1,0 +1,260 @@
+"""`prune()`: score channels with a criterion, choose widths for a target, apply the plan."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from edgeprune._progress import track
+from edgeprune.data import Dataset
+from edgeprune.errors import UsageError
+from edgeprune.prune._cost import CostModel
+from edgeprune.prune._engine import DependencyIndex, PrunableGroup, count_macs_params
+from edgeprune.prune._select import Target, round_keep, solve_global, solve_uniform, topk_plan
+from edgeprune.prune.criteria import CRITERIA, Criterion, ScoreContext, make_criterion
+from edgeprune.prune.plan import GroupPlan, PrunePlan
+from edgeprune.train import recalibrate_bn, select_device
+
+if TYPE_CHECKING:  # the bundle record lives with the checkpoint contract, one layer up
+    from edgeprune.checkpoint import ModelBundle
+
+MODES = ("uniform", "global")
+CONVENTIONS = ("all", "internal")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """What to prune and how much.
+
+    Exactly one of ``target`` (ratio / FLOPs / params reduction), ``widths`` (kept channels per
+    group root) or ``ratios`` (removed fraction per group root: a per-layer ratio vector) — or a
+    criterion that picks its own widths (QSFM ``threshold``) — decides the widths.
+    ``convention='internal'`` prunes only block-internal groups (HRank/CHIP's ResNet convention);
+    ``'all'`` also prunes residual/shared groups (DepGraph).
+    """
+
+    criterion: str = "l1"
+    criterion_options: Mapping[str, Any] = field(default_factory=dict)
+    target: Target | None = None
+    widths: Mapping[str, int] | None = None
+    ratios: Mapping[str, float] | None = None
+    mode: str = "uniform"
+    convention: str = "all"
+    round_to: int | None = None
+    min_channels: int = 1
+    ignored_layers: tuple[str, ...] = ()
+    calib_batches: int = 5
+    calib_batch_size: int = 128
+    recalibrate_bn: bool = True
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(f"unknown mode {self.mode!r}", hint=f"use one of {', '.join(MODES)}")
+        if self.convention not in CONVENTIONS:
+            raise UsageError(
+                f"unknown convention {self.convention!r}",
+                hint=f"use one of {', '.join(CONVENTIONS)}",
+            )
+        if self.round_to is not None and self.round_to < 1:
+            raise UsageError(f"--round-to must be >= 1, got {self.round_to}")
+        if self.calib_batches < 1 or self.calib_batch_size < 1:
+            raise UsageError("--calib-batches and the calibration batch size must be >= 1")
+        if self.min_channels < 1:
+            raise UsageError(f"--min-channels must be >= 1, got {self.min_channels}")
+        CRITERIA.entry(self.criterion)
+        for r in (self.ratios or {}).values():
+            if not 0.0 <= r < 1.0:
+                raise UsageError(f"per-layer ratios must be in [0, 1), got {r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["criterion_options"] = dict(self.criterion_options)
+        d["target"] = asdict(self.target) if self.target else None
+        return d
+
+
+@dataclass
+class PruneResult:
+    bundle: ModelBundle
+    plan: PrunePlan
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    scoring_seconds: float
+    criterion: dict[str, Any]
+    widths: dict[str, tuple[int, int]]
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def flops_reduction(self) -> float:
+        return 1.0 - self.macs_after / self.macs_before if self.macs_before else 0.0
+
+    @property
+    def params_reduction(self) -> float:
+        return 1.0 - self.params_after / self.params_before if self.params_before else 0.0
+
+
+def prunable_groups(index: DependencyIndex, convention: str) -> list[PrunableGroup]:
+    return [g for g in index.groups if convention == "all" or not g.shared]
+
+
+@dataclass
+class Scored:
+    """A scored copy of a model: the context, the criterion instance (it may keep state between
+    scoring, selection and compensation), the scores and the scoring time in seconds."""
+
+    ctx: ScoreContext
+    criterion: Criterion
+    scores: dict[int, torch.Tensor]
+    seconds: float
+
+
+def score_model(bundle: ModelBundle, config: PruneConfig, data: Dataset | None = None) -> Scored:
+    """Score every channel of every prunable group of a copy of ``bundle.model``."""
+    model = copy.deepcopy(bundle.model).eval()
+    device = select_device(config.device)
+    example = bundle.example_input()
+    index = DependencyIndex(model, example, ignored=list(config.ignored_layers))
+    groups = prunable_groups(index, config.convention)
+    if not groups:
+        raise UsageError(
+            f"{bundle.arch.label} has no prunable channel groups",
+            hint="check --ignore-layers and --convention",
+        )
+    criterion = make_criterion(config.criterion, config.criterion_options)
+    ctx = ScoreContext(
+        model,
+        index,
+        groups,
+        data,
+        example,
+        config.calib_batches,
+        config.calib_batch_size,
+        config.seed,
+        device,
+    )
+    if criterion.needs_data:
+        ctx.require_data(config.criterion)
+    t0 = time.perf_counter()
+    with track(f"score ({config.criterion})", total=None):
+        scores = criterion.score(ctx)
+    elapsed = time.perf_counter() - t0
+    model.to("cpu")
+    for g in groups:
+        s = scores.get(g.index)
+        if s is None or s.shape != (g.width,) or not torch.isfinite(s).all():
+            raise RuntimeError(
+                f"criterion {config.criterion} returned bad scores for group {g.root}"
+            )
+    return Scored(ctx, criterion, scores, elapsed)
+
+
+def choose_keep(
+    ctx: ScoreContext, config: PruneConfig, scores: Mapping[int, torch.Tensor], criterion: Criterion
+) -> dict[int, int]:
+    """Keep counts per group index from explicit widths/ratios, the criterion, or the target."""
+    groups = ctx.groups
+    by_root = {g.root: g for g in ctx.index.groups}
+    if config.widths is not None or config.ratios is not None:
+        keep = {g.index: g.width for g in groups}
+        for root, value in {**(config.ratios or {}), **(config.widths or {})}.items():
+            g = by_root.get(root) or _group_containing(ctx.index, root)
+            if g is None:
+                raise UsageError(
+                    f"no prunable group has layer {root!r}",
+                    hint="list groups with `edgeprune prune MODEL --list-groups`",
+                )
+            want = value if root in (config.widths or {}) else g.width * (1.0 - float(value))
+            keep[g.index] = round_keep(g, float(want), config.round_to, config.min_channels)
+        return keep
+    own = criterion.keep_counts(ctx, scores)
+    if own is not None:
+        return own
+    if config.target is None:
+        raise UsageError(
+            "no pruning target given", hint="pass --ratio, --flops-reduction or --params-reduction"
+        )
+    cost = CostModel(ctx.index)
+    if config.mode == "global":
+        return solve_global(
+            groups, scores, cost, config.target, config.round_to, config.min_channels
+        )
+    return solve_uniform(groups, cost, config.target, config.round_to, config.min_channels)
+
+
+def _group_containing(index: DependencyIndex, layer: str) -> PrunableGroup | None:
+    for g in index.groups:
+        if layer in g.members:
+            return g
+    return None
+
+
+def compose_plans(previous: PrunePlan, new: PrunePlan, index: DependencyIndex) -> PrunePlan:
+    """Express ``new`` (indices of an already pruned model) in the unpruned model's indices."""
+    old_by_root = {g.root: g for g in previous.groups}
+    out: list[GroupPlan] = []
+    used: set[str] = set()
+    for gp in new.groups:
+        grp = _group_containing(index, gp.root) or index.group(gp.root)
+        old = next((old_by_root[m] for m in [grp.root, *grp.members] if m in old_by_root), None)
+        if old is None:
+            out.append(gp)
+            continue
+        used.add(old.root)
+        out.append(GroupPlan(old.root, old.width, tuple(sorted(old.keep[j] for j in gp.keep))))
+    out.extend(g for g in previous.groups if g.root not in used)
+    return PrunePlan(tuple(out), sorted(set(previous.ignored) | set(new.ignored)))
+
+
+def prune(bundle: ModelBundle, config: PruneConfig, data: Dataset | None = None) -> PruneResult:
+    """Prune a copy of ``bundle.model`` as ``config`` says; ``bundle`` is left unchanged.
+
+    With ``data`` and ``config.recalibrate_bn`` the pruned model's BatchNorm statistics are
+    re-estimated on ``calib_batches`` training batches (no gradient step).
+    Raises `UsageError` for impossible targets or unknown layers.
+    """
+    macs_before, params_before = count_macs_params(bundle.model, bundle.example_input())
+    scored = score_model(bundle, config, data)
+    ctx, criterion, scores = scored.ctx, scored.criterion, scored.scores
+    keep = choose_keep(ctx, config, scores, criterion)
+    plan = criterion.select(ctx, scores, keep) or topk_plan(
+        ctx.groups, scores, keep, ctx.index.ignored
+    )
+    facts = criterion.before_apply(ctx, plan)
+    ctx.index.apply(plan)
+    model = ctx.model
+    if config.recalibrate_bn and data is not None:
+        recalibrate_bn(
+            model,
+            data,
+            config.calib_batches,
+            config.calib_batch_size,
+            seed=config.seed,
+            device=config.device,
+        )
+        model.to("cpu")
+    model.eval()
+    macs_after, params_after = count_macs_params(model, bundle.example_input())
+    full_plan = compose_plans(bundle.plan, plan, ctx.index) if bundle.plan.groups else plan
+    widths = {g.root: (keep.get(g.index, g.width), g.width) for g in ctx.groups}
+    new_bundle = replace(bundle, model=model, plan=full_plan, metrics={}, train_state=None)
+    return PruneResult(
+        bundle=new_bundle,
+        plan=full_plan,
+        macs_before=macs_before,
+        macs_after=macs_after,
+        params_before=params_before,
+        params_after=params_after,
+        scoring_seconds=scored.seconds,
+        criterion=criterion.describe(),
+        widths=widths,
+        facts=facts,
+    )

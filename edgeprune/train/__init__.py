@@ -1,0 +1,23 @@
+"""Training, fine-tuning, evaluation and BatchNorm recalibration."""
+
+from edgeprune.train._loop import (
+    EvalResult,
+    TrainConfig,
+    TrainState,
+    evaluate,
+    recalibrate_bn,
+    select_device,
+    set_threads,
+    train,
+)
+
+__all__ = [
+    "EvalResult",
+    "TrainConfig",
+    "TrainState",
+    "evaluate",
+    "recalibrate_bn",
+    "select_device",
+    "set_threads",
+    "train",
+]

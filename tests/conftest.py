@@ -1,0 +1,57 @@
+"""Test isolation and options.
+
+Every test gets its own ``EDGEPRUNE_HOME`` (store, caches, locks) and config dir, and runs in a
+temporary working directory, so nothing leaks between tests or into the user's files.
+``--device NAME`` enables the `hardware` tests against a real board from the inventory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device", action="append", default=[], help="run hardware tests on this inventory device"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--device"):
+        return
+    skip = pytest.mark.skip(reason="hardware test: pass --device NAME to run it on a real board")
+    for item in items:
+        if "hardware" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    env = tmp_path_factory.mktemp("env")
+    monkeypatch.setenv("EDGEPRUNE_HOME", str(env / "home"))
+    monkeypatch.setenv("EDGEPRUNE_CONFIG", str(env / "config"))
+    monkeypatch.delenv("EDGEPRUNE_DATA", raising=False)
+    work = env / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+@pytest.fixture(scope="session")
+def fmnist():
+    from edgeprune.data import load_dataset
+
+    return load_dataset("fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from edgeprune.data import load_dataset
+
+    return load_dataset("digits")
