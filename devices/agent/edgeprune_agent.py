@@ -377,7 +377,96 @@ def verb_bench(req, workdir):
     }
 
 
-VERBS = {"info": verb_info, "state": verb_state, "bench": verb_bench}
+# --------------------------------------------------------------------------- device layer: hangup watch, telemetry
+
+EXIT_HANGUP = 129
+
+
+def _exit_on_stdin_eof():
+    """Stop this agent's whole process group when its stdin reaches EOF.
+
+    Over SSH the client keeps the command's stdin open until the command ends; if the connection
+    drops (client killed, sshd killed, network gone) sshd closes it. Nothing is ever sent on stdin,
+    so EOF means "nobody is listening": stop the runtime rather than hold the device's lock.
+    """
+    import signal
+    import threading
+
+    def watch():
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        try:
+            os.killpg(os.getpgrp(), signal.SIGTERM)
+        except OSError:
+            pass
+        os._exit(EXIT_HANGUP)
+
+    t = threading.Thread(target=watch, name="stdin-eof-watch")
+    t.daemon = True
+    t.start()
+
+
+def _start_telemetry(argv, workdir):
+    """Start a telemetry logger (e.g. tegrastats) writing to a file; None when not asked for."""
+    if not argv:
+        return None
+    argv = [str(a) for a in argv]
+    path = os.path.join(workdir, "telemetry-%d.log" % os.getpid())
+    out = open(path, "w")
+    try:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    except (OSError, ValueError) as e:
+        out.close()
+        os.remove(path)
+        return {"argv": argv, "error": str(e)[:200]}
+    return {"argv": argv, "proc": proc, "file": out, "path": path, "started": time.time()}
+
+
+def _stop_telemetry(handle, max_lines=400):
+    """Stop the logger and return what it wrote (the last ``max_lines`` lines)."""
+    if handle is None:
+        return None
+    if "proc" not in handle:
+        return handle
+    proc = handle["proc"]
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    handle["file"].close()
+    with open(handle["path"]) as f:
+        lines = [line.rstrip("\n") for line in f if line.strip()]
+    os.remove(handle["path"])
+    return {
+        "argv": handle["argv"],
+        "seconds": round(time.time() - handle["started"], 3),
+        "lines": len(lines),
+        "log": lines[-max_lines:],
+    }
+
+
+def _with_telemetry(verb):
+    """Run ``verb`` with the request's ``telemetry`` logger (argv) alongside; attach its log."""
+
+    def run(req, workdir):
+        handle = _start_telemetry(req.get("telemetry"), workdir)
+        try:
+            result = verb(req, workdir)
+        finally:
+            log = _stop_telemetry(handle)
+        if log is not None:
+            result["telemetry"] = log
+        return result
+
+    return run
+
+
+VERBS = {"info": verb_info, "state": verb_state, "bench": _with_telemetry(verb_bench)}
 
 
 def main(argv):
@@ -390,9 +479,13 @@ def main(argv):
             req = json.load(f)
         if not isinstance(req, dict):
             raise AgentError("input", "request must be a JSON object")
+        if req.get("delete_request"):
+            os.remove(argv[1])
         verb = req.get("verb")
         if verb not in VERBS:
             raise AgentError("input", "unknown verb %r; choose one of %s" % (verb, ", ".join(sorted(VERBS))))
+        if req.get("exit_on_stdin_eof"):
+            _exit_on_stdin_eof()
         workdir = req.get("workdir") or os.path.dirname(os.path.abspath(argv[1]))
         reply = {"ok": True, "agent_version": AGENT_VERSION, "result": VERBS[verb](req, workdir)}
     except AgentError as e:

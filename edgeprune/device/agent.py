@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edgeprune.device.transport import Transport, mkdirs, sha256_file, upload_verified
+from edgeprune.device.transport import Transport, sha256_file, upload_verified
 from edgeprune.errors import DeviceBusyError, DeviceError
 
 AGENT_FILE = "edgeprune_agent.py"
@@ -45,6 +45,8 @@ class AgentClient:
         self.workdir = workdir
         self._agent_path: str | None = None
 
+    SUBDIRS = ("agent", "artifacts", "requests", "outputs")
+
     @property
     def sha256(self) -> str:
         return agent_sha256()
@@ -52,8 +54,11 @@ class AgentClient:
     def ensure(self) -> str:
         """Create the work directories and upload the agent if this version is not there yet."""
         if self._agent_path is None:
-            for sub in ("agent", "artifacts", "requests", "outputs"):
-                mkdirs(self.t, posixpath.join(self.workdir, sub))
+            dirs = [posixpath.join(self.workdir, sub) for sub in self.SUBDIRS]
+            self.t.check_failed(
+                self.t.run(["mkdir", "-p", "--", *dirs], timeout=60, check=False),
+                f"creating {self.workdir}",
+            )
             name = f"edgeprune_agent-{self.sha256[:12]}.py"
             self._agent_path, _ = upload_verified(
                 self.t, agent_source(), posixpath.join(self.workdir, "agent"), name, self.sha256
@@ -70,7 +75,9 @@ class AgentClient:
         other failure (with the agent's message), `RemoteTimeoutError` past ``timeout``.
         """
         agent = self.ensure()
-        payload = {"verb": verb, "workdir": self.workdir, **request}
+        payload = {"verb": verb, "workdir": self.workdir, "delete_request": True, **request}
+        if self.t.holds_stdin:
+            payload["exit_on_stdin_eof"] = True
         with tempfile.TemporaryDirectory(prefix="edgeprune-req-") as tmp:
             local = Path(tmp) / "request.json"
             local.write_text(json.dumps(payload))
@@ -81,12 +88,14 @@ class AgentClient:
                 f"{uuid.uuid4().hex}.json",
                 skip_if_present=False,
             )
+        reply = None
         try:
             argv = [self.python, agent, remote]
             result = self.t.run(argv, timeout=timeout, check=False)
+            reply = _parse_reply(result.stdout)
         finally:
-            self.t.run(["rm", "-f", "--", remote], timeout=30, check=False)
-        reply = _parse_reply(result.stdout)
+            if reply is None:  # an agent that answered has removed its request file itself
+                self.t.run(["rm", "-f", "--", remote], timeout=30, check=False)
         if reply is None:
             raise DeviceError(
                 f"the agent on {self.t.device} gave no JSON reply to {verb!r} (exit {result.exit_code})",

@@ -46,6 +46,9 @@ class Transport(ABC):
     """How commands and files reach one device. Implementations: local subprocess, SSH (Fabric)."""
 
     device: str
+    # True when `run` keeps the command's stdin open until it ends and closes it when the link
+    # drops (SSH): the agent is then asked to exit on EOF, so a lost connection frees the device.
+    holds_stdin: bool = False
 
     @abstractmethod
     def run(
@@ -91,7 +94,7 @@ def _hint_for(result: CommandResult) -> str | None:
     if "read-only file system" in text:
         return "the device's work directory is on a read-only file system; set a writable workdir in devices.yaml"
     if "no space left" in text:
-        return "the device's disk is full; free space or run `edgeprune cache prune --device NAME`"
+        return "the device's disk is full; free space or run `edgeprune devices clean NAME` (drops its artifact cache)"
     if "permission denied" in text:
         return "the device user cannot write its work directory; fix its permissions or choose another workdir"
     return None
@@ -140,20 +143,32 @@ def upload_verified(
     tmp = posixpath.join(remote_dir, f".{name}.{uuid.uuid4().hex}.part")
     try:
         t.put(local, tmp)
-        got = remote_sha256(t, tmp)
-        if got != sha:
-            raise DeviceError(
-                f"upload of {local.name} to {t.device} is corrupt (sha256 {str(got)[:12]}… != {sha[:12]}…)",
-                hint="retry; if it persists, check the device's disk and the link",
-                device=t.device,
-            )
-        t.check_failed(
-            t.run(["mv", "-f", "--", tmp, target], timeout=timeout, check=False),
-            f"moving {name} into place",
+        # One round trip: checksum on the device, then the atomic rename (or drop a corrupt copy).
+        r = t.run(
+            ["sh", "-c", _VERIFY_AND_MOVE, "sh", tmp, sha, target], timeout=timeout, check=False
         )
-    finally:
+    except BaseException:
         t.run(["rm", "-f", "--", tmp], timeout=DEFAULT_TIMEOUT_S, check=False)
+        raise
+    if r.exit_code == _EXIT_CORRUPT:
+        got = r.stdout.strip()
+        raise DeviceError(
+            f"upload of {local.name} to {t.device} is corrupt (sha256 {got[:12]}… != {sha[:12]}…)",
+            hint="retry; if it persists, check the device's disk and the link",
+            device=t.device,
+        )
+    t.check_failed(r, f"moving {name} into place")
     return target, True
+
+
+# $1 = temporary file, $2 = expected sha256, $3 = target. Prints the wrong hash and exits 65 when
+# the copy is corrupt; the temporary file never survives a failure.
+_EXIT_CORRUPT = 65
+_VERIFY_AND_MOVE = (
+    'got=$(sha256sum -- "$1") || { rm -f -- "$1"; exit 1; }; got=${got%% *}; '
+    'if [ "$got" != "$2" ]; then rm -f -- "$1"; echo "$got"; exit 65; fi; '
+    'mv -f -- "$1" "$3" || { rm -f -- "$1"; exit 1; }'
+)
 
 
 def download_verified(t: Transport, remote: str, local: Path, timeout: float = 600.0) -> str:

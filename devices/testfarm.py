@@ -1,0 +1,478 @@
+"""A loopback device farm: N real OpenSSH ``sshd`` processes standing in for edge boards.
+
+Each device gets its own 127.0.0.x address and port, a throwaway host key, a work directory and an
+entry in a ``devices.yaml`` + strict ``known_hosts`` written for edgeprune. All devices accept one
+throwaway client key. A device can be slowed with a cgroup v1 CPU quota
+(``/sys/fs/cgroup/cpu/<group>/cpu.cfs_quota_us``): its sshd runs in the group, so everything it
+spawns (the agent, ONNX Runtime) is slowed too. Teardown kills every process the device started
+(the whole cgroup when there is one) and removes its files.
+
+Library use (the pytest fixture in ``tests/integration/conftest.py``)::
+
+    with Farm(tmp, [FarmDeviceConfig("dev0"), FarmDeviceConfig("dev1", cpu_quota=0.25)]) as farm:
+        farm.write_inventory(config_dir)          # devices.yaml + known_hosts
+        farm.kill("dev0"); farm.restart("dev0")   # crash and recover a device
+
+Command line (keeps the farm up until Ctrl-C)::
+
+    python -m edgeprune._devices.testfarm --count 2 --slow dev1=0.25 --config DIR
+
+Needs ``/usr/sbin/sshd`` and ``ssh-keygen`` (Debian: ``apt-get install openssh-server``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SSHD = "/usr/sbin/sshd"
+SFTP_SERVER_CANDIDATES = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server")
+CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
+CFS_PERIOD_US = 100_000
+START_TIMEOUT_S = 15.0
+
+
+class FarmError(RuntimeError):
+    """The farm cannot start here (no sshd, no ssh-keygen, ...); the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class FarmDeviceConfig:
+    """How to start one loopback device. ``cpu_quota`` is a fraction of one CPU (None: full speed)."""
+
+    name: str
+    cpu_quota: float | None = None
+    sftp: bool = True
+    profile: str = "loopback"
+
+
+@dataclass
+class FarmDevice:
+    """A running (or stopped) loopback device."""
+
+    config: FarmDeviceConfig
+    host: str
+    port: int
+    root: Path
+    workdir: Path
+    host_key_line: str
+    cgroup: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(default_factory=Path)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def known_hosts_line(self) -> str:
+        """The pinned entry edgeprune reads: ``[host]:port keytype base64``."""
+        return f"[{self.host}]:{self.port} {self.host_key_line}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def processes(self) -> list[int]:
+        """Every process this device started: its cgroup's members, else sshd's descendants."""
+        if self.cgroup is not None and self.cgroup.is_dir():
+            text = (self.cgroup / "cgroup.procs").read_text()
+            return [int(p) for p in text.split()]
+        if self.proc is None:
+            return []
+        return [self.proc.pid, *descendants(self.proc.pid)]
+
+
+def descendants(pid: int) -> list[int]:
+    """All descendants of ``pid`` (from /proc; processes already reparented are not found)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def cgroups_available() -> bool:
+    """True when this process may create cgroup v1 CPU groups (root with a writable cpu hierarchy)."""
+    return (CGROUP_CPU / "cpu.cfs_quota_us").is_file() and os.access(CGROUP_CPU, os.W_OK)
+
+
+def _tool(name: str, candidates: tuple[str, ...] = ()) -> str:
+    for c in candidates:
+        if os.access(c, os.X_OK):
+            return c
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if not found:
+        raise FarmError(f"{name} not found: install openssh-server (e.g. `make sysdeps`)")
+    return found
+
+
+def keygen(path: Path) -> str:
+    """Write a fresh ed25519 key pair at ``path`` (+ ``.pub``); return the public line's first two fields."""
+    subprocess.run(
+        [
+            _tool("ssh-keygen"),
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "edgeprune-farm",
+            "-f",
+            str(path),
+        ],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    return " ".join(path.with_suffix(".pub").read_text().split()[:2])
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_banner(host: str, port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise FarmError(f"sshd on {host}:{port} exited with code {proc.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=1.0) as s:
+                if s.recv(64).startswith(b"SSH-"):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise FarmError(f"sshd on {host}:{port} did not answer within {START_TIMEOUT_S:g}s")
+
+
+class Farm:
+    """Start, stop, crash and restart loopback sshd devices under ``root`` (see module docstring)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        devices: list[FarmDeviceConfig],
+        python: str | None = None,
+        user: str | None = None,
+    ) -> None:
+        if len({d.name for d in devices}) != len(devices):
+            raise FarmError("farm device names must be unique")
+        self.root = Path(root)
+        self.configs = devices
+        self.python = python or sys.executable
+        self.user = user or getpass.getuser()
+        self.devices: dict[str, FarmDevice] = {}
+        self.client_key = self.root / "client_ed25519"
+        self._tag = f"edgeprune-farm-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Farm:
+        """Generate keys and start every device; on any failure everything started is torn down."""
+        _tool("sshd", (SSHD,))
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            keygen(self.client_key)
+            if os.geteuid() == 0:
+                # sshd refuses to start as root without its privilege-separation directory.
+                Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+            # Spread concurrent farms (several developers, one machine) over the loopback /8.
+            base = random.randint(2, 200)
+            for i, cfg in enumerate(self.configs):
+                self.devices[cfg.name] = self._create(cfg, f"127.0.{base}.{i + 2}")
+                self._launch(self.devices[cfg.name])
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __enter__(self) -> Farm:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Kill every device's processes, remove cgroups and files. Safe to call twice."""
+        for dev in self.devices.values():
+            self._kill_all(dev)
+            if dev.cgroup is not None:
+                with contextlib.suppress(OSError):
+                    dev.cgroup.rmdir()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def kill(self, name: str) -> None:
+        """Crash a device's SSH server: SIGKILL sshd and its per-connection children.
+
+        Programs the sessions started (e.g. a running agent) are not killed here; they lose their
+        connection like on a real board whose sshd died.
+        """
+        dev = self.devices[name]
+        if dev.proc is None:
+            return
+        procs = [dev.proc.pid, *descendants(dev.proc.pid)]
+        for pid in procs:
+            if _comm(pid) == "sshd":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        dev.proc.wait()
+        dev.proc = None
+
+    def restart(self, name: str) -> FarmDevice:
+        """Start a killed device again: same address, port, host key and work directory."""
+        dev = self.devices[name]
+        if dev.alive():
+            raise FarmError(f"{name} is still running")
+        self._launch(dev)
+        return dev
+
+    # ------------------------------------------------------------------ inventory
+
+    def specs(self, known_hosts: Path | None = None) -> list[Any]:
+        """`DeviceSpec` entries for the devices (python = this farm's python, absolute)."""
+        from edgeprune.device.inventory import DeviceSpec
+
+        return [
+            DeviceSpec(
+                name=d.name,
+                host=d.host,
+                port=d.port,
+                user=self.user,
+                key=str(self.client_key),
+                profile=d.config.profile,
+                tags=("farm",),
+                workdir=str(d.workdir),
+                python=self.python,
+                known_hosts=str(known_hosts) if known_hosts else None,
+                connect_timeout=5.0,
+            )
+            for d in self.devices.values()
+        ]
+
+    def write_inventory(self, config_dir: str | Path, trust: bool = True) -> Path:
+        """Write ``config_dir/devices.yaml`` and (with ``trust``) pin the host keys in
+        ``config_dir/known_hosts``; existing entries for the same devices are replaced."""
+        from edgeprune.device.inventory import Inventory
+
+        config_dir = Path(config_dir)
+        config_dir.mkdir(parents=True, exist_ok=True)
+        inv = Inventory.load(config_dir / "devices.yaml")
+        for spec in self.specs():
+            inv.add(spec, replace_existing=True)
+        path = inv.save()
+        if trust:
+            kh = config_dir / "known_hosts"
+            keep = [
+                line
+                for line in (kh.read_text().splitlines() if kh.is_file() else [])
+                if not any(line.startswith(f"[{d.host}]:{d.port} ") for d in self.devices.values())
+            ]
+            kh.write_text(
+                "\n".join([*keep, *(d.known_hosts_line for d in self.devices.values())]) + "\n"
+            )
+        return path
+
+    # ------------------------------------------------------------------ internals
+
+    def _create(self, cfg: FarmDeviceConfig, host: str) -> FarmDevice:
+        root = self.root / cfg.name
+        (root / "work").mkdir(parents=True)
+        host_key = keygen(root / "ssh_host_ed25519_key")
+        (root / "authorized_keys").write_text(self.client_key.with_suffix(".pub").read_text())
+        dev = FarmDevice(
+            config=cfg,
+            host=host,
+            port=_free_port(host),
+            root=root,
+            workdir=root / "work",
+            host_key_line=host_key,
+            log=root / "sshd.log",
+        )
+        if cfg.cpu_quota is not None or cgroups_available():
+            dev.cgroup = self._cgroup(cfg)
+        return dev
+
+    def _cgroup(self, cfg: FarmDeviceConfig) -> Path | None:
+        if not cgroups_available():
+            if cfg.cpu_quota is not None:
+                raise FarmError(
+                    f"cannot slow {cfg.name}: {CGROUP_CPU} is not a writable cgroup v1 cpu hierarchy (run as root)"
+                )
+            return None
+        group = CGROUP_CPU / f"{self._tag}-{cfg.name}"
+        group.mkdir()
+        if cfg.cpu_quota is not None:
+            (group / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+            (group / "cpu.cfs_quota_us").write_text(
+                str(max(1000, int(cfg.cpu_quota * CFS_PERIOD_US)))
+            )
+        return group
+
+    def _config_text(self, dev: FarmDevice) -> str:
+        lines = [
+            f"ListenAddress {dev.host}:{dev.port}",
+            f"HostKey {dev.root / 'ssh_host_ed25519_key'}",
+            f"AuthorizedKeysFile {dev.root / 'authorized_keys'}",
+            "PidFile none",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PermitRootLogin prohibit-password",
+            # The throwaway key files live in a temp dir whose parents sshd would otherwise check.
+            "StrictModes no",
+            "UsePAM no",
+            "PrintMotd no",
+            "MaxStartups 50:30:100",
+            "MaxSessions 50",
+            "LogLevel INFO",
+        ]
+        if dev.config.sftp:
+            lines.append(f"Subsystem sftp {_tool('sftp-server', SFTP_SERVER_CANDIDATES)}")
+        return "\n".join(lines) + "\n"
+
+    def _launch(self, dev: FarmDevice) -> None:
+        conf = dev.root / "sshd_config"
+        conf.write_text(self._config_text(dev))
+        for attempt in range(5):
+            proc = subprocess.Popen(
+                [SSHD, "-D", "-f", str(conf), "-E", str(dev.log)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            dev.proc = proc
+            if dev.cgroup is not None:
+                # Before the first connection: every session sshd forks inherits the group.
+                (dev.cgroup / "cgroup.procs").write_text(str(proc.pid))
+            try:
+                _wait_banner(dev.host, dev.port, proc, time.monotonic() + START_TIMEOUT_S)
+                return
+            except FarmError:
+                self._kill_all(dev)
+                log = dev.log.read_text(errors="replace") if dev.log.is_file() else ""
+                if "Address already in use" in log and attempt < 4:
+                    dev.port = _free_port(dev.host)  # another farm took the port: pick a new one
+                    conf.write_text(self._config_text(dev))
+                    continue
+                raise FarmError(
+                    f"sshd for {dev.name} failed to start: {log.strip()[-500:]}"
+                ) from None
+
+    def _kill_all(self, dev: FarmDevice) -> None:
+        for _ in range(50):
+            pids = dev.processes()
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if dev.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    dev.proc.wait(timeout=1)
+            if dev.cgroup is None:
+                break
+            time.sleep(0.02)
+        if dev.proc is not None and dev.proc.poll() is None:
+            dev.proc.kill()
+            dev.proc.wait()
+        dev.proc = None
+
+
+def _comm(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m edgeprune._devices.testfarm", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--count", type=int, default=2, help="number of devices (dev0, dev1, ...)")
+    p.add_argument(
+        "--slow",
+        action="append",
+        default=[],
+        metavar="NAME=FRACTION",
+        help="CPU quota, e.g. dev1=0.25",
+    )
+    p.add_argument(
+        "--no-sftp",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="start NAME without an sftp subsystem",
+    )
+    p.add_argument(
+        "--config", help="write devices.yaml + known_hosts here (default: $EDGEPRUNE_CONFIG)"
+    )
+    p.add_argument("--profile", default="loopback")
+    args = p.parse_args(argv)
+    slow = {k: float(v) for k, v in (s.split("=", 1) for s in args.slow)}
+    cfgs = [
+        FarmDeviceConfig(
+            f"dev{i}",
+            cpu_quota=slow.get(f"dev{i}"),
+            sftp=f"dev{i}" not in args.no_sftp,
+            profile=args.profile,
+        )
+        for i in range(args.count)
+    ]
+    config_dir = args.config or os.environ.get("EDGEPRUNE_CONFIG")
+    if not config_dir:
+        p.error("pass --config DIR or set EDGEPRUNE_CONFIG")
+    root = tempfile.mkdtemp(prefix="edgeprune-farm-")
+    try:
+        with Farm(root, cfgs) as farm:
+            farm.write_inventory(config_dir)
+            for d in farm.devices.values():
+                quota = f"cpu quota {d.config.cpu_quota:g}" if d.config.cpu_quota else "full speed"
+                print(f"{d.name}: {d.host}:{d.port} sshd pid {d.pid}, {quota}, workdir {d.workdir}")
+            print(
+                f"inventory: {Path(config_dir) / 'devices.yaml'}; Ctrl-C stops the farm", flush=True
+            )
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+                while True:
+                    time.sleep(3600)
+    except FarmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Pinned host keys: the only way a device's SSH host key becomes trusted.
+
+edgeprune reads its own known_hosts file — ``$EDGEPRUNE_CONFIG/known_hosts``, or the device
+entry's ``known_hosts:`` — never ``~/.ssh/known_hosts``, and never adds a key by itself during a
+run. `trust_device` connects (without logging in), shows the key's SHA256 fingerprint and pins it
+after an explicit confirmation. Entries use the OpenSSH form: ``host`` for port 22, else
+``[host]:port``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeprune import config
+from edgeprune.device.inventory import DeviceSpec, Inventory
+from edgeprune.errors import UsageError
+
+
+def known_hosts_path(spec: DeviceSpec) -> Path:
+    """The known_hosts file used for ``spec``."""
+    if spec.known_hosts:
+        return Path(spec.known_hosts).expanduser()
+    return config.config_dir() / "known_hosts"
+
+
+def pinned_keys(path: Path, address: str) -> list[tuple[str, str]]:
+    """(key type, base64) entries pinned for ``address`` (``host`` or ``[host]:port``)."""
+    if not path.is_file():
+        return []
+    keys = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and not line.startswith("#") and address in parts[0].split(","):
+            keys.append((parts[1], parts[2]))
+    return keys
+
+
+def pin_host_key(path: Path, address: str, key_type: str, key_b64: str) -> None:
+    """Make ``key`` the only pinned key for ``address`` (atomic rewrite, other hosts untouched)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keep = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if parts and address in parts[0].split(","):
+                continue
+            keep.append(line)
+    keep.append(f"{address} {key_type} {key_b64}")
+    fd, tmp = tempfile.mkstemp(prefix=".known_hosts.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(keep) + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+@dataclass
+class TrustResult:
+    """What `trust_device` saw and did."""
+
+    device: str
+    address: str
+    key_type: str
+    fingerprint: str
+    known_hosts: str
+    previous: list[str] = field(default_factory=list)  # fingerprints pinned before
+    pinned: bool = False
+
+    @property
+    def already_trusted(self) -> bool:
+        return self.previous == [self.fingerprint]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.previous) and self.fingerprint not in self.previous
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "already_trusted": self.already_trusted, "changed": self.changed}
+
+
+def trust_device(
+    name: str,
+    yes: bool = False,
+    confirm: Callable[[TrustResult], bool] | None = None,
+    inventory: Inventory | None = None,
+) -> TrustResult:
+    """Fetch ``name``'s host key and pin it when ``yes`` or ``confirm(result)`` says so.
+
+    Raises `UsageError` when neither confirms; `DeviceError` when the device cannot be reached;
+    `HostKeyError` when a jump host on the way is not trusted itself.
+    """
+    from edgeprune.device.ssh import fetch_host_key, host_key_fingerprint
+
+    inv = inventory or Inventory.load()
+    spec = inv.get(name)
+    if spec.kind != "ssh":
+        raise UsageError(f"{name} is the built-in local device; it has no host key")
+    key_type, key_b64, fingerprint = fetch_host_key(spec, inv)
+    path = known_hosts_path(spec)
+    result = TrustResult(
+        device=name,
+        address=spec.address,
+        key_type=key_type,
+        fingerprint=fingerprint,
+        known_hosts=str(path),
+        previous=[host_key_fingerprint(t, b) for t, b in pinned_keys(path, spec.address)],
+    )
+    if result.already_trusted:
+        return result
+    if not yes and (confirm is None or not confirm(result)):
+        raise UsageError(
+            f"the host key of {name} was not pinned ({key_type} {fingerprint})",
+            hint=f"compare it with `ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub` on the device, then run `edgeprune devices trust {name} --yes`",
+        )
+    pin_host_key(path, spec.address, key_type, key_b64)
+    result.pinned = True
+    return result
