@@ -539,6 +539,19 @@ def export_cmd(
         str | None,
         typer.Option("--data", help="Dataset fixing a zoo model's input shape and classes."),
     ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            help="Device profile to export for (picks an opset it accepts, then lints the file).",
+        ),
+    ] = None,
+    simplify: Annotated[
+        bool,
+        typer.Option(
+            "--simplify", help="Fold constants and drop dead nodes; parity is checked again."
+        ),
+    ] = False,
     model_kwargs: ModelKwargsOpt = None,
     input_size: InputSizeOpt = None,
     json_out: JsonOpt = False,
@@ -558,29 +571,32 @@ def export_cmd(
         _kwargs(model_kwargs),
         input_size,
         data,
+        profile,
+        simplify,
     )
     if json_out:
-        emit_json(res.to_dict())
+        emit_json(res)
         return
-    console.print(
-        kv_table(
-            "exported",
-            [
-                ("file", res.path),
-                ("opset", res.opset),
-                ("exporter", res.exporter),
-                ("size (bytes)", res.size_bytes),
-                ("sha256", res.sha256),
-                ("inputs", ", ".join(f"{i.name} {i.shape} {i.dtype}" for i in res.inputs)),
-                ("outputs", ", ".join(f"{o.name} {o.shape} {o.dtype}" for o in res.outputs)),
-                (
-                    "parity max|Δ|",
-                    f"{res.parity_max_abs_diff:.3g} (|out| ≤ {res.parity_output_scale:.3g}, {res.parity_samples} inputs)",
-                ),
-                *[("note", n) for n in res.notes],
-            ],
-        )
-    )
+    rows: list[tuple[str, Any]] = [
+        ("file", res["path"]),
+        ("opset", res["opset"]),
+        ("exporter", res["exporter"]),
+        ("size (bytes)", res["size_bytes"]),
+        ("sha256", res["sha256"]),
+        ("inputs", ", ".join(f"{i['name']} {i['shape']} {i['dtype']}" for i in res["inputs"])),
+        ("outputs", ", ".join(f"{o['name']} {o['shape']} {o['dtype']}" for o in res["outputs"])),
+        (
+            "parity max|Δ|",
+            f"{res['parity_max_abs_diff']:.3g} (|out| ≤ {res['parity_output_scale']:.3g}, {res['parity_samples']} inputs)",
+        ),
+    ]
+    if "simplify" in res:
+        s = res["simplify"]
+        rows.append(("simplified", f"{s['nodes_before']} → {s['nodes_after']} nodes"))
+    rows += [("note", n) for n in res["notes"]]
+    for f in res.get("lint", []):
+        rows.append((f"lint {f['level']}", f"{f['code']}: {f['message']} (fix: {f['fix']})"))
+    console.print(kv_table("exported", rows))
 
 
 @app.command("bench")

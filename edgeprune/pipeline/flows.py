@@ -168,10 +168,24 @@ def export_onnx(
     model_kwargs: dict[str, Any] | None = None,
     input_size: int | None = None,
     data_spec: str | None = None,
-) -> ExportResult:
+    profile: str | None = None,
+    simplify: bool = False,
+) -> dict[str, Any]:
+    """Export MODEL to one checked ONNX file; returns the `ExportResult` fields plus, with
+    ``profile``, the profile name and its lint findings, and with ``simplify``, what the
+    simplification removed (parity is re-checked on the simplified file)."""
+    from edgeprune.errors import ExportError
+    from edgeprune.export import parity
+    from edgeprune.export.lint import lint_onnx, opset_for
+    from edgeprune.export.simplify import simplify_onnx
+    from edgeprune.profiles import load_profile
+
+    prof = load_profile(profile) if profile else None
+    if prof is not None:
+        opset = opset_for(prof, opset)
     data = load_data(data_spec)
     bundle = load_bundle(model, data, model_kwargs, input_size)
-    return onnx_from_torch(
+    res = onnx_from_torch(
         bundle.model,
         bundle.input_shape,
         out,
@@ -180,6 +194,27 @@ def export_onnx(
         external_data=external_data,
         dynamic_batch=dynamic_batch,
     )
+    if prof is not None:
+        res.notes.append(f"opset {res.opset} chosen for profile {prof.name}")
+    report: dict[str, Any] = {}
+    if simplify:
+        if res.external_data:
+            raise UsageError("--simplify cannot be combined with --external-data")
+        simplified = simplify_onnx(res.path)
+        diff, scale = parity(bundle.model, res.path, bundle.input_shape, 1, res.parity_samples)
+        if not diff <= res.parity_tolerance * max(1.0, scale):
+            Path(res.path).unlink(missing_ok=True)
+            raise ExportError(
+                f"the simplified model differs from PyTorch by {diff:.3g}; nothing was written",
+                hint="export without --simplify",
+            )
+        res.parity_max_abs_diff, res.parity_output_scale = diff, scale
+        res.sha256, res.size_bytes = sha256_file(res.path), Path(res.path).stat().st_size
+        report["simplify"] = simplified.to_dict()
+    if prof is not None:
+        report["profile"] = prof.name
+        report["lint"] = [f.to_dict() for f in lint_onnx(res.path, prof)]
+    return {**res.to_dict(), **report}
 
 
 def cached_onnx(
