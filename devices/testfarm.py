@@ -289,6 +289,8 @@ class Farm:
         for spec in self.specs():
             inv.add(spec, replace_existing=True)
         path = inv.save()
+        for profile in {d.config.profile for d in self.devices.values()}:
+            self.write_profile(config_dir, profile)
         if trust:
             kh = config_dir / "known_hosts"
             keep = [
@@ -299,6 +301,34 @@ class Farm:
             kh.write_text(
                 "\n".join([*keep, *(d.known_hosts_line for d in self.devices.values())]) + "\n"
             )
+        return path
+
+    def write_profile(self, config_dir: str | Path, name: str) -> Path:
+        """A device profile describing this machine as a loopback board (ONNX Runtime, CPU, fp32)
+        at ``config_dir/profiles/NAME.yaml``, unless that file exists."""
+        import platform
+
+        import yaml
+
+        path = Path(config_dir) / "profiles" / f"{name}.yaml"
+        if path.is_file():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        machine = platform.machine().lower()
+        arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+        profile = {
+            "name": name,
+            "description": "loopback sshd test device on this machine (edgeprune test farm)",
+            "arch": arch if arch in ("x86_64", "aarch64", "armv7l") else "any",
+            "os": platform.platform(terse=True),
+            "python": platform.python_version(),
+            "runtimes": ["onnxruntime"],
+            "max_opset": 18,
+            "precisions": ["fp32"],
+            "fast_precisions": ["fp32"],
+            "channel_multiple": 1,
+        }
+        path.write_text(yaml.safe_dump(profile, sort_keys=False))
         return path
 
     # ------------------------------------------------------------------ internals

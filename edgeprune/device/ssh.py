@@ -91,7 +91,7 @@ def _fabric_config(spec: DeviceSpec) -> Config:
         overrides={
             "user": spec.user or getpass.getuser(),
             "connect_kwargs": {
-                "key_filename": [str(Path(spec.key).expanduser())] if spec.key else None,
+                "key_filename": [str(Path(spec.key).expanduser())] if spec.key else [],
                 "allow_agent": bool(spec.agent),
                 "look_for_keys": False,
                 "banner_timeout": timeout,
@@ -430,7 +430,7 @@ class SSHTransport(Transport):
         result = CommandResult(["write", remote], 1, "", detail, 0.0)
         return DeviceError(
             f"cannot write {remote} on {self.device}: {detail}",
-            hint=_hint_for(result),
+            hint=_hint_for(result, self.device),
             device=self.device,
             stderr_tail=detail,
         )

@@ -81,7 +81,7 @@ class Transport(ABC):
         if not result.ok:
             raise DeviceError(
                 f"{what} failed on device {self.device} (exit {result.exit_code})",
-                hint=_hint_for(result),
+                hint=_hint_for(result, self.device),
                 device=self.device,
                 command=result.command,
                 exit_code=result.exit_code,
@@ -89,12 +89,12 @@ class Transport(ABC):
             )
 
 
-def _hint_for(result: CommandResult) -> str | None:
+def _hint_for(result: CommandResult, device: str = "NAME") -> str | None:
     text = (result.stderr + result.stdout).lower()
     if "read-only file system" in text:
         return "the device's work directory is on a read-only file system; set a writable workdir in devices.yaml"
     if "no space left" in text:
-        return "the device's disk is full; free space or run `edgeprune devices clean NAME` (drops its artifact cache)"
+        return f"the device's disk is full; free space or run `edgeprune devices clean {device}` (drops its artifact cache)"
     if "permission denied" in text:
         return "the device user cannot write its work directory; fix its permissions or choose another workdir"
     return None

@@ -1,0 +1,257 @@
+"""Device commands: ``edgeprune devices add|list|remove|trust|check|provision|clean`` and ``deploy``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from edgeprune.cli._app import JSON_HELP, app, console, emit_json, fmt, kv_table
+
+JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+NameArg = Annotated[str, typer.Argument(help="Device name from devices.yaml.")]
+
+devices_app = typer.Typer(
+    help="The device inventory (devices.yaml): add, trust, check and provision SSH devices.",
+    no_args_is_help=True,
+)
+app.add_typer(devices_app, name="devices")
+
+
+def _mib(v: Any) -> str:
+    return "—" if v is None else f"{v / (1024 * 1024):.0f} MiB"
+
+
+@devices_app.command("add")
+def add_cmd(
+    name: NameArg,
+    host: Annotated[str, typer.Option("--host", help="Hostname or IP address.")],
+    profile: Annotated[
+        str, typer.Option("--profile", help="Device profile (e.g. jetson-nano, rpi4-64).")
+    ],
+    port: Annotated[int, typer.Option("--port")] = 22,
+    user: Annotated[str | None, typer.Option("--user", help="Login user.")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Private key file.")] = None,
+    use_agent: Annotated[bool, typer.Option("--agent", help="Use the ssh-agent's keys.")] = False,
+    jump: Annotated[
+        str | None, typer.Option("--jump", help="Another device entry to jump through.")
+    ] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Tag (repeatable).")] = None,
+    workdir: Annotated[
+        str | None,
+        typer.Option("--workdir", help="Work directory on the device (default .edgeprune)."),
+    ] = None,
+    python: Annotated[
+        str | None,
+        typer.Option("--python", help="Absolute path of python3 on the device."),
+    ] = None,
+    known_hosts: Annotated[
+        str | None,
+        typer.Option("--known-hosts", help="Pin this device's key in this file instead."),
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Overwrite an existing entry.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add an SSH device. No passwords; pin its host key next with `devices trust NAME`."""
+    from edgeprune.device.manage import add_device
+
+    spec, path = add_device(
+        name,
+        host,
+        profile,
+        port=port,
+        user=user,
+        key=key,
+        agent=use_agent,
+        jump=jump,
+        tags=tuple(tag or ()),
+        workdir=workdir,
+        python=python,
+        known_hosts=known_hosts,
+        replace=replace,
+    )
+    if json_out:
+        emit_json({"device": name, "inventory": str(path), **spec.to_yaml_dict()})
+        return
+    console.print(f"added {name} ({spec.address}) to {path}")
+    console.print(f"next: `edgeprune devices trust {name}` to pin its host key")
+
+
+@devices_app.command("list")
+def list_cmd(json_out: JsonOpt = False) -> None:
+    """List the devices (the built-in `local` device included)."""
+    from edgeprune.device.manage import list_devices
+
+    specs, path = list_devices()
+    rows = [{"name": s.name, "kind": s.kind, **s.to_yaml_dict()} for s in specs]
+    if json_out:
+        emit_json({"inventory": str(path), "devices": rows})
+        return
+    t = Table("name", "address", "user", "profile", "jump", "tags", title=f"devices ({path})")
+    for s in specs:
+        t.add_row(
+            s.name,
+            s.address if s.kind == "ssh" else "(this host)",
+            fmt(s.user),
+            s.profile,
+            fmt(s.jump),
+            ", ".join(s.tags),
+        )
+    console.print(t)
+
+
+@devices_app.command("remove")
+def remove_cmd(name: NameArg, json_out: JsonOpt = False) -> None:
+    """Remove a device entry."""
+    from edgeprune.device.manage import remove_device
+
+    _spec, path = remove_device(name)
+    if json_out:
+        emit_json({"removed": name, "inventory": str(path)})
+        return
+    console.print(f"removed {name} from {path}")
+
+
+@devices_app.command("trust")
+def trust_cmd(
+    name: NameArg,
+    yes: Annotated[bool, typer.Option("--yes", help="Pin without asking.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show the device's SSH host key fingerprint and pin it (asks first unless --yes)."""
+    from edgeprune.device.trust import TrustResult, trust_device
+
+    def ask(r: TrustResult) -> bool:
+        if json_out or not sys.stdin.isatty():
+            return False
+        change = " (it CHANGED from " + ", ".join(r.previous) + ")" if r.changed else ""
+        console.print(f"{r.device} ({r.address}) offers {r.key_type} {r.fingerprint}{change}")
+        return bool(typer.confirm("pin this key?", default=False))
+
+    res = trust_device(name, yes=yes, confirm=ask)
+    if json_out:
+        emit_json(res.to_dict())
+        return
+    if res.already_trusted:
+        console.print(f"{name}: {res.key_type} {res.fingerprint} is already pinned")
+    else:
+        console.print(
+            f"pinned {name} ({res.address}) {res.key_type} {res.fingerprint} in {res.known_hosts}"
+        )
+
+
+@devices_app.command("check")
+def check_cmd(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Devices to check (default: all).")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds per device (from its start).")
+    ] = 60.0,
+    workers: Annotated[int, typer.Option("--workers", help="Devices contacted at once.")] = 8,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run the agent's `info` on devices in parallel; print facts and problems with fixes.
+
+    Exits 1 when any device has a problem.
+    """
+    from edgeprune.device.check import check_devices
+
+    results = check_devices(names or None, timeout=timeout, workers=workers)
+    if json_out:
+        emit_json({"devices": [r.to_dict() for r in results], "ok": all(r.ok for r in results)})
+    else:
+        t = Table(
+            "device", "reachable", "arch", "python", "runtimes", "TensorRT", "thermal",
+            "free disk", "problems → fixes", title="device check",
+        )  # fmt: skip
+        for r in results:
+            s = r.summary()
+            thermal = "—" if s["max_temp_c"] is None else f"{s['max_temp_c']:.0f} °C"
+            if s["throttled"]:
+                thermal += " THROTTLED"
+            t.add_row(
+                r.device,
+                "yes" if r.reachable else "[red]no[/]",
+                fmt(s["arch"]),
+                fmt(s["python"]),
+                ", ".join(f"{k} {v}" for k, v in s["runtimes"].items()) or "—",
+                fmt(s["tensorrt"]),
+                thermal,
+                _mib(s["disk_free_bytes"]),
+                "\n".join(f"{p.message} → {p.fix}" if p.fix else p.message for p in r.problems)
+                or "[green]ok[/]",
+            )
+        console.print(t)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@devices_app.command("provision")
+def provision_cmd(
+    name: NameArg,
+    system_site_packages: Annotated[
+        bool,
+        typer.Option(
+            "--system-site-packages", help="Let the venv see system packages (e.g. JetPack's)."
+        ),
+    ] = False,
+    package: Annotated[
+        list[str] | None,
+        typer.Option("--package", help="pip requirement (repeatable; default onnxruntime numpy)."),
+    ] = None,
+    pip_arg: Annotated[
+        list[str] | None,
+        typer.Option("--pip-arg", help="Extra pip argument, e.g. --pip-arg=--find-links=DIR."),
+    ] = None,
+    base_python: Annotated[
+        str | None,
+        typer.Option("--base-python", help="Absolute python on the device that creates the venv."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Install the agent's runtime needs in WORKDIR/venv on the device; record its python."""
+    from edgeprune.device.provision import PACKAGES, provision_device
+
+    res = provision_device(
+        name,
+        packages=tuple(package or PACKAGES),
+        system_site_packages=system_site_packages,
+        pip_args=tuple(pip_arg or ()),
+        base_python=base_python,
+    )
+    if json_out:
+        emit_json(res.to_dict())
+        return
+    console.print(
+        kv_table(
+            f"provisioned {name}" + (" (already done)" if res.already_provisioned else ""),
+            [
+                ("venv", res.venv),
+                ("python", res.python),
+                ("created venv", res.created_venv),
+                ("installed", ", ".join(res.installed) or "—"),
+                ("versions", ", ".join(f"{k} {v}" for k, v in res.versions.items())),
+                ("devices.yaml updated", res.inventory_updated),
+                ("seconds", res.seconds),
+            ],
+        )
+    )
+
+
+@devices_app.command("clean")
+def clean_cmd(name: NameArg, json_out: JsonOpt = False) -> None:
+    """Delete the device's artifact cache and leftovers (they are re-sent when needed)."""
+    from edgeprune.device.manage import clean_device
+
+    res = clean_device(name)
+    if json_out:
+        emit_json(res)
+        return
+    console.print(
+        f"cleaned {name}: free disk {_mib(res['disk_free_before'])} → {_mib(res['disk_free_after'])}"
+    )
