@@ -3,13 +3,15 @@
 
 Usage: python3 edgeprune_agent.py REQUEST.json
 
-The request is a JSON object {"verb": "info" | "bench" | "state", ...}. The agent prints exactly
+The request is a JSON object {"verb": "info" | "bench" | "state" | "trt_info" | "build_engine",
+...}. The agent prints exactly
 one JSON object on stdout: {"ok": true, "agent_version": V, "result": {...}} or
 {"ok": false, "agent_version": V, "error": {"type": T, "message": M}}. Exit codes: 0 ok, 3 handled
 error, 75 device busy (another benchmark holds the lock). It never unpickles anything; numeric
 arrays travel as .npy files loaded with allow_pickle=False.
 
-Runtimes (imported only when asked for): onnxruntime (+ numpy). Keep this file compatible with
+Runtimes (imported only when asked for): onnxruntime (+ numpy); TensorRT through the device's
+trtexec, run from an argv the host sends (never a shell string). Keep this file compatible with
 Python 3.6 (JetPack 4.x): no walrus, no dataclasses, no f-string '=' specifier, no
 subprocess capture_output/text.
 """
@@ -320,6 +322,8 @@ def _timed_loop(step, warmup_runs, warmup_seconds, min_runs, min_seconds, max_ru
 
 
 def verb_bench(req, workdir):
+    if req.get("runtime") == "trt":
+        return _bench_trt(req, workdir)
     model = req.get("model")
     if not model or not os.path.isfile(model):
         raise AgentError("input", "model file not found: %s" % model)
@@ -375,6 +379,146 @@ def verb_bench(req, workdir):
         "state_after": after,
         "pid": os.getpid(),
     }
+
+
+# --------------------------------------------------------------------------- TensorRT via trtexec
+
+TRTEXEC_DIRS = ("/usr/src/tensorrt/bin", "/usr/local/tensorrt/bin", "/opt/tensorrt/bin")
+TRT_LOG_TAIL = 32000
+
+
+def verb_trt_info(req, workdir):
+    """Raw facts the host reads the TensorRT version from: trtexec's banner, L4T, dpkg."""
+    trtexec = req.get("trtexec")
+    if not (trtexec and os.path.isfile(trtexec)):
+        trtexec = _which("trtexec", TRTEXEC_DIRS)
+    banner = None
+    if trtexec and os.path.isfile(trtexec):
+        code, out = _run([trtexec, "--help"], timeout=60)
+        banner = "\n".join([line for line in out.splitlines() if "TensorRT" in line][:5]) or None
+    dpkg = None
+    query = _which("dpkg-query", ("/usr/bin", "/bin"))
+    if query:
+        code, out = _run([query, "-W", "-f", "${Package} ${Version}\n", "libnvinfer*", "tensorrt"], timeout=30)
+        dpkg = out[:8000] if out else None
+    return {
+        "trtexec": trtexec if trtexec and os.path.isfile(trtexec) else None,
+        "banner": banner,
+        "nv_tegra_release": _read("/etc/nv_tegra_release"),
+        "dpkg": dpkg,
+    }
+
+
+def _trt_argv(req):
+    """The trtexec argv the host sent: a JSON list of strings naming an existing trtexec."""
+    argv = req.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise AgentError("input", "argv must be a non-empty JSON list of strings")
+    if any("\0" in a or "\n" in a for a in argv):
+        raise AgentError("input", "argv elements must not contain NUL or newlines")
+    exe = argv[0]
+    if os.path.basename(exe) != "trtexec" or not os.path.isabs(exe):
+        raise AgentError("input", "argv[0] must be the absolute path of trtexec, got %r" % exe)
+    if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
+        raise AgentError("runtime", "trtexec not found or not executable: %s" % exe)
+    return argv
+
+
+def _under(path, directory):
+    path = os.path.abspath(path)
+    directory = os.path.abspath(directory)
+    return os.path.dirname(path) == directory
+
+
+def _trt_run(argv, timeout, log_path):
+    """Run trtexec with its output in ``log_path`` (kept even when it is killed at the deadline).
+
+    Returns (exit code or None when killed, timed out?, seconds, log tail)."""
+    t0 = time.time()
+    timed_out = False
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            code, timed_out = None, True
+    with open(log_path, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - TRT_LOG_TAIL))
+        tail = f.read().decode("utf-8", "replace")
+    return code, timed_out, round(time.time() - t0, 3), tail
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verb_build_engine(req, workdir):
+    """Build a TensorRT engine with trtexec into the device's engine cache, atomically.
+
+    Request: argv (list; must contain --saveEngine=<part>), engine (final path), part (a
+    ``.part`` path in the same directory), timeout_s, force. An engine already at ``engine`` is
+    reused unless ``force``. The engine appears at ``engine`` only when trtexec exits 0.
+    """
+    argv = _trt_argv(req)
+    engine, part = req.get("engine"), req.get("part")
+    if not engine or not part or not part.endswith(".part") or not _under(part, os.path.dirname(engine)):
+        raise AgentError("input", "engine and part must be paths in one directory, part ending in .part")
+    if "--saveEngine=" + part not in argv:
+        raise AgentError("input", "argv must write the engine to the part file (--saveEngine=%s)" % part)
+    if os.path.isfile(engine) and not req.get("force"):
+        return {"engine": engine, "built": True, "cached": True, "sha256": _sha256(engine), "exit_code": None,
+                "seconds": 0.0, "log_tail": ""}
+    directory = os.path.dirname(os.path.abspath(engine))
+    if not os.path.isdir(directory):
+        os.makedirs(directory)
+    with _Lock(workdir):
+        code, timed_out, seconds, tail = _trt_run(argv, float(req.get("timeout_s", 3600)), part + ".log")
+        built = code == 0 and os.path.isfile(part) and os.path.getsize(part) > 0
+        if built:
+            os.rename(part, engine)
+        elif os.path.exists(part):
+            os.remove(part)
+        os.remove(part + ".log")
+    return {"engine": engine if built else None, "built": built, "cached": False, "exit_code": code,
+            "timed_out": timed_out, "seconds": seconds, "log_tail": tail,
+            "sha256": _sha256(engine) if built else None}
+
+
+def _bench_trt(req, workdir):
+    """Benchmark an engine with trtexec --loadEngine/--exportTimes; return the times and the log."""
+    argv = _trt_argv(req)
+    engine, times_path = req.get("engine"), req.get("times_json")
+    if not engine or not times_path:
+        raise AgentError("input", "a trt bench needs engine and times_json")
+    if "--loadEngine=" + engine not in argv or "--exportTimes=" + times_path not in argv:
+        raise AgentError("input", "argv must contain --loadEngine=<engine> and --exportTimes=<times_json>")
+    if not os.path.isfile(engine):
+        return {"runtime": "trt", "loaded": False, "exit_code": None, "times": None,
+                "log": "engine file not found: %s" % engine}
+    if os.path.exists(times_path):
+        os.remove(times_path)
+    with _Lock(workdir):
+        before = state()
+        code, timed_out, seconds, tail = _trt_run(argv, float(req.get("timeout_s", 600)), times_path + ".log")
+        after = state()
+    os.remove(times_path + ".log")
+    times = None
+    if code == 0 and os.path.isfile(times_path):
+        with open(times_path) as f:
+            times = json.load(f)
+        os.remove(times_path)
+    return {"runtime": "trt", "loaded": code == 0, "exit_code": code, "timed_out": timed_out,
+            "seconds": seconds, "times": times, "log": tail, "engine": engine,
+            "engine_sha256": _sha256(engine), "state_before": before, "state_after": after,
+            "pid": os.getpid()}
 
 
 # --------------------------------------------------------------------------- device layer: hangup watch, telemetry
@@ -466,7 +610,7 @@ def _with_telemetry(verb):
     return run
 
 
-VERBS = {"info": verb_info, "state": verb_state, "bench": _with_telemetry(verb_bench)}
+VERBS = {"info": verb_info, "state": verb_state, "bench": _with_telemetry(verb_bench), "trt_info": verb_trt_info, "build_engine": verb_build_engine}
 
 
 def main(argv):
