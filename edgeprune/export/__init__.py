@@ -1,5 +1,6 @@
-"""Export: ONNX (checked, parity-tested), later TensorRT engines, target lint and artifacts."""
+"""Export: ONNX (checked, parity-tested), TensorRT engines, target lint and artifacts."""
 
+from edgeprune.export.lint import Finding, has_errors, lint_onnx, opset_for
 from edgeprune.export.onnx import (
     PARITY_TOL,
     ExportResult,
@@ -10,14 +11,43 @@ from edgeprune.export.onnx import (
     parity,
     sha256_file,
 )
+from edgeprune.export.simplify import SimplifyResult, simplify_onnx
+from edgeprune.export.trt import (
+    EngineResult,
+    TrtBench,
+    TrtVersion,
+    bench_from_trtexec,
+    cached_engine_from_onnx,
+    engine_from_onnx,
+    engine_on_device,
+    measure_on_device,
+    parse_export_times,
+    parse_trtexec_log,
+)
 
 __all__ = [
     "PARITY_TOL",
+    "EngineResult",
     "ExportResult",
+    "Finding",
+    "SimplifyResult",
     "TensorSpec",
+    "TrtBench",
+    "TrtVersion",
+    "bench_from_trtexec",
+    "cached_engine_from_onnx",
+    "engine_from_onnx",
+    "engine_on_device",
     "file_opset",
+    "has_errors",
+    "lint_onnx",
+    "measure_on_device",
     "onnx_from_torch",
+    "opset_for",
     "ort_session",
     "parity",
+    "parse_export_times",
+    "parse_trtexec_log",
     "sha256_file",
+    "simplify_onnx",
 ]

@@ -33,10 +33,8 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from edgeprune.bench.result import Measurement
-from edgeprune.bench.stats import Stats, compute_stats
 from edgeprune.errors import (
     DependencyMissingError,
     DeviceError,
@@ -45,6 +43,10 @@ from edgeprune.errors import (
     UsageError,
 )
 from edgeprune.export.onnx import sha256_file
+
+if TYPE_CHECKING:  # export sits below bench: its pure stats/result modules are imported lazily
+    from edgeprune.bench.result import Measurement
+    from edgeprune.bench.stats import Stats
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_NO_CALIBRATION_WARNING = (
@@ -453,6 +455,8 @@ class TrtBench:
     def measurements(self, context: dict[str, Any]) -> dict[str, Measurement]:
         """Two measurements with the same context except the provider, so they never mix:
         ``trtexec/gpu_compute`` and ``trtexec/host_latency``."""
+        from edgeprune.bench.result import Measurement
+
         base = {
             **context,
             "runtime": "tensorrt",
@@ -483,6 +487,8 @@ def bench_from_trtexec(
 
     The warm-up threshold is ``warmup_ms`` if given, else the log's ``(+ N ms warm up)``.
     """
+    from edgeprune.bench.stats import compute_stats
+
     report = parse_trtexec_log(log) if log else None
     if warmup_ms is None and report is not None:
         warmup_ms = report.warmup_ms
@@ -649,6 +655,68 @@ def engine_from_onnx(
         calibrated=calibrated,
         warnings=warnings,
     )
+
+
+def cached_engine_from_onnx(
+    onnx_path: str | Path,
+    precision: str = "fp16",
+    workspace_mib: int = 1024,
+    calibration: Any = None,
+    cache: Any = None,
+) -> EngineResult:
+    """`engine_from_onnx` through the local artifact cache: an engine for the same ONNX file,
+    TensorRT version, GPU model, precision and calibration is built once (``edgeprune cache``
+    lists it with kind ``engine``)."""
+    import torch
+
+    from edgeprune.export.artifacts import ArtifactCache, source_key
+
+    trt = _import_tensorrt()
+    cache = cache or ArtifactCache()
+    onnx_path = Path(onnx_path)
+    onnx_sha = sha256_file(onnx_path)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "unknown"
+    parts = {
+        "kind": "engine",
+        "onnx": onnx_sha,
+        "tensorrt": str(trt.__version__),
+        "gpu": gpu,
+        "precision": precision,
+        "workspace_mib": workspace_mib,
+        "calibrated": calibration is not None,
+    }
+    key = source_key(**parts)
+    hit = cache.lookup(key)
+    if hit is not None:
+        meta = hit.meta
+        return EngineResult(
+            path=str(hit.path),
+            sha256=hit.sha256,
+            size_bytes=hit.size_bytes,
+            precision=precision,
+            trt_version=str(trt.__version__),
+            onnx_sha256=onnx_sha,
+            seconds=0.0,
+            calibrated=calibration is not None,
+            warnings=list(meta.get("warnings", [])),
+        )
+    with tempfile.TemporaryDirectory(prefix=".engine-", dir=cache.root) as tmp:
+        res = engine_from_onnx(
+            onnx_path, Path(tmp) / f"{onnx_sha[:16]}.engine", precision, workspace_mib, calibration
+        )
+        art = cache.add(
+            Path(res.path),
+            key=key,
+            kind="engine",
+            source=str(onnx_path),
+            tensorrt=res.trt_version,
+            gpu=gpu,
+            precision=precision,
+            onnx_sha256=onnx_sha,
+            warnings=res.warnings,
+        )
+    res.path = str(art.path)
+    return res
 
 
 def _calibration_batches(data: Any, batches: int, batch_size: int) -> Iterable[Any]:

@@ -27,6 +27,7 @@ from edgeprune.export.trt import (
     TrtexecOutputError,
     TrtVersion,
     bench_from_trtexec,
+    cached_engine_from_onnx,
     detect_version,
     engine_cache_key,
     engine_from_onnx,
@@ -308,6 +309,12 @@ def test_host_engine_build_with_tensorrt(tmp_path) -> None:
     assert Path(res.path).stat().st_size > 0 and INT8_NO_CALIBRATION_WARNING in res.warnings
     fp16 = engine_from_onnx(tmp_path / "m.onnx", tmp_path / "f.engine", precision="fp16")
     assert fp16.calibrated is False and INT8_NO_CALIBRATION_WARNING not in fp16.warnings
+    first = cached_engine_from_onnx(tmp_path / "m.onnx", precision="fp16")
+    second = cached_engine_from_onnx(tmp_path / "m.onnx", precision="fp16")
+    assert first.path == second.path and second.seconds == 0.0
+    from edgeprune.export.artifacts import ArtifactCache
+
+    assert [a.meta["kind"] for a in ArtifactCache().list()] == ["engine"]
 
 
 # --------------------------------------------------------------------------- agent verbs (real agent, stand-in trtexec)
