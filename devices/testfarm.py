@@ -255,6 +255,15 @@ class Farm:
         self._launch(dev)
         return dev
 
+    def rekey(self, name: str) -> FarmDevice:
+        """Give a device a new host key (a reinstalled board, or an impostor) and restart it."""
+        dev = self.devices[name]
+        self.kill(name)
+        for f in dev.root.glob("ssh_host_ed25519_key*"):
+            f.unlink()
+        dev.host_key_line = keygen(dev.root / "ssh_host_ed25519_key")
+        return self.restart(name)
+
     # ------------------------------------------------------------------ inventory
 
     def specs(self, known_hosts: Path | None = None) -> list[Any]:

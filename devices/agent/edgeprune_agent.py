@@ -613,12 +613,23 @@ def _with_telemetry(verb):
 VERBS = {"info": verb_info, "state": verb_state, "bench": _with_telemetry(verb_bench), "trt_info": verb_trt_info, "build_engine": verb_build_engine}
 
 
+def _check_request(path, expected):
+    """The host sends the request's sha256 with it: a corrupt upload is refused, never run."""
+    with open(path, "rb") as f:
+        got = hashlib.sha256(f.read()).hexdigest()
+    if got != expected:
+        os.remove(path)
+        raise AgentError("input", "request file is corrupt (sha256 %s != %s)" % (got[:12], expected[:12]))
+
+
 def main(argv):
-    if len(argv) != 2:
-        sys.stderr.write("usage: edgeprune_agent.py REQUEST.json\n")
+    if len(argv) not in (2, 3):
+        sys.stderr.write("usage: edgeprune_agent.py REQUEST.json [SHA256]\n")
         return 2
     code = EXIT_OK
     try:
+        if len(argv) == 3:
+            _check_request(argv[1], argv[2])
         with open(argv[1]) as f:
             req = json.load(f)
         if not isinstance(req, dict):

@@ -141,11 +141,14 @@ def measure(
     label: str | None = None,
     job_id: str | None = None,
     reuse: bool = False,
+    extra_context: dict[str, Any] | None = None,
 ) -> Measurement:
     """Benchmark an ONNX file on an open device session by the protocol; store and return the result.
 
     With ``reuse`` a stored valid measurement whose whole context key matches is returned instead
     of measuring again (the device is still asked for its current context to build the key).
+    ``extra_context`` is recorded with the result (e.g. a parity check); it is not part of the
+    context key. When the session has a telemetry logger (e.g. tegrastats), its log is recorded.
     """
     cfg = cfg or BenchConfig()
     artifact = Path(artifact)
@@ -189,6 +192,7 @@ def measure(
             max_runs=cfg.max_runs,
             max_seconds=cfg.max_seconds,
             seed=cfg.seed,
+            telemetry=dev.telemetry,
         )
         stats = compute_stats(reply["times_ms"])
         attempts.append((stats, reply))
@@ -207,6 +211,9 @@ def measure(
             "state_after": best.get("state_after"),
             "warmup_runs_done": best.get("warmup_runs"),
             "artifact_name": artifact.name,
+            "clocks_control": dev.clocks_record,
+            "telemetry": best.get("telemetry"),
+            **(extra_context or {}),
         }
     )
     valid = not (_throttled(best.get("state_before")) or _throttled(best.get("state_after")))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -254,4 +255,98 @@ def clean_cmd(name: NameArg, json_out: JsonOpt = False) -> None:
         return
     console.print(
         f"cleaned {name}: free disk {_mib(res['disk_free_before'])} → {_mib(res['disk_free_after'])}"
+    )
+
+
+@app.command("deploy")
+def deploy_cmd(
+    model: Annotated[
+        str, typer.Argument(help="ONNX file, checkpoint, zoo name or FILE.py:factory.")
+    ],
+    device: Annotated[
+        str,
+        typer.Option("--device", help="Device name or profile (a free device of it is leased)."),
+    ],
+    runtime: Annotated[str, typer.Option("--runtime", help="ort or trt (TensorRT).")] = "ort",
+    precision: Annotated[
+        str, typer.Option("--precision", help="fp32, fp16 or int8 (fp16/int8 need trt).")
+    ] = "fp32",
+    threads: Annotated[
+        int, typer.Option("--threads", help="intra-op threads (inter-op is 1).")
+    ] = 1,
+    runs: Annotated[int, typer.Option("--runs", help="Minimum measured runs.")] = 50,
+    duration: Annotated[float, typer.Option("--duration", help="Minimum measured seconds.")] = 2.0,
+    warmup: Annotated[
+        int, typer.Option("--warmup", help="Minimum warm-up runs (and at least 1 s).")
+    ] = 10,
+    repeats: Annotated[
+        int, typer.Option("--repeats", help="Fresh-process attempts while CV > 2.5%.")
+    ] = 3,
+    opset: Annotated[
+        int | None, typer.Option("--opset", help="Export opset (default: the profile's choice).")
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option("--label", help="Label stored with the result.")
+    ] = None,
+    model_kwargs: Annotated[
+        str | None, typer.Option("--model-kwargs", help="JSON kwargs for a zoo model or factory.")
+    ] = None,
+    input_size: Annotated[
+        int | None, typer.Option("--input-size", help="Input size for zoo models/factories.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export for the device's profile, lint, push, (build), check parity, benchmark, store."""
+    from edgeprune.bench import BenchConfig
+    from edgeprune.models import parse_kwargs
+    from edgeprune.pipeline.deploy import DeployConfig, deploy
+
+    cfg = DeployConfig(
+        runtime=runtime,
+        precision=precision,
+        opset=opset,
+        label=label,
+        bench=BenchConfig(
+            threads=threads,
+            min_runs=runs,
+            min_seconds=duration,
+            warmup_runs=warmup,
+            max_repeats=repeats,
+        ),
+    )
+    res = deploy(model, device, cfg, parse_kwargs(model_kwargs), input_size)
+    if json_out:
+        res["measurement"].pop("raw_ms", None)
+        emit_json(res)
+        return
+    m = res["measurement"]
+    s, p = m["stats"], res["parity"]
+    ph = res["phases"]
+    console.print(
+        kv_table(
+            f"deployed {Path(model).name} to {res['device']} ({res['profile']})",
+            [
+                ("artifact", f"{res['artifact']['path']} (opset {res['opset']})"),
+                ("on the device", res["remote_path"] + ("" if res["sent"] else "  (cached)")),
+                ("runtime / precision", f"{res['runtime']} / {res['precision']}"),
+                (
+                    "parity max|Δ|",
+                    f"{p['max_abs_diff']:.3g} (tolerance {p['tolerance']:g} × max(1, {p['output_scale']:.3g}))"
+                    if "max_abs_diff" in p
+                    else f"not checked: {p.get('skipped')}",
+                ),
+                ("median (ms)", s["median"]),
+                ("p90 / p99 (ms)", f"{s['p90']:.4g} / {s['p99']:.4g}"),
+                ("CV / runs", f"{s['cv']:.2%} / {s['n']}"),
+                ("valid / unstable", f"{m['valid']} / {m['unstable']}"),
+                ("store id", m["id"]),
+                ("phases (s)", ", ".join(f"{k} {v:.2f}" for k, v in ph.items())),
+                (
+                    "total / overhead (s)",
+                    f"{res['total_seconds']:.2f} / {res['overhead_seconds']:.2f}",
+                ),
+                *[("lint", f"{f['level']}: {f['message']}") for f in res["lint"]],
+                *[("note", n) for n in res["notes"] + m["notes"]],
+            ],
+        )
     )

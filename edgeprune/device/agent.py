@@ -36,7 +36,8 @@ class AgentClient:
     """Calls the agent's verbs on one device through a transport.
 
     The agent is uploaded once per content hash to ``WORKDIR/agent/edgeprune_agent-<sha12>.py``;
-    requests travel as uploaded JSON files (never as command-line strings).
+    requests travel as uploaded JSON files (never as command-line strings) whose sha256 the agent
+    checks before reading them.
     """
 
     def __init__(self, transport: Transport, python: str, workdir: str) -> None:
@@ -78,19 +79,17 @@ class AgentClient:
         payload = {"verb": verb, "workdir": self.workdir, "delete_request": True, **request}
         if self.t.holds_stdin:
             payload["exit_on_stdin_eof"] = True
-        with tempfile.TemporaryDirectory(prefix="edgeprune-req-") as tmp:
-            local = Path(tmp) / "request.json"
-            local.write_text(json.dumps(payload))
-            remote, _ = upload_verified(
-                self.t,
-                local,
-                posixpath.join(self.workdir, "requests"),
-                f"{uuid.uuid4().hex}.json",
-                skip_if_present=False,
-            )
+        remote = posixpath.join(self.workdir, "requests", f"{uuid.uuid4().hex}.json")
         reply = None
         try:
-            argv = [self.python, agent, remote]
+            with tempfile.TemporaryDirectory(prefix="edgeprune-req-") as tmp:
+                local = Path(tmp) / "request.json"
+                local.write_text(json.dumps(payload))
+                # The agent checks the sha256 itself (and refuses a corrupt request), which saves
+                # the separate verify-and-rename round trip of `upload_verified`.
+                sha = sha256_file(local)
+                self.t.put(local, remote)
+            argv = [self.python, agent, remote, sha]
             result = self.t.run(argv, timeout=timeout, check=False)
             reply = _parse_reply(result.stdout)
         finally:

@@ -25,8 +25,8 @@ from edgeprune.checkpoint import (
     save_checkpoint,
 )
 from edgeprune.data import Dataset, load_dataset
-from edgeprune.device import DeviceSession, Inventory
-from edgeprune.errors import DeviceBusyError, UsageError
+from edgeprune.device.lease import run_leased
+from edgeprune.errors import UsageError
 from edgeprune.export import ExportResult, onnx_from_torch, sha256_file
 from edgeprune.export.artifacts import ArtifactCache, source_key
 from edgeprune.pipeline._util import RunDir, command_line, fingerprint, versions, write_json
@@ -282,27 +282,16 @@ def lease_and_measure(
     reuse: bool = False,
     job_id: str | None = None,
 ) -> Measurement:
-    """Benchmark on ``device`` (a name, or a profile: the first free device of it is leased)."""
-    inv = Inventory.load()
-    candidates = inv.resolve(device)
-    last_busy: DeviceBusyError | None = None
-    for spec in candidates:
-        try:
-            with DeviceSession(spec, inventory=inv) as dev:
-                return measure(
-                    dev, artifact, cfg, store=store, label=label, reuse=reuse, job_id=job_id
-                )
-        except DeviceBusyError as e:
-            last_busy = e
-            continue
-    assert last_busy is not None
-    if len(candidates) > 1:
-        raise DeviceBusyError(
-            f"all {len(candidates)} devices of profile {device} are busy",
-            hint="wait, or add devices to the profile",
-            device=device,
-        )
-    raise last_busy
+    """Benchmark on ``device`` (a name, or a profile: the first free device of it is leased).
+
+    The session sets the stable clocks the device's profile asks for and restores them after.
+    """
+    return run_leased(
+        device,
+        lambda dev: measure(
+            dev, artifact, cfg, store=store, label=label, reuse=reuse, job_id=job_id
+        ),
+    )
 
 
 def bench_model(

@@ -49,11 +49,12 @@ def farm(farm_factory: FarmFactory) -> Farm:
 
 @pytest.fixture(scope="session")
 def small_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A ResNet-20 (1×16×16 input) ONNX file, exported once per session."""
+    """A ResNet-20 (1×16×16 input) ONNX file at opset 18 (the farm profile's limit), exported once
+    per session."""
     from edgeprune.checkpoint import resolve_model
     from edgeprune.export import onnx_from_torch
 
     d = tmp_path_factory.mktemp("model")
     b = resolve_model("resnet20", {"in_channels": 1}, input_size=16)
-    onnx_from_torch(b.model, b.input_shape, d / "r20.onnx")
+    onnx_from_torch(b.model, b.input_shape, d / "r20.onnx", opset=18)
     return d / "r20.onnx"

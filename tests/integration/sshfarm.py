@@ -59,3 +59,25 @@ def agent_pids(workdir: Path) -> list[int]:
         ):
             out.append(int(cmd.parent.name))
     return [p for p in out if alive(p)]
+
+
+def socket_owner(local_port: int) -> int | None:
+    """The pid holding the TCP socket bound to ``local_port`` on this machine (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == local_port:
+                inodes.add(fields[9])
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return int(fd.parent.parent.name)
+    return None
