@@ -224,9 +224,8 @@ def eval_cmd(
 # --------------------------------------------------------------------------- prune
 
 
-def _target(
-    ratio: float | None, flops: float | None, params: float | None, allow_none: bool
-) -> Any:
+def _target(ratio: float | None, flops: float | None, params: float | None) -> Any:
+    """The one target given, or None (PruneConfig then says what is missing)."""
     from edgeprune.prune import Target
 
     given = [
@@ -234,13 +233,7 @@ def _target(
     ]
     if len(given) > 1:
         raise UsageError("give only one of --ratio, --flops-reduction, --params-reduction")
-    if not given:
-        if allow_none:
-            return None
-        raise UsageError(
-            "no pruning target", hint="pass --ratio R, --flops-reduction F or --params-reduction P"
-        )
-    return Target(*given[0])
+    return Target(*given[0]) if given else None
 
 
 def _split_names(values: list[str] | None) -> tuple[str, ...]:
@@ -284,11 +277,12 @@ def prune_cmd(
         typer.Option("--ratios-file", help="JSON {layer: ratio} per-layer ratio vector."),
     ] = None,
     mode: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--mode", help="uniform (same ratio per group) or global (rank all channels together)."
+            "--mode",
+            help="uniform (same ratio per group) or global (rank all channels together); default: the criterion's (global for easiedge).",
         ),
-    ] = "uniform",
+    ] = None,
     convention: Annotated[
         str,
         typer.Option(
@@ -389,11 +383,17 @@ def prune_cmd(
             raise UsageError(f"cannot read --ratios-file {ratios_file}: {e}") from e
         if not isinstance(ratios, dict):
             raise UsageError("--ratios-file must hold a JSON object {layer: ratio}")
-    target = _target(
-        ratio,
-        flops_reduction,
-        params_reduction,
-        allow_none=ratios is not None or "threshold" in " ".join(criterion_opt or []),
+    target = _target(ratio, flops_reduction, params_reduction)
+    ft = (
+        TrainConfig(
+            epochs=finetune_epochs,
+            lr=finetune_lr,
+            batch_size=finetune_batch_size,
+            max_train_samples=max_train_samples,
+            seed=seed,
+        )
+        if finetune_epochs > 0
+        else None
     )
     pcfg = PruneConfig(
         criterion=criterion,
@@ -409,17 +409,7 @@ def prune_cmd(
         calib_batch_size=calib_batch_size,
         recalibrate_bn=bn_recalibration,
         seed=seed,
-    )
-    ft = (
-        TrainConfig(
-            epochs=finetune_epochs,
-            lr=finetune_lr,
-            batch_size=finetune_batch_size,
-            max_train_samples=max_train_samples,
-            seed=seed,
-        )
-        if finetune_epochs > 0
-        else None
+        finetune=ft,
     )
     cfg = PruneRunConfig(
         prune=pcfg,

@@ -17,10 +17,11 @@ from edgeprune.errors import UsageError
 
 
 def versions() -> dict[str, str | None]:
+    from importlib import metadata
+
     import onnx
     import onnxruntime
     import torch
-    import torch_pruning
 
     from edgeprune import __version__
 
@@ -28,7 +29,7 @@ def versions() -> dict[str, str | None]:
         "edgeprune": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torch_pruning": getattr(torch_pruning, "__version__", None),
+        "torch_pruning": metadata.version("torch-pruning"),
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
     }

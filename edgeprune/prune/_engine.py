@@ -219,8 +219,24 @@ class DependencyIndex:
         )
 
     def tp_group(self, index: int) -> Any:
-        """The Torch-Pruning group object (for importance functions in `edgeprune.prune`)."""
+        """The Torch-Pruning group object of group ``index`` (its items: dep, idxs, root_idxs)."""
         return self._tp_groups[index]
+
+    def importance(self, index: int, kind: str) -> torch.Tensor | None:
+        """One of Torch-Pruning's importance functions on group ``index`` (None if it has no
+        parameters of the kind): ``bn_scale`` (|γ|) or ``taylor`` (|Σ w·∂L/∂w| per filter;
+        gradients must be populated). Scores are indexed by the group's channels."""
+        imp: Any
+        if kind == "bn_scale":
+            imp = tp.importance.BNScaleImportance(group_reduction="mean", normalizer=None)
+        elif kind == "taylor":
+            imp = tp.importance.GroupTaylorImportance(
+                group_reduction="mean", normalizer=None, multivariable=True
+            )
+        else:
+            raise ValueError(f"unknown Torch-Pruning importance {kind!r}")
+        scores = imp(self._tp_groups[index])
+        return None if scores is None else scores.detach().float().cpu()
 
     def layer_costs(self) -> list[LayerCost]:
         """Per-layer MAC/param facts with the groups that control each layer's in/out channels."""

@@ -15,8 +15,15 @@ from edgeprune.data import Dataset
 from edgeprune.errors import UsageError
 from edgeprune.prune._cost import CostModel
 from edgeprune.prune._engine import DependencyIndex, PrunableGroup, count_macs_params
-from edgeprune.prune._select import Target, round_keep, solve_global, solve_uniform, topk_plan
-from edgeprune.prune.criteria import CRITERIA, Criterion, ScoreContext, make_criterion
+from edgeprune.prune._select import (
+    Target,
+    normalized,
+    round_keep,
+    solve_global,
+    solve_uniform,
+    topk_plan,
+)
+from edgeprune.prune.criteria import Criterion, ScoreContext, make_criterion
 from edgeprune.prune.plan import GroupPlan, PrunePlan
 from edgeprune.train import recalibrate_bn, select_device
 
@@ -35,7 +42,9 @@ class PruneConfig:
     group root) or ``ratios`` (removed fraction per group root: a per-layer ratio vector) — or a
     criterion that picks its own widths (QSFM ``threshold``) — decides the widths.
     ``convention='internal'`` prunes only block-internal groups (HRank/CHIP's ResNet convention);
-    ``'all'`` also prunes residual/shared groups (DepGraph).
+    ``'all'`` also prunes residual/shared groups (DepGraph). ``mode`` None uses the criterion's
+    default (global for EasiEdge, uniform otherwise). ``finetune`` is the training a criterion may
+    do before the hard prune (EasiEdge's ADMM rounds); None forbids it.
     """
 
     criterion: str = "l1"
@@ -43,7 +52,7 @@ class PruneConfig:
     target: Target | None = None
     widths: Mapping[str, int] | None = None
     ratios: Mapping[str, float] | None = None
-    mode: str = "uniform"
+    mode: str | None = None
     convention: str = "all"
     round_to: int | None = None
     min_channels: int = 1
@@ -53,9 +62,10 @@ class PruneConfig:
     recalibrate_bn: bool = True
     seed: int = 0
     device: str = "auto"
+    finetune: Any = None
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
+        if self.mode is not None and self.mode not in MODES:
             raise UsageError(f"unknown mode {self.mode!r}", hint=f"use one of {', '.join(MODES)}")
         if self.convention not in CONVENTIONS:
             raise UsageError(
@@ -68,7 +78,17 @@ class PruneConfig:
             raise UsageError("--calib-batches and the calibration batch size must be >= 1")
         if self.min_channels < 1:
             raise UsageError(f"--min-channels must be >= 1, got {self.min_channels}")
-        CRITERIA.entry(self.criterion)
+        criterion = make_criterion(self.criterion, self.criterion_options)  # validates options
+        if (
+            self.target is None
+            and self.widths is None
+            and self.ratios is None
+            and not criterion.chooses_own_widths()
+        ):
+            raise UsageError(
+                "no pruning target given",
+                hint="pass --ratio, --flops-reduction, --params-reduction or --ratios-file (QSFM: or --criterion-opt threshold=T)",
+            )
         for r in (self.ratios or {}).values():
             if not 0.0 <= r < 1.0:
                 raise UsageError(f"per-layer ratios must be in [0, 1), got {r}")
@@ -77,6 +97,7 @@ class PruneConfig:
         d = asdict(self)
         d["criterion_options"] = dict(self.criterion_options)
         d["target"] = asdict(self.target) if self.target else None
+        d["finetune"] = self.finetune.to_dict() if self.finetune is not None else None
         return d
 
 
@@ -140,7 +161,9 @@ def score_model(bundle: ModelBundle, config: PruneConfig, data: Dataset | None =
         config.calib_batch_size,
         config.seed,
         device,
+        finetune=config.finetune,
     )
+    ctx.solve = lambda scores: choose_keep(ctx, config, scores, criterion)
     if criterion.needs_data:
         ctx.require_data(config.criterion)
     t0 = time.perf_counter()
@@ -183,9 +206,18 @@ def choose_keep(
             "no pruning target given", hint="pass --ratio, --flops-reduction or --params-reduction"
         )
     cost = CostModel(ctx.index)
-    if config.mode == "global":
+    if (config.mode or criterion.default_mode) == "global":
+        # Scores in one unit across groups (EasiEdge's information gain) are ranked as they are;
+        # others are divided by their group's mean first.
+        norm = (lambda s: s.double()) if criterion.comparable_scores else normalized
         return solve_global(
-            groups, scores, cost, config.target, config.round_to, config.min_channels
+            groups,
+            scores,
+            cost,
+            config.target,
+            config.round_to,
+            config.min_channels,
+            normalize=norm,
         )
     return solve_uniform(groups, cost, config.target, config.round_to, config.min_channels)
 
@@ -228,7 +260,7 @@ def prune(bundle: ModelBundle, config: PruneConfig, data: Dataset | None = None)
     plan = criterion.select(ctx, scores, keep) or topk_plan(
         ctx.groups, scores, keep, ctx.index.ignored
     )
-    facts = criterion.before_apply(ctx, plan)
+    facts = {**criterion.facts, **criterion.before_apply(ctx, plan)}
     ctx.index.apply(plan)
     model = ctx.model
     if config.recalibrate_bn and data is not None:

@@ -1,6 +1,7 @@
 """Pruning criteria (registered plugins). `edgeprune criteria` lists them."""
 
-from edgeprune.prune.criteria import baselines  # noqa: F401  (registers built-ins)
+# Importing the modules registers the built-in criteria.
+from edgeprune.prune.criteria import baselines, baselines_data, easiedge, fpar, similarity  # noqa: F401
 from edgeprune.prune.criteria._base import (
     CRITERIA,
     Criterion,

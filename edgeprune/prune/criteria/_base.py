@@ -78,6 +78,10 @@ class ScoreContext:
     calib_batch_size: int = 128
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # Training a criterion may do before the hard prune (EasiEdge's ADMM rounds); None = none allowed.
+    finetune: Any = None
+    # Keep counts for given scores under the run's target (used by criteria that iterate).
+    solve: Callable[[Mapping[int, torch.Tensor]], dict[int, int]] | None = None
 
     def module(self, name: str) -> nn.Module:
         return self.index.modules[name]
@@ -97,8 +101,13 @@ class Criterion(ABC):
     name: ClassVar[str] = ""
     needs_data: ClassVar[bool] = False
     options: ClassVar[Mapping[str, Option]] = {}
+    # Selection mode when the user gives none ("uniform" per-group ratio, or "global" ranking).
+    default_mode: ClassVar[str] = "uniform"
+    # True when scores share one unit across groups, so global ranking uses them unnormalised.
+    comparable_scores: ClassVar[bool] = False
 
     def __init__(self, **opts: Any) -> None:
+        self.facts: dict[str, Any] = {}
         unknown = sorted(set(opts) - set(self.options))
         if unknown:
             known = ", ".join(sorted(self.options)) or "none"
@@ -113,6 +122,10 @@ class Criterion(ABC):
     @abstractmethod
     def score(self, ctx: ScoreContext) -> dict[int, torch.Tensor]:
         """Per-channel importance for each group index in ``ctx.groups`` (higher = keep)."""
+
+    def chooses_own_widths(self) -> bool:
+        """True when this configuration picks per-group widths itself (no target needed)."""
+        return False
 
     def keep_counts(
         self, ctx: ScoreContext, scores: Mapping[int, torch.Tensor]
