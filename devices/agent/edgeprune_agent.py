@@ -111,19 +111,46 @@ def cpu_facts():
             if key == "model name":
                 break
     info["model"] = model or platform.processor()
-    quota = None
-    q = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
-    p = _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
-    if q and p and q.lstrip("-").isdigit() and int(q) > 0:
-        quota = round(int(q) / float(p), 3)
-    else:
-        v2 = _read("/sys/fs/cgroup/cpu.max")
-        if v2 and not v2.startswith("max"):
-            parts = v2.split()
-            if len(parts) == 2:
-                quota = round(int(parts[0]) / float(parts[1]), 3)
-    info["cgroup_cpu_quota"] = quota
+    info["cgroup_cpu_quota"] = cgroup_cpu_quota()
     return info
+
+
+def _own_cgroups():
+    """This process's cgroup paths from /proc/self/cgroup: {controller: path}; v2 is under ""."""
+    paths = {}
+    for line in (_read("/proc/self/cgroup", "") or "").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            for controller in parts[1].split(","):
+                paths[controller] = parts[2]
+    return paths
+
+
+def cgroup_cpu_quota():
+    """CPU quota of this process's own cgroup, in CPUs (None: unlimited).
+
+    /sys/fs/cgroup/cpu/cpu.cfs_quota_us alone is the root group's unless the cgroup namespace
+    hides the hierarchy (containers), so the process's group from /proc/self/cgroup comes first.
+    """
+    own = _own_cgroups()
+    for rel in (own.get("cpu"), "/"):
+        if rel is None:
+            continue
+        base = "/sys/fs/cgroup/cpu" + rel.rstrip("/")
+        q = _read(base + "/cpu.cfs_quota_us")
+        p = _read(base + "/cpu.cfs_period_us")
+        if q and p and q.lstrip("-").isdigit():
+            return round(int(q) / float(p), 3) if int(q) > 0 else None
+    for rel in (own.get(""), "/"):
+        if rel is None:
+            continue
+        v2 = _read("/sys/fs/cgroup" + rel.rstrip("/") + "/cpu.max")
+        if v2:
+            parts = v2.split()
+            if len(parts) == 2 and parts[0] != "max":
+                return round(int(parts[0]) / float(parts[1]), 3)
+            return None
+    return None
 
 
 def memory():
