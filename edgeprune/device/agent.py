@@ -56,14 +56,24 @@ class AgentClient:
         """Create the work directories and upload the agent if this version is not there yet."""
         if self._agent_path is None:
             dirs = [posixpath.join(self.workdir, sub) for sub in self.SUBDIRS]
-            self.t.check_failed(
-                self.t.run(["mkdir", "-p", "--", *dirs], timeout=60, check=False),
-                f"creating {self.workdir}",
-            )
             name = f"edgeprune_agent-{self.sha256[:12]}.py"
-            self._agent_path, _ = upload_verified(
-                self.t, agent_source(), posixpath.join(self.workdir, "agent"), name, self.sha256
+            target = posixpath.join(self.workdir, "agent", name)
+            # One round trip: create the directories and hash the agent that may be there.
+            r = self.t.run(
+                ["sh", "-c", _MKDIRS_AND_HASH, "sh", target, *dirs], timeout=60, check=False
             )
+            self.t.check_failed(r, f"creating {self.workdir}")
+            if r.stdout.split()[:1] == [self.sha256]:
+                self._agent_path = target
+            else:
+                self._agent_path, _ = upload_verified(
+                    self.t,
+                    agent_source(),
+                    posixpath.dirname(target),
+                    name,
+                    self.sha256,
+                    skip_if_present=False,
+                )
         return self._agent_path
 
     def command(self, request_path: str) -> list[str]:
@@ -125,6 +135,10 @@ class AgentClient:
         out["_command"] = result.command
         out["_agent_version"] = reply.get("agent_version")
         return out
+
+
+# $1 = the agent's path, $2... = directories to create; prints the agent's sha256 if it exists.
+_MKDIRS_AND_HASH = 'a=$1; shift; mkdir -p -- "$@" || exit 1; sha256sum -- "$a" 2>/dev/null; exit 0'
 
 
 def _parse_reply(stdout: str) -> dict[str, Any] | None:

@@ -98,11 +98,12 @@ class DeviceSession:
         if commands is None:
             return
         self.telemetry = list(commands.telemetry) if commands.telemetry else None
+        if not wants_stable_clocks(commands):
+            return
         control = ClockControl(t, commands, self.spec.workdir)
         control.recover()  # a session that died before restoring left a record behind
-        if wants_stable_clocks(commands):
-            self._clocks = control
-            control.apply()
+        self._clocks = control
+        control.apply()
         self.clocks_record = control.record
 
     def __exit__(self, *exc: object) -> None:

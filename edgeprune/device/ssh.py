@@ -224,6 +224,9 @@ class SSHTransport(Transport):
         self._conns: list[Connection] = []
         self._sftp_ok: bool | None = None
         self._lock = threading.Lock()
+        # Commands and exec-channel transfers sent so far: each costs a round trip and a login
+        # shell on the device, so this is what the layer's overhead is made of.
+        self.command_count = 0
         self.open()
 
     # ------------------------------------------------------------------ connection
@@ -268,6 +271,7 @@ class SSHTransport(Transport):
     ) -> CommandResult:
         line = self.remote_command(argv, timeout)
         conn = self.connection
+        self.command_count += 1
         t0 = time.perf_counter()
         try:
             res = conn.run(
@@ -342,6 +346,7 @@ class SSHTransport(Transport):
         self._get_exec(remote, local)
 
     def _exec_channel(self, argv: list[str], timeout: float) -> paramiko.Channel:
+        self.command_count += 1
         try:
             chan = self.connection.transport.open_session(timeout=self.spec.connect_timeout)
             chan.settimeout(IO_STALL_S)

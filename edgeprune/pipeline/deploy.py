@@ -153,6 +153,7 @@ def deploy(
             t = phases.add("bench", t)
         marks["done"] = t
         return {
+            "device_commands": getattr(dev.transport, "command_count", None),
             "device": dev.name,
             "profile": dev.spec.profile,
             "remote_path": remote,
@@ -292,7 +293,9 @@ def _parity(
     with tempfile.TemporaryDirectory(prefix="edgeprune-parity-") as tmp:
         local_in = Path(tmp) / "inputs.npy"
         np.save(local_in, x, allow_pickle=False)
-        remote_in, _ = upload_verified(t, local_in, out_dir, f"{sha256_file(local_in)}.npy")
+        remote_in, _ = upload_verified(
+            t, local_in, out_dir, f"{sha256_file(local_in)}.npy", skip_if_present=False
+        )
         remote_out = posixpath.join(out_dir, f"out-{remote_in.rsplit('/', 1)[-1]}")
         try:
             dev.call(

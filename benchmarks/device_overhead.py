@@ -1,0 +1,293 @@
+"""What the SSH device layer costs, measured on a loopback sshd farm (real sshd, real agent).
+
+Three tables (markdown on stdout, and in ``--out``):
+
+1. **Deploy overhead**: `edgeprune.pipeline.deploy.deploy` of one ONNX file, split into phases;
+   *overhead* = total wall time − the benchmark phase (`measure`). *Cold*: the device's work
+   directory is empty (agent and model are uploaded); *warm*: both are already there. Also the
+   cost of one SSH command (``run(["true"])``) here, and of the login shell that sshd starts for
+   every command.
+2. **Agent vs bare loop**: the agent's median (through SSH, by the protocol) against a bare ONNX
+   Runtime timing loop in a fresh Python process with the same session options, thread count,
+   input and warm-up, alternated ``--rounds`` times.
+3. **Full speed vs slowed**: the same model by the protocol on a full-speed device and on one
+   limited to ``--quota`` of a CPU by a cgroup v1 quota (needs root).
+
+Run: ``python benchmarks/device_overhead.py [--smoke] [--out FILE.md]``. ``--smoke`` uses a tiny
+model and short runs (a minute) to check that the script works; its numbers mean little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+BARE_LOOP = r"""
+import sys, time
+import numpy as np
+import onnxruntime as ort
+path, warmup_runs, warmup_s, min_runs, min_s, seed = sys.argv[1:7]
+so = ort.SessionOptions()
+so.intra_op_num_threads = 1
+so.inter_op_num_threads = 1
+so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+so.log_severity_level = 3
+sess = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+inp = sess.get_inputs()[0]
+x = np.random.RandomState(int(seed)).standard_normal(inp.shape).astype(np.float32)
+feeds = {inp.name: x}
+clock = time.perf_counter
+t0, n = clock(), 0
+while n < int(warmup_runs) or clock() - t0 < float(warmup_s):
+    sess.run(None, feeds)
+    n += 1
+times, t0 = [], clock()
+while len(times) < int(min_runs) or clock() - t0 < float(min_s):
+    a = clock()
+    sess.run(None, feeds)
+    times.append((clock() - a) * 1000.0)
+times.sort()
+print(times[len(times) // 2] if len(times) % 2 else sum(times[len(times) // 2 - 1:][:2]) / 2)
+"""
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    def fmt(v: object) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def export_model(name: str, in_channels: int, size: int, out: Path) -> Path:
+    from edgeprune.checkpoint import resolve_model
+    from edgeprune.export import onnx_from_torch
+
+    path = out / f"{name}-{in_channels}x{size}x{size}.onnx"
+    if not path.is_file():
+        b = resolve_model(name, {"in_channels": in_channels}, input_size=size)
+        onnx_from_torch(b.model, b.input_shape, path, opset=18)
+    return path
+
+
+def ssh_command_cost(reps: int) -> tuple[float, float, float]:
+    """Median seconds of run(["true"]) over SSH, of `bash -c true`, and of the same with the
+    SSH_CLIENT variable sshd sets (Debian's bash then sources ~/.bashrc)."""
+    from edgeprune.device import Inventory
+    from edgeprune.device.ssh import SSHTransport
+
+    inv = Inventory.load()
+    with SSHTransport(inv.get("dev0"), inv) as t:
+        t.run(["true"])
+        ssh = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            t.run(["true"])
+            ssh.append(time.perf_counter() - t0)
+
+    def local(env: dict[str, str]) -> float:
+        runs = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            subprocess.run(["bash", "-c", "true"], env=env, stdin=subprocess.DEVNULL, check=True)
+            runs.append(time.perf_counter() - t0)
+        return statistics.median(runs)
+
+    plain = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/")}
+    return (
+        statistics.median(ssh),
+        local(plain),
+        local({**plain, "SSH_CLIENT": "127.0.0.1 1 22"}),
+    )
+
+
+def deploy_overhead(model: Path, bench, reps: int, workdir: Path) -> list[dict]:
+    from edgeprune.pipeline.deploy import DeployConfig, deploy
+
+    cfg = DeployConfig(bench=bench)
+    rows = []
+    for _ in range(reps):
+        for item in workdir.iterdir():  # cold: an empty work directory on the device
+            subprocess.run(["rm", "-rf", "--", str(item)], check=True)
+        for kind in ("cold", "warm"):
+            res = deploy(str(model), "dev0", cfg)
+            rows.append({"kind": kind, **res})
+    return rows
+
+
+def agent_vs_bare(model: Path, bench, rounds: int) -> list[tuple[float, float]]:
+    from edgeprune.bench import Store
+    from edgeprune.pipeline.flows import lease_and_measure
+
+    pairs = []
+    args = [str(bench.warmup_runs), str(bench.warmup_seconds), str(bench.min_runs)]
+    args += [str(bench.min_seconds), str(bench.seed)]
+    for _ in range(rounds):
+        out = subprocess.run(
+            [sys.executable, "-c", BARE_LOOP, str(model), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        bare = float(out.stdout.strip())
+        with Store() as store:
+            agent = lease_and_measure("dev0", model, bench, store).stats.median
+        pairs.append((bare, agent))
+    return pairs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--smoke", action="store_true", help="tiny model, short runs")
+    p.add_argument("--model", default=None, help="zoo model (default resnet56, smoke resnet20)")
+    p.add_argument("--size", type=int, default=None, help="input size (default 32, smoke 16)")
+    p.add_argument("--reps", type=int, default=None, help="cold/warm deploy pairs (default 3)")
+    p.add_argument("--rounds", type=int, default=None, help="agent/bare rounds (default 5)")
+    p.add_argument("--quota", type=float, default=0.25, help="CPU quota of the slowed device")
+    p.add_argument("--out", type=Path, default=None, help="also write the tables here")
+    args = p.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="edgeprune-overhead-"))
+    os.environ["EDGEPRUNE_HOME"] = str(tmp / "home")
+    os.environ["EDGEPRUNE_CONFIG"] = str(tmp / "config")
+    os.chdir(tmp)
+    from edgeprune._devices.testfarm import Farm, FarmDeviceConfig, cgroups_available
+
+    from edgeprune.bench import BenchConfig, Store
+    from edgeprune.pipeline.flows import lease_and_measure
+
+    model_name = args.model or ("resnet20" if args.smoke else "resnet56")
+    size = args.size or (16 if args.smoke else 32)
+    channels = 1 if args.smoke else 3
+    reps = args.reps or (1 if args.smoke else 3)
+    rounds = args.rounds or (1 if args.smoke else 5)
+    bench = BenchConfig(max_repeats=1)  # the protocol's defaults: >= 10 runs + 1 s, >= 50 + 2 s
+    if args.smoke:
+        bench = replace(bench, warmup_seconds=0.1, min_seconds=0.2)
+    model = export_model(model_name, channels, size, tmp)
+    devices = [FarmDeviceConfig("dev0")]
+    if cgroups_available():
+        devices.append(FarmDeviceConfig("slow", cpu_quota=args.quota))
+    lines = [
+        f"Model: {model_name} ({channels}x{size}x{size}, ONNX opset 18, ONNX Runtime CPU, 1 thread); "
+        f"benchmark: warm-up >= {bench.warmup_runs} runs and {bench.warmup_seconds:g} s, "
+        f"then >= {bench.min_runs} runs and {bench.min_seconds:g} s. "
+        f"Command: `python benchmarks/device_overhead.py{' --smoke' if args.smoke else ''}`.",
+        "",
+    ]
+    with Farm(tmp / "farm", devices) as farm:
+        farm.write_inventory(tmp / "config")
+        ssh, bash_plain, bash_ssh = ssh_command_cost(10)
+        rows = deploy_overhead(model, bench, reps, farm.devices["dev0"].workdir)
+        phase_names = sorted(
+            {k for r in rows for k in r["phases"]}, key=list(rows[0]["phases"]).index
+        )
+        out_rows = []
+        for kind in ("cold", "warm"):
+            rs = [r for r in rows if r["kind"] == kind]
+            med = {k: statistics.median(r["phases"].get(k, 0.0) for r in rs) for k in phase_names}
+            out_rows.append(
+                [
+                    kind,
+                    len(rs),
+                    statistics.median(r["total_seconds"] for r in rs),
+                    statistics.median(r["phases"]["bench"] for r in rs),
+                    statistics.median(r["overhead_seconds"] for r in rs),
+                    ", ".join(f"{k} {v:.2f}" for k, v in med.items() if k != "bench"),
+                    "no" if all(not r["sent"] for r in rs) else "yes",
+                    statistics.median(r["device_commands"] for r in rs),
+                ]
+            )
+        lines += [
+            "### Deploy overhead (seconds, medians)",
+            "",
+            table(
+                [
+                    "run",
+                    "n",
+                    "total",
+                    "benchmark",
+                    "overhead",
+                    "overhead by phase",
+                    "model sent",
+                    "SSH commands",
+                ],
+                out_rows,
+            ),
+            "",
+            f"One SSH command (`run(['true'])`, median of 10): {ssh * 1000:.0f} ms; "
+            f"`bash -c true` here: {bash_plain * 1000:.0f} ms, with sshd's SSH_CLIENT set "
+            f"(bash then sources ~/.bashrc): {bash_ssh * 1000:.0f} ms.",
+            "",
+        ]
+        pairs = agent_vs_bare(model, bench, rounds)
+        bare = statistics.median(b for b, _ in pairs)
+        agent = statistics.median(a for _, a in pairs)
+        lines += [
+            "### Agent vs bare ONNX Runtime loop (median latency, ms)",
+            "",
+            table(
+                [
+                    "rounds",
+                    "bare loop",
+                    "agent (SSH, protocol)",
+                    "difference",
+                    "per round (bare/agent)",
+                ],
+                [
+                    [
+                        rounds,
+                        bare,
+                        agent,
+                        f"{(agent - bare) * 1000:+.0f} µs ({(agent / bare - 1):+.1%})",
+                        ", ".join(f"{b:.3f}/{a:.3f}" for b, a in pairs),
+                    ]
+                ],
+            ),
+            "",
+        ]
+        if "slow" in farm.devices:
+            speed_rows = []
+            full = replace(bench, max_repeats=3)
+            with Store() as store:
+                for name in ("dev0", "slow"):
+                    m = lease_and_measure(name, model, full, store)
+                    s = m.stats
+                    quota = m.context.get("cpu_quota")
+                    speed_rows.append(
+                        [name, quota if quota else "none", s.median, s.p90, s.mean, f"{s.cv:.1%}", s.n,
+                         "yes" if m.unstable else "no"]
+                    )  # fmt: skip
+            lines += [
+                "### Full-speed vs slowed loopback device (ms)",
+                "",
+                table(
+                    ["device", "CPU quota", "median", "p90", "mean", "CV", "n", "unstable"],
+                    speed_rows,
+                ),
+                "",
+            ]
+        else:
+            lines += ["(no writable cgroup v1 cpu hierarchy: the slowed device was skipped)", ""]
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    lines.append(f"Host: {os.cpu_count()} CPUs, load average at the end {load}.")
+    text = "\n".join(lines)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    subprocess.run(["rm", "-rf", "--", str(tmp)], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
