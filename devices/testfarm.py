@@ -458,6 +458,10 @@ def _comm(pid: int) -> str | None:
         return None
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m edgeprune._devices.testfarm", description=__doc__.split("\n")[0]
@@ -505,8 +509,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"inventory: {Path(config_dir) / 'devices.yaml'}; Ctrl-C stops the farm", flush=True
             )
+            signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` tears down like Ctrl-C
             with contextlib.suppress(KeyboardInterrupt):
-                signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
                 while True:
                     time.sleep(3600)
     except FarmError as e:
