@@ -213,7 +213,7 @@ def resolve_model(
         shape = data_info.input_shape
     else:
         size = input_size or default_input_size(spec)
-        channels = int(spec.kwargs.get("in_channels", 3))
+        channels = int(spec.kwargs.get("in_channels", _first_in_channels(model)))
         if size is None:
             raise UsageError(
                 f"cannot tell the input size of {ref}", hint="pass --data or --input-size"
@@ -232,6 +232,14 @@ def resolve_model(
     if data_info is not None:
         check_fits(bundle, data_info)
     return bundle
+
+
+def _first_in_channels(model: nn.Module, default: int = 3) -> int:
+    """Input channels of the first convolution (the image channels a model was built for)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            return int(m.in_channels)
+    return default
 
 
 def check_runs(bundle: ModelBundle) -> torch.Tensor:

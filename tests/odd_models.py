@@ -67,3 +67,21 @@ def make_depthwise_grouped_se(in_channels: int = 1, num_classes: int = 5) -> nn.
 
 def make_dense_block_net(in_channels: int = 1, num_classes: int = 5) -> nn.Module:
     return DenseBlockNet(in_channels, num_classes)
+
+
+class TinyNet(nn.Module):
+    """Three conv layers and a head: small enough for latency-search tests."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        self.c1 = nn.Sequential(nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.c2 = nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.c3 = nn.Sequential(nn.Conv2d(32, 48, 3, padding=1, bias=False), nn.BatchNorm2d(48), nn.ReLU())
+        self.fc = nn.Linear(48, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.c3(self.c2(self.c1(x))).mean((2, 3)))
+
+
+def make_tiny(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+    return TinyNet(in_channels, num_classes)

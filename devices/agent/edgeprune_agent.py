@@ -408,6 +408,55 @@ def verb_bench(req, workdir):
     }
 
 
+def verb_bench_batch(req, workdir):
+    """Benchmark many small ONNX models in one process (latency lookup tables).
+
+    Each model gets its own session and the same warm-up/measure loop as ``bench``; the device
+    lock is held for the whole batch. Returns per-model raw times; the host computes statistics.
+    """
+    models = req.get("models") or []
+    if not isinstance(models, list) or not models:
+        raise AgentError("input", "bench_batch needs a non-empty list of model paths")
+    for m in models:
+        if not isinstance(m, str) or not os.path.isfile(m):
+            raise AgentError("input", "model file not found: %s" % m)
+    threads = int(req.get("threads", 1))
+    batch = int(req.get("batch", 1))
+    results = []
+    with _Lock(workdir):
+        before = state()
+        for model in models:
+            sess = _ort_session(model, threads, req.get("provider"))
+            feeds = _feeds(sess, batch, int(req.get("seed", 0)))
+
+            def step(sess=sess, feeds=feeds):
+                sess.run(None, feeds)
+
+            warm, times = _timed_loop(
+                step,
+                int(req.get("warmup_runs", 5)),
+                float(req.get("warmup_seconds", 0.1)),
+                int(req.get("min_runs", 20)),
+                float(req.get("min_seconds", 0.2)),
+                int(req.get("max_runs", 100000)),
+                float(req.get("max_seconds", 10.0)),
+            )
+            results.append({"model": model, "warmup_runs": warm, "times_ms": times})
+        after = state()
+    import onnxruntime as ort
+
+    return {
+        "runtime": "ort",
+        "runtime_version": ort.__version__,
+        "provider": req.get("provider") or "CPUExecutionProvider",
+        "threads": threads,
+        "batch": batch,
+        "results": results,
+        "state_before": before,
+        "state_after": after,
+    }
+
+
 # --------------------------------------------------------------------------- TensorRT via trtexec
 
 TRTEXEC_DIRS = ("/usr/src/tensorrt/bin", "/usr/local/tensorrt/bin", "/opt/tensorrt/bin")
@@ -637,7 +686,7 @@ def _with_telemetry(verb):
     return run
 
 
-VERBS = {"info": verb_info, "state": verb_state, "bench": _with_telemetry(verb_bench), "trt_info": verb_trt_info, "build_engine": verb_build_engine}
+VERBS = {"info": verb_info, "state": verb_state, "bench": _with_telemetry(verb_bench), "bench_batch": verb_bench_batch, "trt_info": verb_trt_info, "build_engine": verb_build_engine}
 
 
 def _check_request(path, expected):

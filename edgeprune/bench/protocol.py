@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeprune.bench.result import Measurement, context_key
+from edgeprune.bench.result import KEY_FIELDS, Measurement, context_key
 from edgeprune.bench.stats import Stats, compute_stats
 from edgeprune.bench.store import Store
 from edgeprune.device import DeviceSession, agent_sha256
@@ -129,6 +129,20 @@ def onnx_input_shape(path: Path, batch: int) -> list[int]:
     return dims
 
 
+DEVICE_KEY_FIELDS = tuple(k for k in KEY_FIELDS if k not in ("artifact_sha256", "input_shape"))
+
+
+def device_key(dev: DeviceSession, cfg: BenchConfig) -> str:
+    """Context key of a device + runtime + protocol, without any model: keys lookup tables."""
+    import hashlib
+    import json
+
+    rt = (dev.info.get("runtimes") or {}).get("onnxruntime") or {}
+    ctx = device_context(dev, cfg, "", rt.get("version"), cfg.provider or "CPUExecutionProvider", None)
+    key = {k: ctx.get(k) for k in DEVICE_KEY_FIELDS}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def _throttled(state: dict[str, Any] | None) -> bool:
     return bool(((state or {}).get("throttle") or {}).get("active"))
 
@@ -239,3 +253,42 @@ def measure(
     if store is not None:
         store.add(m)
     return m
+
+
+def measure_batch(
+    dev: DeviceSession,
+    artifacts: list[Path],
+    cfg: BenchConfig,
+    chunk: int = 40,
+) -> list[tuple[str, Stats, dict[str, Any]]]:
+    """Benchmark many small ONNX files on an open session, ``chunk`` per agent process.
+
+    Returns (artifact sha256, statistics, state before/after) in input order. Used for latency
+    lookup tables: each file gets the protocol's warm-up and measurement loop, but in one process
+    per chunk instead of one per file.
+    """
+    shas = [sha256_file(p) for p in artifacts]
+    remotes = [dev.push_artifact(p, sha)[0] for p, sha in zip(artifacts, shas, strict=True)]
+    out: list[tuple[str, Stats, dict[str, Any]]] = []
+    per_model = cfg.warmup_seconds + cfg.max_seconds
+    for start in range(0, len(remotes), chunk):
+        part = remotes[start : start + chunk]
+        reply = dev.call(
+            "bench_batch",
+            timeout=per_model * len(part) + cfg.timeout_margin_s,
+            models=part,
+            provider=cfg.provider,
+            threads=cfg.threads,
+            batch=cfg.batch,
+            warmup_runs=cfg.warmup_runs,
+            warmup_seconds=cfg.warmup_seconds,
+            min_runs=cfg.min_runs,
+            min_seconds=cfg.min_seconds,
+            max_runs=cfg.max_runs,
+            max_seconds=cfg.max_seconds,
+            seed=cfg.seed,
+        )
+        state = {"state_before": reply.get("state_before"), "state_after": reply.get("state_after")}
+        for sha, res in zip(shas[start : start + chunk], reply["results"], strict=True):
+            out.append((sha, compute_stats(res["times_ms"]), state))
+    return out

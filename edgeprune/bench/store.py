@@ -54,6 +54,24 @@ CREATE TABLE IF NOT EXISTS measurements (
 CREATE INDEX IF NOT EXISTS measurements_key ON measurements (context_key, created_at);
 CREATE INDEX IF NOT EXISTS measurements_artifact ON measurements (artifact_sha256);
 CREATE UNIQUE INDEX IF NOT EXISTS measurements_job ON measurements (job_id) WHERE job_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS latency_lut (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    device_key TEXT NOT NULL,
+    device TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    cin INTEGER NOT NULL,
+    cout INTEGER NOT NULL,
+    artifact_sha256 TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    median_ms REAL NOT NULL,
+    p90_ms REAL NOT NULL,
+    mean_ms REAL NOT NULL,
+    cv REAL NOT NULL,
+    min_ms REAL NOT NULL,
+    context_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS latency_lut_key ON latency_lut (device_key, signature, cin, cout, created_at);
 """
 
 _COLUMNS = (
@@ -206,6 +224,45 @@ class Store:
 
     def count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM measurements").fetchone()[0])
+
+    # ------------------------------------------------------------------ latency lookup tables
+
+    def lut_add(
+        self,
+        device_key: str,
+        device: str,
+        signature: str,
+        cin: int,
+        cout: int,
+        artifact_sha256: str,
+        stats: Stats,
+        context: dict[str, Any],
+    ) -> None:
+        """Append one block measurement (a lookup-table entry) under a device context key."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO latency_lut (created_at, device_key, device, signature, cin, cout, artifact_sha256, n, median_ms, "
+                "p90_ms, mean_ms, cv, min_ms, context_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (time.time(), device_key, device, signature, cin, cout, artifact_sha256, stats.n, stats.median, stats.p90,
+                 stats.mean, stats.cv, stats.min, json.dumps(context, sort_keys=True)),
+            )
+
+    def lut_get(self, device_key: str, signature: str, cin: int, cout: int) -> dict[str, float] | None:
+        """The newest entry for exactly this device key, block signature and widths."""
+        row = self._conn.execute(
+            "SELECT median_ms, p90_ms, mean_ms, min_ms, cv, n FROM latency_lut WHERE device_key = ? AND signature = ? "
+            "AND cin = ? AND cout = ? ORDER BY created_at DESC, id DESC LIMIT 1",
+            (device_key, signature, cin, cout),
+        ).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("median", "p90", "mean", "min", "cv", "n"), row, strict=True))
+
+    def lut_count(self, device_key: str | None = None) -> int:
+        q, args = "SELECT COUNT(*) FROM latency_lut", []
+        if device_key is not None:
+            q, args = q + " WHERE device_key = ?", [device_key]
+        return int(self._conn.execute(q, args).fetchone()[0])
 
 
 def _row_to_measurement(row: tuple) -> Measurement:

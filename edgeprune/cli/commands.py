@@ -334,9 +334,28 @@ def prune_cmd(
         list[str] | None,
         typer.Option(
             "--device",
-            help="Also measure base and pruned latency on this device or profile (repeatable).",
+            help="Measure base and pruned latency on this device or profile (repeatable); with --latency-budget, the first is where widths are searched.",
         ),
     ] = None,
+    latency_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--latency-budget",
+            help="Choose widths against measured latency: milliseconds (8ms) or a fraction of the base model's latency (0.5x).",
+        ),
+    ] = None,
+    runtime: Annotated[str, typer.Option("--runtime", help="Runtime measured by the search (ort).")] = "ort",
+    precision: Annotated[str, typer.Option("--precision", help="fp32 (the ort runtime runs fp32).")] = "fp32",
+    percentile: Annotated[
+        str, typer.Option("--percentile", help="Statistic the budget applies to: median, p90, p99, mean, min.")
+    ] = "median",
+    strategy: Annotated[
+        str,
+        typer.Option("--strategy", help="latency (lookup-table greedy), uniform (bisection baseline) or netadapt."),
+    ] = "latency",
+    table_seconds: Annotated[
+        float, typer.Option("--table-seconds", help="Minimum measured seconds per latency-table block.")
+    ] = 0.15,
     bench_seconds: Annotated[
         float,
         typer.Option("--bench-seconds", help="Minimum measured seconds per latency benchmark."),
@@ -411,7 +430,13 @@ def prune_cmd(
         seed=seed,
         finetune=ft,
     )
+    search_cfg = (
+        search_config(latency_budget, (device or ["local"])[0], runtime, precision, percentile, strategy, bench_seconds, threads, opset, table_seconds)
+        if latency_budget is not None
+        else None
+    )
     cfg = PruneRunConfig(
+        search=search_cfg,
         prune=pcfg,
         finetune=ft,
         opset=opset,
@@ -427,6 +452,42 @@ def prune_cmd(
         emit_json(report)
         return
     print_prune_report(report)
+
+
+def search_config(
+    budget: str,
+    device: str,
+    runtime: str,
+    precision: str,
+    percentile: str,
+    strategy: str,
+    bench_seconds: float,
+    threads: int,
+    opset: int | None,
+    table_seconds: float = 0.15,
+) -> Any:
+    """A `SearchConfig` from CLI values (one place for `prune --latency-budget` and `search`)."""
+    from edgeprune.bench import BenchConfig
+    from edgeprune.search import Budget, SearchConfig
+
+    if runtime != "ort" or precision != "fp32":
+        raise UsageError(
+            f"the latency search measures --runtime ort --precision fp32; got {runtime}/{precision}",
+            hint="TensorRT lookup tables would need one engine build per block (minutes each on a Jetson); "
+            "search with ort, then `edgeprune deploy --runtime trt` to measure the result",
+        )
+    return SearchConfig(
+        budget=Budget.parse(budget),
+        device=device,
+        bench=BenchConfig(min_seconds=bench_seconds, threads=threads),
+        block_bench=BenchConfig(
+            warmup_runs=3, warmup_seconds=min(0.05, table_seconds), min_runs=15, min_seconds=table_seconds,
+            max_seconds=max(5.0, table_seconds), max_repeats=1, threads=threads,
+        ),
+        percentile=percentile,
+        strategy=strategy,
+        opset=opset,
+    )
 
 
 def print_prune_report(report: dict[str, Any]) -> None:
@@ -457,13 +518,22 @@ def print_prune_report(report: dict[str, Any]) -> None:
             f"{exp['path']}  opset {exp['opset']}, parity max|Δ| {exp['parity_max_abs_diff']:.2g}",
         )
     )
-    for dev, lat in (report.get("latency") or {}).items():
+    lat = report.get("latency")
+    for entry in [lat, *((lat or {}).get("others") or {}).values()] if lat else []:
+        q = entry["percentile"]
         rows.append(
             (
-                f"latency on {dev}",
-                f"{lat['base']['stats']['median']:.3f} ms → {lat['pruned']['stats']['median']:.3f} ms median  ({lat['speedup_median']:.2f}×)",
+                f"latency on {entry['device']}",
+                f"{entry['base']['stats'][q]:.3f} ms → {entry['pruned']['stats'][q]:.3f} ms {q}  ({entry['speedup']:.2f}×)",
             )
         )
+    if lat and lat.get("budget_ms") is not None:
+        verdict = "met" if lat["met"] else "NOT met (measurement noise after the search; see report.json)"
+        rows.append(("latency budget", f"{lat['budget']} = {lat['budget_ms']:.3f} ms: {verdict}"))
+        s = report.get("search") or {}
+        if s:
+            m = s["latency_model"]
+            rows.append(("search", f"{s['strategy']}: {s['device_measurements']} device measurements, latency model error median {m['median_relative_error'] or 0:.1%} / worst {m['worst_relative_error'] or 0:.1%}"))
     rows.append(("report", str(Path(report["run_dir"]) / "report.html")))
     console.print(kv_table("pruned", rows))
 

@@ -31,6 +31,7 @@ from edgeprune.export import ExportResult, onnx_from_torch, sha256_file
 from edgeprune.export.artifacts import ArtifactCache, source_key
 from edgeprune.pipeline._util import RunDir, command_line, fingerprint, versions, write_json
 from edgeprune.prune import PruneConfig, prune
+from edgeprune.search import SearchConfig, search
 from edgeprune.train import TrainConfig, TrainState, evaluate, train
 
 # --------------------------------------------------------------------------- data + model
@@ -323,9 +324,12 @@ class PruneRunConfig:
     eval_samples: int | None = None
     devices: tuple[str, ...] = ()
     bench: BenchConfig = field(default_factory=BenchConfig)
+    # A latency budget: widths are searched on search.device instead of taken from a target.
+    search: SearchConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "search": self.search.to_dict() if self.search else None,
             "prune": self.prune.to_dict(),
             "finetune": self.finetune.to_dict() if self.finetune else None,
             "opset": self.opset,
@@ -351,6 +355,8 @@ def prune_run(
     only when data is given. Raises `EdgePruneError` for bad inputs before anything is written.
     """
     out = Path(out)
+    if cfg.search is None:
+        cfg.prune.require_target()
     data = load_data(data_spec, image_size)
     bundle = load_bundle(model, data, model_kwargs, input_size)
     if cfg.finetune is not None and data is None:
@@ -396,7 +402,8 @@ def prune_run(
         report["accuracy_before"] = acc
     facts = run.done("pruned")
     if facts is None:
-        result = prune(bundle, cfg.prune, data)
+        found = search(bundle, cfg.prune, cfg.search, data) if cfg.search is not None else None
+        result = found.result if found is not None else prune(bundle, cfg.prune, data)
         pruned = result.bundle
         save_checkpoint(pruned, run.path("pruned.pt"))
         facts = {
@@ -410,6 +417,8 @@ def prune_run(
             "criterion_facts": result.facts,
             "channel_reduction": result.plan.channel_reduction(),
         }
+        if found is not None:
+            facts["search"] = found.to_dict()
         if data is not None:
             facts["accuracy_pruned_no_finetune"] = evaluate(
                 pruned.model, data, max_samples=cfg.eval_samples, description="eval pruned"
@@ -486,7 +495,10 @@ def prune_run(
         "model.pt": sha256_file(run.path("model.pt")),
         "model.onnx": export.sha256,
     }
-    if cfg.devices:
+    if cfg.search is not None:
+        report["search"] = {k: v for k, v in facts["search"].items() if k not in ("base", "pruned")}
+        report["latency"] = budget_latency(facts["search"], run.path("model.onnx"), cfg)
+    elif cfg.devices:
         report["latency"] = bench_pair(
             bundle, model, run.path("model.onnx"), cfg.devices, cfg.bench, cfg.opset
         )
@@ -507,6 +519,11 @@ def _source_hash(model: str) -> str | None:
     return sha256_file(path) if path.is_file() else None
 
 
+def _latency_entry(device: str, base: dict[str, Any], pruned: dict[str, Any], percentile: str = "median") -> dict[str, Any]:
+    b, p = base["stats"][percentile], pruned["stats"][percentile]
+    return {"device": device, "percentile": percentile, "base": base, "pruned": pruned, "speedup": b / p}
+
+
 def bench_pair(
     base: ModelBundle,
     base_source: str,
@@ -515,21 +532,34 @@ def bench_pair(
     cfg: BenchConfig,
     opset: int | None,
 ) -> dict[str, Any]:
-    """Measure the base and the pruned model side by side on each device (same context)."""
+    """Measure the base and the pruned model side by side on each device (same context).
+
+    ``latency.base``/``latency.pruned`` are the first device's measurements (full statistics and
+    context key); ``latency.others`` holds the same for further devices.
+    """
     base_onnx, _ = cached_onnx(
         copy.deepcopy(base),
         base_source if Path(base_source).is_file() else f"{base_source}:{base.input_shape}",
         opset,
         cfg.batch,
     )
-    out: dict[str, Any] = {}
+    entries = []
     with Store() as store:
         for dev in devices:
             mb = lease_and_measure(dev, base_onnx, cfg, store, label="base")
             mp = lease_and_measure(dev, pruned_onnx, cfg, store, label="pruned")
-            out[dev] = {
-                "base": mb.to_dict(),
-                "pruned": mp.to_dict(),
-                "speedup_median": mb.stats.median / mp.stats.median,
-            }
-    return out
+            entries.append(_latency_entry(str(mp.context["device"]), mb.to_dict(), mp.to_dict()))
+    first = entries[0]
+    first["others"] = {e["device"]: e for e in entries[1:]}
+    return first
+
+
+def budget_latency(found: dict[str, Any], pruned_onnx: Path, cfg: PruneRunConfig) -> dict[str, Any]:
+    """Measure the final model.onnx where the search ran; compare it with the budget."""
+    assert cfg.search is not None
+    with Store() as store:
+        m = lease_and_measure(found["device"], pruned_onnx, cfg.search.bench, store, label="pruned")
+    entry = _latency_entry(found["device"], found["base"], m.to_dict(), cfg.search.percentile)
+    measured = m.stats.get(cfg.search.percentile)
+    entry.update({"budget": found["budget"], "budget_ms": found["budget_ms"], "met": measured <= found["budget_ms"]})
+    return entry

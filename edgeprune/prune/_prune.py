@@ -78,7 +78,15 @@ class PruneConfig:
             raise UsageError("--calib-batches and the calibration batch size must be >= 1")
         if self.min_channels < 1:
             raise UsageError(f"--min-channels must be >= 1, got {self.min_channels}")
-        criterion = make_criterion(self.criterion, self.criterion_options)  # validates options
+        make_criterion(self.criterion, self.criterion_options)  # validates name and options
+        for r in (self.ratios or {}).values():
+            if not 0.0 <= r < 1.0:
+                raise UsageError(f"per-layer ratios must be in [0, 1), got {r}")
+
+    def require_target(self) -> None:
+        """Raise `UsageError` unless something decides the widths. A latency search decides them
+        itself, so only flows without one call this."""
+        criterion = make_criterion(self.criterion, self.criterion_options)
         if (
             self.target is None
             and self.widths is None
@@ -87,11 +95,9 @@ class PruneConfig:
         ):
             raise UsageError(
                 "no pruning target given",
-                hint="pass --ratio, --flops-reduction, --params-reduction or --ratios-file (QSFM: or --criterion-opt threshold=T)",
+                hint="pass --ratio, --flops-reduction, --params-reduction, --ratios-file or "
+                "--latency-budget (QSFM: or --criterion-opt threshold=T)",
             )
-        for r in (self.ratios or {}).values():
-            if not 0.0 <= r < 1.0:
-                raise UsageError(f"per-layer ratios must be in [0, 1), got {r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -253,10 +259,44 @@ def prune(bundle: ModelBundle, config: PruneConfig, data: Dataset | None = None)
     re-estimated on ``calib_batches`` training batches (no gradient step).
     Raises `UsageError` for impossible targets or unknown layers.
     """
-    macs_before, params_before = count_macs_params(bundle.model, bundle.example_input())
+    config.require_target()
     scored = score_model(bundle, config, data)
-    ctx, criterion, scores = scored.ctx, scored.criterion, scored.scores
-    keep = choose_keep(ctx, config, scores, criterion)
+    keep = choose_keep(scored.ctx, config, scored.scores, scored.criterion)
+    return materialize(bundle, scored, keep, config, data, fresh_copy=False)
+
+
+def fresh_context(scored: Scored) -> ScoreContext:
+    """A context on a new copy of the scored (unpruned) model, with its own dependency index.
+
+    Group indices are identical (the index is built the same way), so scores and criterion state
+    keyed by group index carry over.
+    """
+    ctx = scored.ctx
+    model = copy.deepcopy(ctx.model)
+    index = DependencyIndex(model, ctx.example, ignored=list(ctx.index.ignored))
+    by_index = {g.index for g in ctx.groups}
+    groups = [g for g in index.groups if g.index in by_index]
+    if [g.root for g in groups] != [g.root for g in ctx.groups]:
+        raise RuntimeError("the dependency index of a model copy differs from the original's")
+    return replace(ctx, model=model, index=index, groups=groups)
+
+
+def materialize(
+    bundle: ModelBundle,
+    scored: Scored,
+    keep: Mapping[int, int],
+    config: PruneConfig,
+    data: Dataset | None = None,
+    fresh_copy: bool = True,
+) -> PruneResult:
+    """Apply keep counts (per group index) to the scored model and return the pruned bundle.
+
+    With ``fresh_copy`` (default) the scored model is left untouched, so many candidates can be
+    materialised from one scoring pass (the latency search does this).
+    """
+    macs_before, params_before = count_macs_params(bundle.model, bundle.example_input())
+    ctx = fresh_context(scored) if fresh_copy else scored.ctx
+    criterion, scores = scored.criterion, scored.scores
     plan = criterion.select(ctx, scores, keep) or topk_plan(
         ctx.groups, scores, keep, ctx.index.ignored
     )

@@ -1,0 +1,27 @@
+"""Latency-constrained search: budgets, per-device latency models, strategies."""
+
+from edgeprune.search._search import (
+    STRATEGIES,
+    Budget,
+    Candidate,
+    SearchConfig,
+    SearchResult,
+    greedy_widths,
+    search,
+)
+from edgeprune.search.blocks import BlockSpec, extract_blocks
+from edgeprune.search.latency_model import LatencyModel, width_grid
+
+__all__ = [
+    "STRATEGIES",
+    "BlockSpec",
+    "Budget",
+    "Candidate",
+    "LatencyModel",
+    "SearchConfig",
+    "SearchResult",
+    "extract_blocks",
+    "greedy_widths",
+    "search",
+    "width_grid",
+]

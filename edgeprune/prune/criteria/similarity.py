@@ -269,6 +269,7 @@ class QSFM(Criterion):
         self, ctx: ScoreContext, scores: Mapping[int, torch.Tensor], keep: Mapping[int, int]
     ) -> PrunePlan | None:
         fallback = []
+        self._pairs = {}  # one criterion instance may select for several candidates
         for g in ctx.groups:
             k = keep.get(g.index, g.width)
             if k >= g.width:

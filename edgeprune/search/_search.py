@@ -1,0 +1,460 @@
+"""Latency-constrained pruning: choose per-group widths against measured device latency.
+
+Flow (`search`): lease the device; measure the base model; resolve the budget (``8ms`` or
+``0.5x`` of the base); score channels with the criterion; build the device's latency model
+(lookup tables measured once per device and reused from the store) and calibrate it on the base
+model; then run a strategy, verifying every candidate on the device:
+
+* ``latency`` (default): starting from full widths, repeatedly shrink the group whose next
+  fast-side width (the latency model's step structure, so no width sits on a cliff) costs the
+  least criterion importance per predicted millisecond saved, until the prediction meets the
+  target; measure; correct the target by measured/wanted and repeat until the measured latency is
+  within ``[(1 − tolerance)·budget, budget]``.
+* ``uniform``: the baseline — one pruning ratio for every group, bisected against measured latency.
+* ``netadapt``: NetAdapt-style (Yang et al. 2018): reach the budget in ``iterations`` latency
+  steps; after each step fine-tune briefly and re-score the pruned model before the next.
+
+A budget that even the smallest allowed model cannot meet raises `BudgetInfeasibleError` with the
+best latency measured.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from edgeprune._progress import track
+from edgeprune.bench import BenchConfig, Measurement, Store, measure
+from edgeprune.data import Dataset
+from edgeprune.device import DeviceSession
+from edgeprune.device.lease import run_leased
+from edgeprune.errors import BudgetInfeasibleError, UsageError
+from edgeprune.export import onnx_from_torch
+from edgeprune.prune import PruneConfig, PruneResult, Scored, materialize, score_model
+from edgeprune.prune._select import min_keep, normalized, round_keep
+from edgeprune.search.latency_model import LatencyModel
+from edgeprune.train import TrainConfig, train
+
+if TYPE_CHECKING:
+    from edgeprune.checkpoint import ModelBundle
+
+STRATEGIES = ("latency", "uniform", "netadapt")
+PERCENTILES = ("median", "p90", "p99", "mean", "min")
+_BUDGET_RE = re.compile(r"^\s*(?P<v>\d+(?:\.\d+)?)\s*(?P<u>ms|x)?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A latency budget: ``value`` milliseconds, or ``value`` × the base model's latency."""
+
+    value: float
+    relative: bool
+
+    @classmethod
+    def parse(cls, text: str | float) -> Budget:
+        m = _BUDGET_RE.match(str(text))
+        if not m:
+            raise UsageError(f"invalid latency budget {text!r}", hint="use milliseconds (8ms) or a fraction of the base model's latency (0.5x)")
+        value, unit = float(m.group("v")), (m.group("u") or "ms").lower()
+        if value <= 0:
+            raise UsageError(f"the latency budget must be positive, got {text!r}")
+        if unit == "x" and value >= 1:
+            raise UsageError(f"a relative budget must be below 1x, got {text!r}", hint="0.5x means half the base model's latency")
+        return cls(value, unit == "x")
+
+    def resolve(self, base_ms: float) -> float:
+        return self.value * base_ms if self.relative else self.value
+
+    def __str__(self) -> str:
+        return f"{self.value:g}x" if self.relative else f"{self.value:g}ms"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How to search. ``bench`` measures whole models; ``block_bench`` the lookup-table blocks."""
+
+    budget: Budget
+    device: str = "local"
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    block_bench: BenchConfig = field(default_factory=lambda: BenchConfig(warmup_runs=3, warmup_seconds=0.05, min_runs=20, min_seconds=0.15, max_seconds=5.0, max_repeats=1))
+    percentile: str = "median"
+    strategy: str = "latency"
+    tolerance: float = 0.10
+    max_verifications: int = 8
+    calibration_ratios: tuple[float, ...] = (0.5,)
+    netadapt_iterations: int = 3
+    netadapt_finetune: TrainConfig | None = None
+    opset: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise UsageError(f"unknown strategy {self.strategy!r}", hint=f"use one of {', '.join(STRATEGIES)}")
+        if self.percentile not in PERCENTILES:
+            raise UsageError(f"unknown percentile {self.percentile!r}", hint=f"use one of {', '.join(PERCENTILES)}")
+        if not 0.0 < self.tolerance < 0.9:
+            raise UsageError(f"tolerance must be in (0, 0.9), got {self.tolerance}")
+        if self.max_verifications < 1:
+            raise UsageError("max_verifications must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["budget"] = str(self.budget)
+        return d
+
+
+@dataclass
+class Candidate:
+    label: str
+    widths: dict[str, int]
+    predicted_ms: float | None
+    measured_ms: float
+    flops: int
+    params: int
+    measurement_id: int | None
+    unstable: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    """The chosen pruned model and everything measured on the way."""
+
+    result: PruneResult
+    device: str
+    strategy: str
+    budget: str
+    budget_ms: float
+    percentile: str
+    base: Measurement
+    final: Measurement
+    candidates: list[Candidate]
+    model: dict[str, Any]
+    device_measurements: int
+    wall_seconds: float
+
+    @property
+    def base_ms(self) -> float:
+        return self.base.stats.get(self.percentile)
+
+    @property
+    def final_ms(self) -> float:
+        return self.final.stats.get(self.percentile)
+
+    @property
+    def met(self) -> bool:
+        return self.final_ms <= self.budget_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "strategy": self.strategy,
+            "budget": self.budget,
+            "budget_ms": self.budget_ms,
+            "percentile": self.percentile,
+            "base_ms": self.base_ms,
+            "pruned_ms": self.final_ms,
+            "met": self.met,
+            "speedup": self.base_ms / self.final_ms,
+            "flops_reduction": self.result.flops_reduction,
+            "params_reduction": self.result.params_reduction,
+            "flops_ideal_speedup": self.result.macs_before / self.result.macs_after,
+            "realised_over_ideal": (self.base_ms / self.final_ms) / (self.result.macs_before / self.result.macs_after),
+            "widths": {k: list(v) for k, v in self.result.widths.items()},
+            "candidates": [c.to_dict() for c in self.candidates],
+            "latency_model": self.model,
+            "device_measurements": self.device_measurements,
+            "wall_seconds": self.wall_seconds,
+            "base": self.base.to_dict(),
+            "pruned": self.final.to_dict(),
+        }
+
+
+class _Verifier:
+    """Materialises candidates, exports and measures them on the open device session.
+
+    Keep counts are always given in the *original* model's group indices (the latency model's);
+    when the verifier prunes an already pruned model (NetAdapt's later steps) they are mapped onto
+    that model's groups by root layer name.
+    """
+
+    def __init__(self, dev: DeviceSession, store: Store, bundle: ModelBundle, scored: Scored, prune_cfg: PruneConfig,
+                 data: Dataset | None, scfg: SearchConfig, lm: LatencyModel, tmp: Path, parent: _Verifier | None = None) -> None:
+        self.dev, self.store, self.bundle, self.scored, self.prune_cfg = dev, store, bundle, scored, prune_cfg
+        self.data, self.scfg, self.lm, self.tmp = data, scfg, lm, tmp
+        self.cache: dict[tuple, tuple[Candidate, PruneResult, Measurement]] = {}
+        # Children (NetAdapt's later steps) report into the root: one count, one candidate list.
+        self.root: _Verifier = parent.root if parent is not None else self
+        self.measurements = 0
+        self.all_candidates: list[Candidate] = []
+        original = parent.root.scored if parent is not None else None
+        orig = original or scored
+        self.roots = {g.index: g.root for g in orig.ctx.groups}
+        own = {g.root: g.index for g in scored.ctx.groups}
+        self.to_own = {gi: own[root] for gi, root in self.roots.items() if root in own}
+
+    def measure_onnx(self, path: Path, label: str) -> Measurement:
+        self.root.measurements += 1
+        return measure(self.dev, path, self.scfg.bench, store=self.store, label=label)
+
+    def __call__(self, keep: Mapping[int, int], label: str) -> tuple[Candidate, PruneResult, Measurement]:
+        key = tuple(sorted(keep.items()))
+        if key in self.cache:
+            return self.cache[key]
+        predicted = self.lm.predict(keep)
+        own_keep = {self.to_own[gi]: w for gi, w in keep.items() if gi in self.to_own}
+        res = materialize(self.bundle, self.scored, own_keep, self.prune_cfg, self.data)
+        path = self.tmp / f"cand{self.root.measurements}.onnx"
+        onnx_from_torch(res.bundle.model, res.bundle.input_shape, path, opset=self.scfg.opset)
+        m = self.measure_onnx(path, f"search:{label}")
+        ms = m.stats.get(self.scfg.percentile)
+        self.lm.add_point(keep, ms, label)
+        cand = Candidate(label, {self.roots[g]: int(w) for g, w in keep.items()}, predicted, ms, res.macs_after, res.params_after, m.id, m.unstable)
+        self.cache[key] = (cand, res, m)
+        self.root.all_candidates.append(cand)
+        return self.cache[key]
+
+
+def _removal_cost(scores: torch.Tensor, current: int, new: int) -> float:
+    """Importance lost when a group keeps its top ``new`` channels instead of its top ``current``."""
+    ranked = torch.sort(scores, descending=True).values
+    return float(ranked[new:current].sum())
+
+
+def greedy_widths(lm: LatencyModel, scored: Scored, target_ms: float, candidates: Mapping[int, list[int]],
+                  start: Mapping[int, int] | None = None) -> dict[int, int]:
+    """Shrink, step by step, the group losing the least importance per predicted ms saved."""
+    comparable = scored.criterion.comparable_scores
+    norm = {gi: (s.double() if comparable else normalized(s)) for gi, s in scored.scores.items()}
+    keep = dict(start or lm.full())
+    pred = lm.predict(keep)
+    while pred > target_ms:
+        best: tuple[float, int, int, float] | None = None
+        for gi, widths in candidates.items():
+            smaller = [w for w in widths if w < keep[gi]]
+            if not smaller:
+                continue
+            w2 = smaller[-1]
+            trial_pred = lm.predict({**keep, gi: w2})
+            saved = pred - trial_pred
+            if saved <= 0:
+                continue
+            ratio = _removal_cost(norm[gi], keep[gi], w2) / saved
+            if best is None or ratio < best[0]:
+                best = (ratio, gi, w2, trial_pred)
+        if best is None:
+            break
+        _, gi, w2, pred = best
+        keep[gi] = w2
+    return keep
+
+
+def search(bundle: ModelBundle, prune_cfg: PruneConfig, scfg: SearchConfig, data: Dataset | None = None) -> SearchResult:
+    """Find per-group widths whose measured latency on ``scfg.device`` meets the budget.
+
+    ``scfg.device`` is a device or a profile (a free device of it is leased for the whole search).
+    Raises `BudgetInfeasibleError` (with the best latency reached) when no allowed model is fast
+    enough, `DeviceBusyError` when every matching device is busy.
+    """
+    return run_leased(scfg.device, lambda dev: _search_on(dev, bundle, prune_cfg, scfg, data))
+
+
+def _search_on(dev: DeviceSession, bundle: ModelBundle, prune_cfg: PruneConfig, scfg: SearchConfig, data: Dataset | None) -> SearchResult:
+    t0 = time.perf_counter()
+    with Store() as store, tempfile.TemporaryDirectory(prefix="edgeprune-search-") as tmpdir:
+        tmp = Path(tmpdir)
+        onnx_from_torch(bundle.model, bundle.input_shape, tmp / "base.onnx", opset=scfg.opset)
+        base_m = measure(dev, tmp / "base.onnx", scfg.bench, store=store, label="search:base")
+        base_ms = base_m.stats.get(scfg.percentile)
+        budget_ms = scfg.budget.resolve(base_ms)
+        scored = score_model(bundle, prune_cfg, data)
+        ctx = scored.ctx
+        lm = LatencyModel.for_model(ctx.model, ctx.example, ctx.index, ctx.groups)
+        profile = lm.profile(dev, store, scfg.block_bench)
+        lm.add_point(lm.full(), base_ms, "base")
+        verify = _Verifier(dev, store, bundle, scored, prune_cfg, data, scfg, lm, tmp)
+        verify.measurements = 1  # the base model
+        floors = {g.index: min_keep(g, prune_cfg.round_to, prune_cfg.min_channels) for g in ctx.groups}
+        cands = {g.index: lm.fast_side_widths(g, floors[g.index]) for g in ctx.groups}
+        for r in scfg.calibration_ratios:
+            keep = {g.index: _on_grid(cands[g.index], g.width * (1 - r)) for g in ctx.groups}
+            verify(keep, f"calibration {r:g}")
+        with track(f"search ({scfg.strategy}) for {budget_ms:.3f} ms on {dev.name}", total=None):
+            if scfg.strategy == "uniform":
+                chosen = _uniform(verify, ctx.groups, budget_ms, scfg, prune_cfg)
+            elif scfg.strategy == "netadapt":
+                chosen = _netadapt(verify, lm, scored, cands, budget_ms, base_ms, scfg, prune_cfg, bundle, data, dev, store, tmp)
+            else:
+                chosen = _latency_aware(verify, lm, scored, cands, floors, budget_ms, scfg)
+        _, res, final_m = chosen
+        return SearchResult(
+            result=res,
+            device=dev.name,
+            strategy=scfg.strategy,
+            budget=str(scfg.budget),
+            budget_ms=budget_ms,
+            percentile=scfg.percentile,
+            base=base_m,
+            final=final_m,
+            candidates=verify.all_candidates,
+            model={**lm.errors(), **profile, "layers": len(lm.terms)},
+            device_measurements=verify.measurements,
+            wall_seconds=time.perf_counter() - t0,
+        )
+
+
+def _on_grid(widths: list[int], want: float) -> int:
+    """The largest candidate width not above ``want`` (the smallest candidate if none is)."""
+    below = [w for w in widths if w <= want + 1e-9]
+    return below[-1] if below else widths[0]
+
+
+def _pick(feasible: list[tuple[Candidate, PruneResult, Measurement]], budget_ms: float) -> tuple[Candidate, PruneResult, Measurement] | None:
+    ok = [c for c in feasible if c[0].measured_ms <= budget_ms]
+    return max(ok, key=lambda c: c[0].measured_ms) if ok else None
+
+
+def _infeasible(verify: _Verifier, floors: Mapping[int, int], budget_ms: float) -> BudgetInfeasibleError:
+    smallest, _, _ = verify(dict(floors), "smallest allowed")
+    best = min(c.measured_ms for c in verify.root.all_candidates)
+    return BudgetInfeasibleError(
+        f"no allowed model meets {budget_ms:.3f} ms on {verify.dev.name}: the best reached is {best:.3f} ms "
+        f"(smallest allowed widths: {smallest.measured_ms:.3f} ms)",
+        hint="raise the budget, lower --min-channels, or use a faster runtime/device",
+        best_ms=best,
+        budget_ms=budget_ms,
+    )
+
+
+def _latency_aware(verify: _Verifier, lm: LatencyModel, scored: Scored, cands: Mapping[int, list[int]], floors: Mapping[int, int],
+                   budget_ms: float, scfg: SearchConfig) -> tuple[Candidate, PruneResult, Measurement]:
+    """Greedy widths for a predicted target; the target is steered by measurements.
+
+    Achievable latencies are discrete (widths move in steps), so the target is bracketed: the
+    loosest target whose candidate measured within budget and the tightest one that did not;
+    the next target bisects the bracket (geometrically) until a candidate lands in the window or no
+    untried configuration lies between.
+    """
+    aim = budget_ms * (1 - scfg.tolerance / 3)  # upper part of the window, leaving room for noise
+    lower = budget_ms * (1 - scfg.tolerance)
+    smallest = {gi: min(ws) for gi, ws in cands.items()}
+    ok_t: float | None = None  # largest target whose candidate met the budget
+    slow_t: float | None = None  # smallest target whose candidate did not
+    target = aim
+    tried: list[tuple[Candidate, PruneResult, Measurement]] = []
+    for i in range(scfg.max_verifications):
+        keep = greedy_widths(lm, scored, target, cands)
+        fresh = tuple(sorted(keep.items())) not in verify.cache
+        cand = verify(keep, f"step {i + 1}")
+        tried.append(cand)
+        measured = cand[0].measured_ms
+        if measured > budget_ms and keep == smallest:
+            raise _infeasible(verify, floors, budget_ms)
+        if lower <= measured <= budget_ms:
+            return cand
+        if measured <= budget_ms:
+            ok_t = target if ok_t is None else max(ok_t, target)
+        else:
+            slow_t = target if slow_t is None else min(slow_t, target)
+        if ok_t is not None and slow_t is not None:
+            nxt = math.sqrt(ok_t * slow_t)
+            if not fresh and abs(nxt - target) / target < 1e-3:
+                break  # the bracket holds no further configuration
+            target = nxt
+        else:
+            # The model was refitted with this point; move the target by what was measured.
+            target = max(1e-6, target * aim / measured)
+    best = _pick(tried, budget_ms)
+    if best is None:
+        raise _infeasible(verify, floors, budget_ms)
+    return best
+
+
+def _uniform(verify: _Verifier, groups: list, budget_ms: float, scfg: SearchConfig, prune_cfg: PruneConfig) -> tuple[Candidate, PruneResult, Measurement]:
+    lower = budget_ms * (1 - scfg.tolerance)
+    lo, hi = 0.0, 1.0
+    tried = []
+    for _ in range(scfg.max_verifications):
+        r = (lo + hi) / 2
+        keep = {g.index: round_keep(g, g.width * (1 - r), prune_cfg.round_to, prune_cfg.min_channels) for g in groups}
+        c = verify(keep, f"uniform {r:.3f}")
+        tried.append(c)
+        if lower <= c[0].measured_ms <= budget_ms:
+            return c
+        if c[0].measured_ms > budget_ms:
+            lo = r
+        else:
+            hi = r
+    best = _pick(tried, budget_ms)
+    if best is None:
+        floors = {g.index: round_keep(g, 0, prune_cfg.round_to, prune_cfg.min_channels) for g in groups}
+        raise _infeasible(verify, floors, budget_ms)
+    return best
+
+
+def _netadapt(verify: _Verifier, lm: LatencyModel, scored: Scored, cands: Mapping[int, list[int]], budget_ms: float, base_ms: float,
+              scfg: SearchConfig, prune_cfg: PruneConfig, bundle: ModelBundle, data: Dataset | None, dev: DeviceSession,
+              store: Store, tmp: Path) -> tuple[Candidate, PruneResult, Measurement]:
+    """Reach the budget in latency steps; after each, fine-tune briefly and re-score the pruned
+    model, and prune *that* model in the next step (NetAdapt, Yang et al. 2018)."""
+    if data is None:
+        raise UsageError("the netadapt strategy fine-tunes between steps and needs --data")
+    ft = scfg.netadapt_finetune or TrainConfig(epochs=1, lr=0.01, max_train_samples=2048)
+    n = max(1, scfg.netadapt_iterations)
+    step_verify, keep = verify, lm.full()
+    result: tuple[Candidate, PruneResult, Measurement] | None = None
+    for i in range(1, n + 1):
+        step_budget = base_ms - (base_ms - budget_ms) * i / n
+        aim = step_budget * (1 - scfg.tolerance / 3)
+        target = aim
+        ranked = replace(scored, scores=_scores_on_original(step_verify.scored, scored, step_verify.bundle))
+        for attempt in range(3):
+            new_keep = greedy_widths(lm, ranked, target, cands, start=keep)
+            result = step_verify(new_keep, f"netadapt {i}/{n}" + (f" retry {attempt}" if attempt else ""))
+            if result[0].measured_ms <= step_budget:
+                break
+            target *= aim / result[0].measured_ms
+        assert result is not None
+        keep = new_keep
+        pruned = result[1].bundle
+        train(pruned.model, data, ft, description=f"netadapt fine-tune {i}/{n}")
+        pruned.model.eval()
+        if i < n:
+            step_verify = _Verifier(dev, store, pruned, score_model(pruned, prune_cfg, data), prune_cfg, data, scfg, lm, tmp, parent=verify)
+    assert result is not None
+    if result[0].measured_ms > budget_ms:
+        raise _infeasible(verify, {gi: min(ws) for gi, ws in cands.items()}, budget_ms)
+    return result
+
+
+def _scores_on_original(current: Scored, original: Scored, current_bundle: ModelBundle) -> dict[int, torch.Tensor]:
+    """The current model's channel scores placed at the original groups' channel indices.
+
+    The current model's plan says which original channel each remaining channel is; channels
+    already removed get a score below every kept one, so the greedy never counts them as kept.
+    """
+    if current is original:
+        return dict(original.scores)
+    plan_keep = {gp.root: gp.keep for gp in current_bundle.plan.groups}
+    by_root = {g.root: g for g in current.ctx.groups}
+    out: dict[int, torch.Tensor] = {}
+    for g in original.ctx.groups:
+        cur = by_root.get(g.root)
+        kept = plan_keep.get(g.root)
+        if cur is None or kept is None or len(kept) != cur.width:
+            out[g.index] = original.scores[g.index]
+            continue
+        fresh = current.scores[cur.index].double()
+        s = torch.full((g.width,), float(fresh.min()) - 1.0, dtype=torch.float64)
+        s[list(kept)] = fresh
+        out[g.index] = s.float()
+    return out

@@ -1,0 +1,126 @@
+"""Latency-constrained search on the `local` device, with real measurements."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgeprune.bench import BenchConfig, Store
+from edgeprune.checkpoint import ModelBundle, load_checkpoint
+from edgeprune.cli import main
+from edgeprune.errors import BudgetInfeasibleError
+from edgeprune.models import ArchSpec
+from edgeprune.prune import PruneConfig
+from edgeprune.search import Budget, SearchConfig, search
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from odd_models import TinyNet
+
+pytestmark = pytest.mark.integration
+
+TINY = f"{Path(__file__).resolve().parents[1] / 'odd_models.py'}:make_tiny"
+FAST = BenchConfig(warmup_runs=3, warmup_seconds=0.1, min_runs=30, min_seconds=0.3, max_repeats=2)
+BLOCKS = BenchConfig(warmup_runs=2, warmup_seconds=0.01, min_runs=15, min_seconds=0.03, max_seconds=2, max_repeats=1)
+
+
+@pytest.fixture(scope="module")
+def shared_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("search-home")
+
+
+@pytest.fixture(autouse=True)
+def _share_lookup_tables(shared_home, monkeypatch) -> None:
+    # One store for the module: later tests reuse the lookup tables the first one measured,
+    # as later searches on the same device do.
+    monkeypatch.setenv("EDGEPRUNE_HOME", str(shared_home))
+
+
+def _tiny(size: int = 16) -> ModelBundle:
+    torch.manual_seed(0)
+    return ModelBundle(TinyNet().eval(), ArchSpec(factory=TINY), (1, size, size))
+
+
+def _cfg(budget: str, strategy: str = "latency", **kw) -> SearchConfig:
+    return SearchConfig(budget=Budget.parse(budget), device="local", bench=FAST, block_bench=BLOCKS, strategy=strategy, **kw)
+
+
+def test_latency_aware_search_meets_a_measured_budget() -> None:
+    res = search(_tiny(), PruneConfig(criterion="l1"), _cfg("0.6x"))
+    assert res.final_ms <= res.budget_ms  # the chosen candidate's measured latency
+    assert res.budget_ms == pytest.approx(0.6 * res.base_ms)
+    assert res.device_measurements >= 2 and res.candidates
+    assert res.final.id is not None and res.base.id is not None  # both stored
+    m = res.model
+    assert m["entries"] > 0 and m["measured"] + m["reused"] == m["entries"]
+    assert m["points"] >= 1 and m["median_relative_error"] is not None
+    with Store() as st:
+        assert st.lut_count(m["device_key"]) >= m["entries"]
+    d = res.to_dict()
+    assert d["realised_over_ideal"] > 0 and d["widths"]
+
+
+def test_second_search_reuses_the_lookup_tables() -> None:
+    res = search(_tiny(), PruneConfig(criterion="l1"), _cfg("0.7x"))
+    assert res.model["measured"] == 0 and res.model["reused"] == res.model["entries"]
+
+
+def test_uniform_baseline_bisects_on_measurements() -> None:
+    res = search(_tiny(), PruneConfig(criterion="l1"), _cfg("0.6x", strategy="uniform", max_verifications=5))
+    assert res.final_ms <= res.budget_ms
+    labels = [c.label for c in res.candidates if c.label.startswith("uniform")]
+    assert labels and len(labels) <= 5
+    kept = {k / w for k, w in res.result.widths.values()}
+    assert max(kept) - min(kept) < 0.1  # one ratio everywhere
+
+
+def test_infeasible_budget_reports_the_best_latency() -> None:
+    with pytest.raises(BudgetInfeasibleError) as e:
+        search(_tiny(), PruneConfig(criterion="l1", min_channels=8), _cfg("0.02x", max_verifications=2))
+    assert "best reached is" in str(e.value) and e.value.details["best_ms"] > e.value.details["budget_ms"]
+
+
+def test_netadapt_fine_tunes_between_steps() -> None:
+    from edgeprune.data import load_dataset
+    from edgeprune.train import TrainConfig
+
+    digits16 = load_dataset("digits", image_size=16)
+    res = search(_tiny(16), PruneConfig(criterion="l1"), _cfg("0.7x", strategy="netadapt", netadapt_iterations=2,
+                                                              netadapt_finetune=TrainConfig(epochs=1, lr=0.01, max_train_samples=256)), digits16)
+    labels = [c.label for c in res.candidates]
+    assert any(lbl.startswith("netadapt 1/2") for lbl in labels) and any(lbl.startswith("netadapt 2/2") for lbl in labels)
+    assert res.final_ms <= res.budget_ms
+    # The result was built on the fine-tuned step-1 model: its plan composes two prunes.
+    assert res.result.bundle.plan.groups
+
+
+def test_cli_prune_with_latency_budget_records_base_and_pruned(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    code = main(["prune", TINY, "--input-size", "16", "--latency-budget", "0.7x", "--device", "local",
+                 "--bench-seconds", "0.3", "--table-seconds", "0.03", "--out", str(out), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    rep = json.loads((out / "report.json").read_text())
+    lat = rep["latency"]
+    for side in ("base", "pruned"):
+        assert lat[side]["context_key"] and lat[side]["stats"]["n"] > 0 and lat[side]["id"]
+    assert lat["budget_ms"] == pytest.approx(0.7 * lat["base"]["stats"]["median"])
+    assert isinstance(lat["met"], bool)
+    assert lat["pruned"]["context"]["artifact_sha256"] == rep["artifacts"]["model.onnx"]
+    assert rep["search"]["device_measurements"] >= 2
+    assert load_checkpoint(out / "model.pt").model(torch.randn(1, 1, 16, 16)).shape == (1, 10)
+
+
+def test_cli_search_writes_a_plan(tmp_path, capsys) -> None:
+    plan = tmp_path / "plan.json"
+    code = main(["search", TINY, "--input-size", "16", "--latency-budget", "0.8x", "--bench-seconds", "0.3",
+                 "--table-seconds", "0.03", "--out", str(plan), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    res = json.loads(captured.out)
+    assert res["plan"]["groups"] and json.loads(plan.read_text())["budget"] == "0.8x"
+    bad = main(["search", "resnet20", "--latency-budget", "fast"])
+    assert bad == 2
