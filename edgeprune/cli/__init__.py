@@ -13,6 +13,7 @@ import sys
 from edgeprune.cli import commands as _commands  # noqa: F401  (registers commands)
 from edgeprune.cli import device_cmds as _device_cmds  # noqa: F401  (registers commands)
 from edgeprune.cli import export_cmds as _export_cmds  # noqa: F401  (registers commands)
+from edgeprune.cli import farm_cmds as _farm_cmds  # noqa: F401  (registers commands)
 from edgeprune.cli import search_cmds as _search_cmds  # noqa: F401  (registers commands)
 from edgeprune.cli._app import app, console_err
 from edgeprune.errors import EdgePruneError

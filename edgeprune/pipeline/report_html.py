@@ -238,3 +238,139 @@ def write_run_html(report: dict[str, Any], path: Path) -> Path:
     )
     path.write_text(page("edgeprune run report", "".join(body)))
     return path
+
+
+def grouped_bar_chart(
+    title: str,
+    groups: Sequence[str],
+    series: dict[str, Sequence[float | None]],
+    unit: str = "",
+    width: int = 640,
+    height: int = 260,
+) -> str:
+    """Vertical bars grouped by ``groups`` (x axis), one coloured bar per series in each group."""
+    top, bottom, left, right = 30, 45, 50, 140
+    h, w = height - top - bottom, width - left - right
+    vals = [v for s in series.values() for v in s if v is not None]
+    if not groups or not vals:
+        return f"<p>{_esc(title)}: no data</p>"
+    vmax = max(vals) * 1.15
+    gw = w / len(groups)
+    bw = gw * 0.8 / max(1, len(series))
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">',
+        f'<text x="{left + w / 2}" y="18" text-anchor="middle" font-size="13" font-weight="bold">{_esc(title)}</text>',
+        f'<line x1="{left}" y1="{top + h}" x2="{left + w}" y2="{top + h}" stroke="#333"/>',
+    ]
+    for i in range(5):
+        yv = vmax * i / 4
+        parts.append(
+            f'<text x="{left - 4}" y="{top + h - h * i / 4 + 3:.1f}" text-anchor="end" font-size="10">{yv:.3g}</text>'
+        )
+    for gi, group in enumerate(groups):
+        x0 = left + gi * gw + gw * 0.1
+        parts.append(
+            f'<text x="{left + (gi + 0.5) * gw:.1f}" y="{top + h + 15}" text-anchor="middle" font-size="11">{_esc(group)}</text>'
+        )
+        for si, (name, values) in enumerate(series.items()):
+            v = values[gi]
+            if v is None:
+                continue
+            bh = h * v / vmax
+            x = x0 + si * bw
+            parts.append(
+                f'<rect x="{x:.1f}" y="{top + h - bh:.1f}" width="{bw * 0.95:.1f}" height="{bh:.1f}" '
+                f'fill="{PALETTE[si % len(PALETTE)]}"><title>{_esc(group)} {_esc(name)}: {v:.4g}{_esc(unit)}</title></rect>'
+            )
+    for si, name in enumerate(series):
+        parts.append(
+            f'<rect x="{left + w + 10}" y="{top + 14 * si}" width="10" height="10" fill="{PALETTE[si % len(PALETTE)]}"/>'
+        )
+        parts.append(
+            f'<text x="{left + w + 24}" y="{top + 9 + 14 * si}" font-size="11">{_esc(name)[:20]}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def xy_chart(
+    title: str,
+    points: dict[str, list[tuple[float, float, str]]],
+    lines: dict[str, list[tuple[float, float]]],
+    xlabel: str,
+    ylabel: str,
+    width: int = 560,
+    height: int = 340,
+) -> str:
+    """Points per series (legend) plus polylines; a line named like a point series takes its
+    colour (e.g. a per-device Pareto front), any other line is drawn dashed grey."""
+    top, bottom, left, right = 30, 45, 60, 140
+    h, w = height - top - bottom, width - left - right
+    xs = [p[0] for s in points.values() for p in s] + [p[0] for s in lines.values() for p in s]
+    ys = [p[1] for s in points.values() for p in s] + [p[1] for s in lines.values() for p in s]
+    if not xs:
+        return f"<p>{_esc(title)}: no data</p>"
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    if x1 == x0:
+        x0, x1 = x0 - 1, x1 + 1
+    if y1 == y0:
+        y0, y1 = y0 - 1, y1 + 1
+    padx, pady = (x1 - x0) * 0.05, (y1 - y0) * 0.08
+    x0, x1, y0, y1 = x0 - padx, x1 + padx, y0 - pady, y1 + pady
+
+    def sx(x: float) -> float:
+        return left + (x - x0) / (x1 - x0) * w
+
+    def sy(y: float) -> float:
+        return top + h - (y - y0) / (y1 - y0) * h
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">',
+        f'<text x="{left + w / 2}" y="18" text-anchor="middle" font-size="13" font-weight="bold">{_esc(title)}</text>',
+        f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#333"/>',
+        f'<text x="{left + w / 2}" y="{height - 8}" text-anchor="middle" font-size="11">{_esc(xlabel)}</text>',
+        f'<text x="14" y="{top + h / 2}" text-anchor="middle" font-size="11" transform="rotate(-90 14 {top + h / 2})">{_esc(ylabel)}</text>',
+    ]
+    for i in range(5):
+        xv, yv = x0 + (x1 - x0) * i / 4, y0 + (y1 - y0) * i / 4
+        parts.append(
+            f'<text x="{sx(xv):.1f}" y="{top + h + 14}" text-anchor="middle" font-size="10">{xv:.3g}</text>'
+        )
+        parts.append(
+            f'<text x="{left - 4}" y="{sy(yv) + 3:.1f}" text-anchor="end" font-size="10">{yv:.3g}</text>'
+        )
+    colors = {name: PALETTE[k % len(PALETTE)] for k, name in enumerate(points)}
+    for name, line in lines.items():
+        if len(line) < 2:
+            continue
+        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in line)
+        style = (
+            f'stroke="{colors[name]}" stroke-width="1.5"'
+            if name in colors
+            else 'stroke="#888" stroke-width="1" stroke-dasharray="4 3"'
+        )
+        parts.append(
+            f'<polyline points="{path}" fill="none" {style}><title>{_esc(name)}</title></polyline>'
+        )
+    for k, (name, pts) in enumerate(points.items()):
+        for x, y, tip in pts:
+            parts.append(
+                f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="{colors[name]}" fill-opacity="0.8"><title>{_esc(tip)}</title></circle>'
+            )
+        parts.append(
+            f'<rect x="{left + w + 10}" y="{top + 14 * k}" width="10" height="10" fill="{colors[name]}"/>'
+        )
+        parts.append(
+            f'<text x="{left + w + 24}" y="{top + 9 + 14 * k}" font-size="11">{_esc(name)[:20]}</text>'
+        )
+    extra = [n for n in lines if n not in colors]
+    for j, name in enumerate(extra):
+        y = top + 14 * (len(points) + j)
+        parts.append(
+            f'<line x1="{left + w + 10}" y1="{y + 5}" x2="{left + w + 20}" y2="{y + 5}" stroke="#888" stroke-dasharray="4 3"/>'
+        )
+        parts.append(
+            f'<text x="{left + w + 24}" y="{y + 9}" font-size="11">{_esc(name)[:20]}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)

@@ -1,0 +1,136 @@
+"""Engines run the scheduler's tasks: one `DeviceWorker` per device plus variant preparation.
+
+Both engines have the same small interface (`Engine`): ``start`` the device workers, ``submit``
+a call to one device's worker, ``submit_prep`` a variant to make, ``poll`` for finished calls,
+``stop``. The scheduler (`edgeprune.farm.run`) never submits a second call to a device whose
+first has not come back, so each device runs one job at a time.
+
+* `ThreadEngine` (default): a host thread per device, a small pool for preparation.
+* `RayEngine` (``edgeprune.farm.ray_engine``): a Ray actor per device holding the device's custom
+  resource, preparation as Ray tasks (on a GPU where the cluster has one and the variant fine-tunes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from edgeprune.device.inventory import DeviceSpec
+from edgeprune.farm.worker import DeviceWorker, error_result
+
+Completion = tuple[Any, dict[str, Any]]
+
+
+class Engine(Protocol):
+    name: str
+
+    def start(self, devices: list[DeviceSpec], inventory: str | None) -> None: ...
+
+    def submit(self, device: str, method: str, task: dict[str, Any] | None, tag: Any) -> None: ...
+
+    def submit_prep(self, prep: dict[str, Any], gpu: bool, tag: Any) -> None: ...
+
+    def poll(self, timeout: float) -> list[Completion]: ...
+
+    def stop(self) -> None: ...
+
+
+def make_variant_safe(prep: dict[str, Any]) -> dict[str, Any]:
+    """`make_variant` for a prep given as a dict; failures come back as data (never raised)."""
+    from edgeprune.farm.plan import PrepJob
+    from edgeprune.farm.prepare import make_variant
+
+    try:
+        return {"ok": True, "variant": make_variant(PrepJob.from_dict(prep))}
+    except Exception as e:
+        return error_result(e)
+
+
+class ThreadEngine:
+    """Device workers in host threads (one per device); ``prep_workers`` threads make variants."""
+
+    name = "threads"
+
+    def __init__(self, prep_workers: int = 1) -> None:
+        self._out: queue.Queue[Completion] = queue.Queue()
+        self._inboxes: dict[str, queue.Queue[tuple[str, dict[str, Any] | None, Any] | None]] = {}
+        self._threads: list[threading.Thread] = []
+        self._workers: dict[str, DeviceWorker] = {}
+        self._prep = ThreadPoolExecutor(max_workers=prep_workers, thread_name_prefix="farm-prep")
+
+    def start(self, devices: list[DeviceSpec], inventory: str | None) -> None:
+        for spec in devices:
+            worker = DeviceWorker(_spec_dict(spec), inventory=inventory, engine=self.name)
+            inbox: queue.Queue[tuple[str, dict[str, Any] | None, Any] | None] = queue.Queue()
+            t = threading.Thread(
+                target=self._loop, args=(worker, inbox), name=f"farm-{spec.name}", daemon=True
+            )
+            self._workers[spec.name], self._inboxes[spec.name] = worker, inbox
+            self._threads.append(t)
+            t.start()
+
+    def _loop(
+        self,
+        worker: DeviceWorker,
+        inbox: queue.Queue[tuple[str, dict[str, Any] | None, Any] | None],
+    ) -> None:
+        while True:
+            item = inbox.get()
+            if item is None:
+                worker.close()
+                return
+            method, task, tag = item
+            try:
+                result = worker.health() if method == "health" else worker.run(task or {})
+            except Exception as e:  # DeviceWorker does not raise; this is a last line of defence
+                result = error_result(e)
+            self._out.put((tag, result))
+
+    def submit(self, device: str, method: str, task: dict[str, Any] | None, tag: Any) -> None:
+        self._inboxes[device].put((method, task, tag))
+
+    def submit_prep(self, prep: dict[str, Any], gpu: bool, tag: Any) -> None:
+        fut = self._prep.submit(make_variant_safe, prep)
+        fut.add_done_callback(lambda f: self._out.put((tag, f.result())))
+
+    def poll(self, timeout: float) -> list[Completion]:
+        out: list[Completion] = []
+        with contextlib.suppress(queue.Empty):
+            out.append(self._out.get(timeout=timeout))
+            while True:
+                out.append(self._out.get_nowait())
+        return out
+
+    def stop(self) -> None:
+        """Close every session (clocks restored, locks released); waits for running calls."""
+        for inbox in self._inboxes.values():
+            inbox.put(None)
+        for t in self._threads:
+            t.join(timeout=120)
+        self._prep.shutdown(wait=False, cancel_futures=True)
+
+
+def _spec_dict(spec: DeviceSpec) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    d = asdict(spec)
+    d["tags"] = list(spec.tags)
+    return d
+
+
+def make_engine(name: str, prep_workers: int = 1, ray_address: str | None = None) -> Engine:
+    """``threads`` (default) or ``ray`` (needs ``pip install 'edgeprune[ray]'``)."""
+    from edgeprune.errors import UsageError
+
+    if name == "threads":
+        if ray_address is not None:
+            raise UsageError("--ray-address needs --engine ray")
+        return ThreadEngine(prep_workers)
+    if name == "ray":
+        from edgeprune.farm.ray_engine import RayEngine
+
+        return RayEngine(ray_address)
+    raise UsageError(f"unknown engine {name!r}", hint="use threads or ray")

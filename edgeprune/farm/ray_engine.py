@@ -1,0 +1,186 @@
+"""`RayEngine`: the sweep on a Ray cluster. Each device is a custom resource, so Ray does the leasing.
+
+Every device of the sweep is a custom resource ``edgeprune-device:<name>`` with capacity 1 on
+the node(s) that can reach it. The engine starts one `DeviceWorker` actor per device asking for
+that resource: Ray places it on such a node and no other actor — of this sweep or any other
+driver on the cluster — gets the device until the actor exits. Variants are made in Ray tasks,
+with ``num_gpus=1`` when the variant fine-tunes and the cluster has GPUs. Artifacts travel
+through Ray's object store when the worker's host does not have the driver's file.
+
+``address`` None starts a private local Ray instance declaring every needed device (the
+resources a head would get from ``ray start --head --resources '{...}'``); an address connects to
+a running cluster, whose nodes must already declare them (`resources_json` prints the JSON).
+Nodes that run device actors need the driver's ``devices.yaml``, ``known_hosts`` and key files at
+the same paths (the actor gets the driver's ``EDGEPRUNE_CONFIG``/``EDGEPRUNE_HOME``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from edgeprune import config
+from edgeprune.device.inventory import DeviceSpec
+from edgeprune.errors import DependencyMissingError, UsageError
+from edgeprune.farm.engines import Completion, _spec_dict, make_variant_safe
+
+RESOURCE_PREFIX = "edgeprune-device:"
+
+
+def device_resource(name: str) -> str:
+    return f"{RESOURCE_PREFIX}{name}"
+
+
+def resources_json(devices: list[str]) -> str:
+    """The ``--resources`` value for ``ray start`` on a node that can reach ``devices``."""
+    return json.dumps({device_resource(n): 1 for n in devices})
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise DependencyMissingError(
+            "--engine ray needs Ray, which is not installed",
+            hint="pip install 'edgeprune[ray]'",
+        ) from None
+    return ray
+
+
+class RayEngine:
+    name = "ray"
+
+    def __init__(self, address: str | None = None) -> None:
+        self.ray = import_ray()
+        self.address = address
+        self._actors: dict[str, Any] = {}
+        self._pending: dict[Any, Any] = {}
+        self._refs: dict[str, Any] = {}
+        self._started_local = False
+        self._prep_fn: Any = None
+
+    def start(self, devices: list[DeviceSpec], inventory: str | None) -> None:
+        ray = self.ray
+        names = [d.name for d in devices]
+        env = {
+            "EDGEPRUNE_HOME": str(config.home_dir()),
+            "EDGEPRUNE_CONFIG": str(config.config_dir()),
+        }
+        if ray.is_initialized():
+            raise UsageError(
+                "Ray is already initialised in this process",
+                hint="run the sweep from a fresh process",
+            )
+        if self.address is None:
+            ray.init(
+                address="local",
+                resources={device_resource(n): 1 for n in names},
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+            self._started_local = True
+        else:
+            ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+        have = ray.cluster_resources()
+        missing = [n for n in names if have.get(device_resource(n), 0) < 1]
+        if missing:
+            self.stop()
+            raise UsageError(
+                f"the Ray cluster at {self.address} has no resource for device(s) {', '.join(missing)}",
+                hint=f"start a node that can reach them with: ray start --resources '{resources_json(missing)}'",
+            )
+        from edgeprune.farm.worker import DeviceWorker
+
+        actor_cls = ray.remote(DeviceWorker)
+        for spec in devices:
+            self._actors[spec.name] = actor_cls.options(
+                resources={device_resource(spec.name): 1},
+                num_cpus=0,
+                max_restarts=0,
+                name=None,
+            ).remote(_spec_dict(spec), env, inventory, "ray")
+        self._prep_fn = ray.remote(_prep_task)
+        self._env = env
+        self._gpus = float(have.get("GPU", 0))
+
+    def submit(self, device: str, method: str, task: dict[str, Any] | None, tag: Any) -> None:
+        actor = self._actors[device]
+        if method == "health":
+            ref = actor.health.remote()
+        else:
+            task = dict(task or {})
+            if "artifact" in task:
+                art = dict(task["artifact"])
+                art["ref"] = self._artifact_ref(art["path"], art["sha256"])
+                task["artifact"] = art
+            ref = actor.run.remote(task)
+        self._pending[ref] = tag
+
+    def _artifact_ref(self, path: str, sha: str) -> Any:
+        if sha not in self._refs:
+            with open(path, "rb") as f:
+                self._refs[sha] = self.ray.put(f.read())
+        return self._refs[sha]
+
+    def submit_prep(self, prep: dict[str, Any], gpu: bool, tag: Any) -> None:
+        use_gpu = gpu and self._gpus >= 1
+        ref = self._prep_fn.options(num_cpus=1, num_gpus=1 if use_gpu else 0).remote(
+            prep, self._env
+        )
+        self._pending[ref] = tag
+
+    def poll(self, timeout: float) -> list[Completion]:
+        ray = self.ray
+        if not self._pending:
+            import time
+
+            time.sleep(timeout)
+            return []
+        refs = list(self._pending)
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        out: list[Completion] = []
+        for ref in ready:
+            tag = self._pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayActorError as e:
+                result = {
+                    "ok": False,
+                    "kind": "device",
+                    "message": f"the worker actor died: {str(e).splitlines()[0]}",
+                    "hint": None,
+                }
+            except ray.exceptions.RayError as e:
+                result = {
+                    "ok": False,
+                    "kind": "bug",
+                    "message": str(e).splitlines()[0],
+                    "hint": None,
+                }
+            out.append((tag, result))
+        return out
+
+    def stop(self) -> None:
+        """Close every device session (clocks restored, locks released), free the actors, and
+        shut Ray down (a private local instance) or disconnect (a cluster)."""
+        ray = self.ray
+        if not ray.is_initialized():
+            return
+        closing = [a.close.remote() for a in self._actors.values()]
+        if closing:
+            ray.wait(closing, num_returns=len(closing), timeout=120)
+        for a in self._actors.values():
+            ray.kill(a)
+        self._actors.clear()
+        self._pending.clear()
+        self._refs.clear()
+        ray.shutdown()
+
+
+def _prep_task(prep: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    os.environ.update(env)
+    return make_variant_safe(prep)
