@@ -377,6 +377,26 @@ def count_macs_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int
     return int(macs), int(params)
 
 
+def torch_pruning_default(model: nn.Module, example: torch.Tensor, ratio: float, ignored: list[str] | None = None) -> nn.Module:
+    """Torch-Pruning's default recipe, pruned in place: MetaPruner with group L1 importance
+    (``GroupMagnitudeImportance(p=1)``, its default mean reduction and normaliser) and global
+    pruning at ``ratio``, the output layers protected. A baseline for benchmarks: no plan is
+    recorded, so the result cannot be saved as an edgeprune checkpoint."""
+    modules = dict(model.named_modules())
+    protect = [modules[n] for n in sorted(set(find_output_layers(model, example)) | set(ignored or []))]
+    was_training = model.training
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruner = tp.pruner.MetaPruner(
+            model, example, importance=tp.importance.GroupMagnitudeImportance(p=1),
+            pruning_ratio=ratio, global_pruning=True, ignored_layers=protect,
+        )
+        pruner.step()
+    model.train(was_training)
+    return model
+
+
 def apply_plan(model: nn.Module, plan: PrunePlan, example: torch.Tensor) -> nn.Module:
     """Prune ``model`` in place to ``plan`` (a fresh dependency index is built for it)."""
     if not plan.groups:
@@ -400,5 +420,6 @@ __all__ = [
     "PrunePlan",
     "apply_plan",
     "count_macs_params",
+    "torch_pruning_default",
     "find_output_layers",
 ]

@@ -8,6 +8,7 @@ from edgeprune.search._search import (
     SearchResult,
     greedy_widths,
     search,
+    search_in_session,
 )
 from edgeprune.search.blocks import BlockSpec, extract_blocks
 from edgeprune.search.latency_model import LatencyModel, width_grid
@@ -23,5 +24,6 @@ __all__ = [
     "extract_blocks",
     "greedy_widths",
     "search",
+    "search_in_session",
     "width_grid",
 ]

@@ -265,10 +265,11 @@ def search(bundle: ModelBundle, prune_cfg: PruneConfig, scfg: SearchConfig, data
     Raises `BudgetInfeasibleError` (with the best latency reached) when no allowed model is fast
     enough, `DeviceBusyError` when every matching device is busy.
     """
-    return run_leased(scfg.device, lambda dev: _search_on(dev, bundle, prune_cfg, scfg, data))
+    return run_leased(scfg.device, lambda dev: search_in_session(dev, bundle, prune_cfg, scfg, data))
 
 
-def _search_on(dev: DeviceSession, bundle: ModelBundle, prune_cfg: PruneConfig, scfg: SearchConfig, data: Dataset | None) -> SearchResult:
+def search_in_session(dev: DeviceSession, bundle: ModelBundle, prune_cfg: PruneConfig, scfg: SearchConfig, data: Dataset | None = None) -> SearchResult:
+    """`search` on an already open device session (``scfg.device`` is not used)."""
     t0 = time.perf_counter()
     with Store() as store, tempfile.TemporaryDirectory(prefix="edgeprune-search-") as tmpdir:
         tmp = Path(tmpdir)
@@ -323,14 +324,18 @@ def _pick(feasible: list[tuple[Candidate, PruneResult, Measurement]], budget_ms:
     return max(ok, key=lambda c: c[0].measured_ms) if ok else None
 
 
-def _infeasible(verify: _Verifier, floors: Mapping[int, int], budget_ms: float) -> BudgetInfeasibleError:
-    smallest, _, _ = verify(dict(floors), "smallest allowed")
-    best = min(c.measured_ms for c in verify.root.all_candidates)
-    return BudgetInfeasibleError(
-        f"no allowed model meets {budget_ms:.3f} ms on {verify.dev.name}: the best reached is {best:.3f} ms "
-        f"(smallest allowed widths: {smallest.measured_ms:.3f} ms)",
+def _fallback(verify: _Verifier, floors: Mapping[int, int], budget_ms: float) -> tuple[Candidate, PruneResult, Measurement]:
+    """When no candidate landed in the window: the best one within budget, the smallest allowed
+    model if only it is, else `BudgetInfeasibleError` with the best latency measured."""
+    verify(dict(floors), "smallest allowed")
+    best = _pick(list(verify.cache.values()), budget_ms)
+    if best is not None:
+        return best
+    fastest = min(c.measured_ms for c in verify.root.all_candidates)
+    raise BudgetInfeasibleError(
+        f"no allowed model meets {budget_ms:.3f} ms on {verify.dev.name}: the best reached is {fastest:.3f} ms",
         hint="raise the budget, lower --min-channels, or use a faster runtime/device",
-        best_ms=best,
+        best_ms=fastest,
         budget_ms=budget_ms,
     )
 
@@ -358,7 +363,7 @@ def _latency_aware(verify: _Verifier, lm: LatencyModel, scored: Scored, cands: M
         tried.append(cand)
         measured = cand[0].measured_ms
         if measured > budget_ms and keep == smallest:
-            raise _infeasible(verify, floors, budget_ms)
+            return _fallback(verify, floors, budget_ms)
         if lower <= measured <= budget_ms:
             return cand
         if measured <= budget_ms:
@@ -373,10 +378,7 @@ def _latency_aware(verify: _Verifier, lm: LatencyModel, scored: Scored, cands: M
         else:
             # The model was refitted with this point; move the target by what was measured.
             target = max(1e-6, target * aim / measured)
-    best = _pick(tried, budget_ms)
-    if best is None:
-        raise _infeasible(verify, floors, budget_ms)
-    return best
+    return _pick(tried, budget_ms) or _fallback(verify, floors, budget_ms)
 
 
 def _uniform(verify: _Verifier, groups: list, budget_ms: float, scfg: SearchConfig, prune_cfg: PruneConfig) -> tuple[Candidate, PruneResult, Measurement]:
@@ -394,11 +396,8 @@ def _uniform(verify: _Verifier, groups: list, budget_ms: float, scfg: SearchConf
             lo = r
         else:
             hi = r
-    best = _pick(tried, budget_ms)
-    if best is None:
-        floors = {g.index: round_keep(g, 0, prune_cfg.round_to, prune_cfg.min_channels) for g in groups}
-        raise _infeasible(verify, floors, budget_ms)
-    return best
+    floors = {g.index: round_keep(g, 0, prune_cfg.round_to, prune_cfg.min_channels) for g in groups}
+    return _pick(tried, budget_ms) or _fallback(verify, floors, budget_ms)
 
 
 def _netadapt(verify: _Verifier, lm: LatencyModel, scored: Scored, cands: Mapping[int, list[int]], budget_ms: float, base_ms: float,
@@ -432,7 +431,7 @@ def _netadapt(verify: _Verifier, lm: LatencyModel, scored: Scored, cands: Mappin
             step_verify = _Verifier(dev, store, pruned, score_model(pruned, prune_cfg, data), prune_cfg, data, scfg, lm, tmp, parent=verify)
     assert result is not None
     if result[0].measured_ms > budget_ms:
-        raise _infeasible(verify, {gi: min(ws) for gi, ws in cands.items()}, budget_ms)
+        return _fallback(verify, {gi: min(ws) for gi, ws in cands.items()}, budget_ms)
     return result
 
 
