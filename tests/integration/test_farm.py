@@ -1,0 +1,190 @@
+"""Farm sweeps on real loopback sshd devices: every job once, one job per device at a time,
+profiles leased, a dead device taken out of rotation, resume after ``kill -9``, and the report."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sshfarm import FarmDeviceConfig, needs_sshd
+
+from edgeprune import config
+from edgeprune.farm import load_sweep, plan_sweep, run_sweep
+from edgeprune.farm.run import farm_dir
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_sshd]
+
+# Short benchmarks: these tests check scheduling and bookkeeping, not latency.
+BENCH = {
+    "warmup_runs": 2,
+    "warmup_seconds": 0.02,
+    "min_runs": 10,
+    "min_seconds": 0.05,
+    "max_repeats": 1,
+}
+MODEL = {"model": "resnet20", "kwargs": {"in_channels": 1}, "input_size": 16}
+
+
+def write_sweep(path: Path, **over: Any) -> Path:
+    data = {"name": "t", "models": [MODEL], "criteria": ["l1"], "targets": [], "devices": ["loopback"],
+            "bench": BENCH, "farm": {"backoff_s": 0.2}, **over}  # fmt: skip
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def rows(job_prefix: str) -> list[dict[str, Any]]:
+    """Stored farm rows: job id, device, the job's window on the host and the bench window."""
+    con = sqlite3.connect(config.store_path())
+    out = []
+    for mid, job_id, device, created, ctx in con.execute(
+        "SELECT id, job_id, device, created_at, context_json FROM measurements WHERE job_id LIKE ? ORDER BY id",
+        (job_prefix + "%",),
+    ):
+        farm = json.loads(ctx)["farm"]
+        out.append({"id": mid, "job_id": job_id, "device": device, "start": farm["job_started_at"],
+                    "end": created, "entry": farm["entry"], "engine": farm["engine"]})  # fmt: skip
+    con.close()
+    return out
+
+
+def assert_no_overlap(stored: list[dict[str, Any]]) -> None:
+    by_dev: dict[str, list[tuple[float, float]]] = {}
+    for r in stored:
+        by_dev.setdefault(r["device"], []).append((r["start"], r["end"]))
+    for dev, spans in by_dev.items():
+        spans.sort()
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            assert start >= end, f"two jobs overlapped on {dev}"
+
+
+def test_sweep_runs_every_job_once_per_profile_without_overlap(
+    farm_factory, _isolated: Path
+) -> None:
+    farm_factory(
+        FarmDeviceConfig("dev0"),
+        FarmDeviceConfig("dev1"),
+        FarmDeviceConfig("dev2", profile="loopback-slow"),
+    )
+    sweep = write_sweep(
+        _isolated / "sweep.yaml",
+        targets=[{"ratio": 0.5}],
+        devices=["loopback", "loopback-slow"],
+        runtimes=["ort", {"runtime": "ort", "threads": 2}],
+        repeat=3,
+    )
+    spec = load_sweep(sweep)
+    plan = plan_sweep(spec)
+    assert len(plan.jobs) == 2 * 2 * 2 * 3  # variants x entries x runtimes x repeat
+    result = run_sweep(spec)
+    assert result["failed"] == [] and result["out_of_rotation"] == {}
+    assert result["jobs_done"] == result["done_now"] == len(plan.jobs)
+    assert result["preps"]["made_now"] == 2
+    stored = rows("t/")
+    assert sorted(r["job_id"] for r in stored) == sorted(j.job_id for j in plan.jobs)
+    assert_no_overlap(stored)
+    # Profile leasing: loopback jobs shared by dev0 and dev1, the slow profile only on dev2.
+    assert {r["device"] for r in stored if r["entry"] == "loopback"} == {"dev0", "dev1"}
+    assert {r["device"] for r in stored if r["entry"] == "loopback-slow"} == {"dev2"}
+    assert result["per_job_overhead_s"]["n"] == len(plan.jobs)
+    assert 0 < result["per_job_overhead_s"]["median"] < 30
+
+    again = run_sweep(spec)  # resume of a finished sweep: nothing repeated
+    assert again["done_now"] == 0 and again["jobs_done"] == len(plan.jobs)
+    assert len(rows("t/")) == len(plan.jobs)
+
+    from edgeprune.cli import main
+
+    assert main(["report", str(sweep), "--out", "rep", "--json"]) == 0
+    table = list(csv.DictReader((_isolated / "rep" / "report.csv").open()))
+    assert len(table) == len(plan.jobs)
+    pruned = [r for r in table if r["variant"] != "base"]
+    assert pruned and all(r["speedup"] for r in pruned)
+    assert all(0.4 < float(r["flops_reduction"]) < 0.9 for r in pruned)
+    html = (_isolated / "rep" / "report.html").read_text()
+    assert (
+        "median latency per device and runtime" in html
+        and "FLOPs reduction vs realised speed-up" in html
+    )
+    assert main(["farm", "status", str(sweep), "--json"]) == 0
+
+
+def test_dead_and_dying_devices_leave_the_rotation(farm_factory, _isolated: Path) -> None:
+    farm = farm_factory(
+        FarmDeviceConfig("dev0"), FarmDeviceConfig("dev1"), FarmDeviceConfig("dev2")
+    )
+    farm.kill("dev2")  # down before the sweep: fails its health check
+    sweep = write_sweep(_isolated / "sweep.yaml", devices=["loopback", "dev2"], repeat=6)
+    killed: list[str] = []
+
+    def on_update(snap: dict[str, Any]) -> None:
+        # dev1 dies mid-sweep once it has finished a job: its next job fails and is retried.
+        if not killed and snap["devices"]["dev1"]["jobs"] >= 1:
+            killed.append("dev1")
+            farm.kill("dev1")
+
+    result = run_sweep(load_sweep(sweep), on_update=on_update)
+    assert killed == ["dev1"]
+    assert set(result["out_of_rotation"]) == {"dev1", "dev2"}
+    # dev2's own jobs cannot run anywhere else; the profile's jobs all finished on dev0/dev1.
+    assert {f["entry"] for f in result["failed"]} == {"dev2"}
+    assert (
+        len(result["failed"]) == 6
+        and "no healthy device for dev2" in result["failed"][0]["message"]
+    )
+    stored = rows("t/")
+    assert len(stored) == 6 and {r["entry"] for r in stored} == {"loopback"}
+    assert {r["device"] for r in stored} <= {"dev0", "dev1"}
+    status = json.loads((farm_dir("t") / "status.json").read_text())
+    assert status["state"] == "finished" and status["devices"]["dev2"]["state"] == "out"
+
+
+def test_kill_9_mid_sweep_then_resume_repeats_nothing(farm_factory, _isolated: Path) -> None:
+    farm_factory(FarmDeviceConfig("dev0"), FarmDeviceConfig("dev1"))
+    sweep = write_sweep(_isolated / "sweep.yaml", repeat=12)
+    total = len(plan_sweep(load_sweep(sweep)).jobs)
+    cmd = [str(Path(sys.executable).with_name("edgeprune")), "farm", "run", str(sweep), "--json"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if config.store_path().is_file() and len(rows("t/")) >= 4:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, (
+            f"the sweep ended before it could be killed: {proc.stderr.read().decode()[-500:] if proc.stderr else ''}"
+        )
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    before = {r["job_id"]: r["id"] for r in rows("t/")}
+    assert 4 <= len(before) < total
+    status = json.loads((farm_dir("t") / "status.json").read_text())
+    assert status["state"] == "running"  # it never got to write "finished"
+
+    from edgeprune.farm import sweep_status
+
+    assert sweep_status(load_sweep(sweep))["state"] == "stopped"
+    result = run_sweep(load_sweep(sweep))  # the run lock died with the process
+    assert result["failed"] == []
+    assert result["done_before"] == len(before) and result["done_now"] == total - len(before)
+    after = rows("t/")
+    assert len(after) == total and len({r["job_id"] for r in after}) == total
+    # Finished jobs kept their original rows: nothing was measured twice.
+    assert all({r["job_id"]: r["id"] for r in after}[j] == i for j, i in before.items())
+    assert_no_overlap(after)
