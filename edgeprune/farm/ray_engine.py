@@ -37,7 +37,18 @@ def resources_json(devices: list[str]) -> str:
     return json.dumps({device_resource(n): 1 for n in devices})
 
 
-def import_ray() -> Any:
+# Ray advertises the host's outward address even for a single-node instance; with this set to 0
+# before Ray is imported, every Ray process of a private local instance uses 127.0.0.1 only.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def import_ray(loopback: bool = False) -> Any:
+    """Import Ray (lazily: it is an optional extra). With ``loopback`` and Ray not yet imported,
+    keep a private local instance on 127.0.0.1."""
+    import sys
+
+    if loopback and "ray" not in sys.modules:
+        os.environ.setdefault(LOOPBACK_ENV, "0")
     try:
         import ray
     except ImportError:
@@ -52,7 +63,7 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, address: str | None = None) -> None:
-        self.ray = import_ray()
+        self.ray = import_ray(loopback=address is None)
         self.address = address
         self._actors: dict[str, Any] = {}
         self._pending: dict[Any, Any] = {}
