@@ -15,6 +15,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from edgeprune._hooks import probe_forward
 from edgeprune.errors import UsageError
 from edgeprune.prune.plan import GroupPlan, PrunePlan
 
@@ -93,7 +94,6 @@ def find_output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
     """
     produced: dict[int, str] = {}
     order: list[str] = []
-    hooks = []
     names = {m: n for n, m in model.named_modules()}
 
     def hook(mod: nn.Module, _inp: Any, out: Any) -> None:
@@ -104,18 +104,7 @@ def find_output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
         if isinstance(mod, ROOT_TYPES):
             order.append(name)
 
-    for m in model.modules():
-        if len(list(m.children())) == 0:
-            hooks.append(m.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(example)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    out = probe_forward(model, example, hook)
     outs = out if isinstance(out, (tuple, list)) else (out,)
     heads = []
     for t in outs:
@@ -337,30 +326,21 @@ def _is_depthwise(mod: nn.Module) -> bool:
 
 
 def _output_spatial(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
-    """Output positions per sample for each conv/linear layer (one forward pass)."""
+    """Output positions per sample for each conv/linear/BN layer (one forward pass)."""
     sizes: dict[str, int] = {}
-    hooks = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, (*ROOT_TYPES, nn.modules.batchnorm._BatchNorm)):
+    names = {m: n for n, m in model.named_modules()}
 
-            def hook(m: nn.Module, _i: Any, out: torch.Tensor, name: str = name) -> None:
-                if isinstance(m, nn.Linear):
-                    sizes[name] = int(out[0].numel() // out.shape[-1]) if out.dim() > 1 else 1
-                elif out.dim() <= 2:
-                    sizes[name] = 1
-                else:
-                    sizes[name] = int(out[0, 0].numel())
+    def hook(m: nn.Module, _i: Any, out: torch.Tensor) -> None:
+        name = names[m]
+        if isinstance(m, nn.Linear):
+            sizes[name] = int(out[0].numel() // out.shape[-1]) if out.dim() > 1 else 1
+        elif out.dim() <= 2:
+            sizes[name] = 1
+        else:
+            sizes[name] = int(out[0, 0].numel())
 
-            hooks.append(mod.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example[:1])
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    watched = [m for m in model.modules() if isinstance(m, (*ROOT_TYPES, nn.modules.batchnorm._BatchNorm))]
+    probe_forward(model, example[:1], hook, watched)
     return sizes
 
 
@@ -420,6 +400,6 @@ __all__ = [
     "PrunePlan",
     "apply_plan",
     "count_macs_params",
-    "torch_pruning_default",
     "find_output_layers",
+    "torch_pruning_default",
 ]

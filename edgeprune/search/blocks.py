@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgeprune._hooks import Flow
 from edgeprune.prune import DependencyIndex
 from edgeprune.prune._engine import LayerCost
 
@@ -84,43 +85,17 @@ class BlockSpec:
 
 def extract_blocks(model: nn.Module, example: torch.Tensor, index: DependencyIndex) -> list[BlockSpec]:
     """One `BlockSpec` per conv/linear layer that runs in a forward pass of ``example``."""
-    names = {m: n for n, m in model.named_modules()}
-    in_shapes: dict[str, tuple[int, ...]] = {}
-    consumers: dict[int, list[str]] = {}
-    outputs: dict[str, int] = {}
-    keep: list[torch.Tensor] = []
-
-    def hook(mod: nn.Module, inp: tuple, out: Any) -> None:
-        name = names[mod]
-        if inp and isinstance(inp[0], torch.Tensor):
-            in_shapes.setdefault(name, tuple(inp[0].shape[1:]))
-            consumers.setdefault(id(inp[0]), []).append(name)
-            keep.append(inp[0])
-        if isinstance(out, torch.Tensor):
-            outputs.setdefault(name, id(out))
-            keep.append(out)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if len(list(m.children())) == 0]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example[:1])
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-        keep.clear()  # the ids recorded above stay valid: nothing new is allocated from here on
+    flow = Flow(model, example[:1])
     modules = dict(model.named_modules())
     costs = {c.name: c for c in index.layer_costs() if c.kind in ("conv", "linear")}
 
     def sole_follower(name: str, kinds: tuple[type, ...]) -> str | None:
-        nxt = consumers.get(outputs.get(name, -1), [])
+        nxt = flow.followers.get(name, [])
         return nxt[0] if len(nxt) == 1 and isinstance(modules[nxt[0]], kinds) else None
 
     blocks = []
     for name, cost in costs.items():
-        if name not in in_shapes:
+        if name not in flow.in_shapes:
             continue  # not executed by this model's forward
         mod = modules[name]
         bn_name = sole_follower(name, (nn.modules.batchnorm._BatchNorm,))
@@ -131,7 +106,7 @@ def extract_blocks(model: nn.Module, example: torch.Tensor, index: DependencyInd
                 module=mod,
                 bn=modules[bn_name] if bn_name else None,
                 act=modules[act_name] if act_name else None,
-                in_shape=in_shapes[name],
+                in_shape=flow.in_shapes[name],
                 cin=cost.cin,
                 cout=cost.cout,
                 cost=cost,

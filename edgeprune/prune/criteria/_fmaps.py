@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgeprune._hooks import Flow
 from edgeprune.data import BatchLoader
 from edgeprune.prune.criteria._base import ScoreContext
 
@@ -62,33 +63,7 @@ Tap = tuple[
 def representative_modules(ctx: ScoreContext) -> dict[int, list[Tap]]:
     """Group index → (source, representative) module-name pairs giving the group's feature maps."""
     model = ctx.model
-    names = {m: n for n, m in model.named_modules()}
-    consumers: dict[int, list[str]] = {}
-    outputs: dict[str, int] = {}
-    keep: list[torch.Tensor] = []  # hold tensors so ids stay unique during the probe
-
-    def hook(mod: nn.Module, inp: tuple, out: Any) -> None:
-        name = names[mod]
-        for t in inp:
-            if isinstance(t, torch.Tensor):
-                consumers.setdefault(id(t), []).append(name)
-                keep.append(t)
-        if isinstance(out, torch.Tensor):
-            outputs.setdefault(name, id(out))
-            keep.append(out)
-
-    handles = [
-        m.register_forward_hook(hook) for m in model.modules() if len(list(m.children())) == 0
-    ]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(ctx.example.to(ctx.device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    flow = Flow(model, ctx.example.to(ctx.device))
     modules = dict(model.named_modules())
     result: dict[int, list[Tap]] = {}
     for g in ctx.groups:
@@ -102,13 +77,12 @@ def representative_modules(ctx: ScoreContext) -> dict[int, list[Tap]]:
         taps = []
         for src in sources:
             rep = src
-            for c in consumers.get(outputs.get(src, -1), []):
+            for c in flow.followers.get(src, []):
                 if c != src and isinstance(modules[c], ACTIVATIONS):
                     rep = c
                     break
             taps.append((src, rep))
         result[g.index] = taps
-    keep.clear()
     return result
 
 
