@@ -70,7 +70,9 @@ def machine_line() -> str:
     )
 
 
-def plot(path: Path, title: str, series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str) -> Path | None:
+def plot(
+    path: Path, title: str, series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str
+) -> Path | None:
     """A PNG scatter/line plot with matplotlib when installed (dev extra); None otherwise."""
     try:
         import matplotlib
@@ -83,7 +85,13 @@ def plot(path: Path, title: str, series: dict[str, list[tuple[float, float]]], x
     markers = "os^vD<>phX*P"
     for i, (name, pts) in enumerate(sorted(series.items())):
         pts = sorted(pts)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[i % len(markers)], label=name, linewidth=1)
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            marker=markers[i % len(markers)],
+            label=name,
+            linewidth=1,
+        )
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

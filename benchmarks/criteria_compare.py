@@ -34,7 +34,9 @@ from edgeprune.train import TrainConfig, evaluate, recalibrate_bn, train
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--models", default="resnet56", help="comma list of zoo models")
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--criteria", default="all", help="comma list or 'all'")
@@ -42,19 +44,35 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=8, help="baseline training epochs")
     p.add_argument("--train-samples", type=int, default=None, help="baseline trained on a subset")
     p.add_argument("--finetune-epochs", type=int, default=1)
-    p.add_argument("--finetune-samples", type=int, default=20000, help="fine-tune on a fixed subset (same for all)")
+    p.add_argument(
+        "--finetune-samples",
+        type=int,
+        default=20000,
+        help="fine-tune on a fixed subset (same for all)",
+    )
     p.add_argument("--finetune-lr", type=float, default=0.01)
     p.add_argument("--calib-batches", type=int, default=5)
     p.add_argument("--calib-batch-size", type=int, default=128)
-    p.add_argument("--eval-samples", type=int, default=None, help="evaluate on a subset of the test split")
-    p.add_argument("--device", default="local", help="device or profile for latency ('none' to skip)")
+    p.add_argument(
+        "--eval-samples", type=int, default=None, help="evaluate on a subset of the test split"
+    )
+    p.add_argument(
+        "--device", default="local", help="device or profile for latency ('none' to skip)"
+    )
     p.add_argument("--bench-seconds", type=float, default=2.0)
     p.add_argument("--threads", type=int, default=2, help="torch threads for training/scoring")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/criteria"))
-    p.add_argument("--smoke", action="store_true", help="tiny run for CI (digits, ResNet-20, 3 criteria)")
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny run for CI (digits, ResNet-20, 3 criteria)"
+    )
     args = p.parse_args(argv)
     if args.smoke:
-        args.models, args.data, args.criteria, args.targets = "resnet20", "digits", "l1,qsfm,easiedge", "0.5"
+        args.models, args.data, args.criteria, args.targets = (
+            "resnet20",
+            "digits",
+            "l1,qsfm,easiedge",
+            "0.5",
+        )
         args.epochs, args.finetune_epochs, args.finetune_samples = 3, 1, None
         args.calib_batches, args.calib_batch_size, args.bench_seconds = 2, 64, 0.2
     return args
@@ -66,7 +84,13 @@ def latency(device: str, onnx_path: Path, seconds: float, label: str) -> dict[st
     cfg = BenchConfig(min_seconds=seconds, warmup_seconds=min(1.0, seconds), max_repeats=3)
     with Store() as store:
         m = lease_and_measure(device, onnx_path, cfg, store, label=label)
-    return {"median_ms": m.stats.median, "p90_ms": m.stats.p90, "cv": m.stats.cv, "unstable": m.unstable, "store_id": m.id}
+    return {
+        "median_ms": m.stats.median,
+        "p90_ms": m.stats.p90,
+        "cv": m.stats.cv,
+        "unstable": m.unstable,
+        "store_id": m.id,
+    }
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -81,24 +105,58 @@ def run(args: argparse.Namespace) -> Path:
         n = f"-n{args.train_samples}" if args.train_samples else ""
         ckpt = out / "ckpt" / f"{model_name}-{args.data}-e{args.epochs}{n}.pt"
         t0 = time.perf_counter()
-        trained = train_checkpoint(model_name, args.data, TrainConfig(epochs=args.epochs, lr=0.1, warmup_epochs=0.3, max_train_samples=args.train_samples), ckpt)
+        trained = train_checkpoint(
+            model_name,
+            args.data,
+            TrainConfig(
+                epochs=args.epochs, lr=0.1, warmup_epochs=0.3, max_train_samples=args.train_samples
+            ),
+            ckpt,
+        )
         base = load_checkpoint(ckpt)
-        if not results.done(model=model_name, data=args.data, criterion="base", target=0.0, row="base"):
+        if not results.done(
+            model=model_name, data=args.data, criterion="base", target=0.0, row="base"
+        ):
             acc = evaluate(base.model, data, max_samples=args.eval_samples).accuracy
             onnx_path = out / "onnx" / f"{model_name}-base.onnx"
             onnx_from_torch(base.model, base.input_shape, onnx_path)
             lat = latency(args.device, onnx_path, args.bench_seconds, f"{model_name}-base")
-            results.add({"model": model_name, "data": args.data, "criterion": "base", "target": 0.0, "row": "base", "accuracy": acc,
-                         "train_epochs": trained["epochs"], "train_seconds": trained.get("train_seconds"), "latency": lat})
-            print(f"[{model_name}] base accuracy {acc:.4f} (trained {time.perf_counter() - t0:.0f}s)", flush=True)
+            results.add(
+                {
+                    "model": model_name,
+                    "data": args.data,
+                    "criterion": "base",
+                    "target": 0.0,
+                    "row": "base",
+                    "accuracy": acc,
+                    "train_epochs": trained["epochs"],
+                    "train_seconds": trained.get("train_seconds"),
+                    "latency": lat,
+                }
+            )
+            print(
+                f"[{model_name}] base accuracy {acc:.4f} (trained {time.perf_counter() - t0:.0f}s)",
+                flush=True,
+            )
         for target in targets:
             for crit in criteria:
-                key = {"model": model_name, "data": args.data, "criterion": crit, "target": target, "row": "pruned"}
+                key = {
+                    "model": model_name,
+                    "data": args.data,
+                    "criterion": crit,
+                    "target": target,
+                    "row": "pruned",
+                }
                 if results.done(**key):
                     continue
                 t1 = time.perf_counter()
-                cfg = PruneConfig(criterion=crit, target=Target("flops", target), recalibrate_bn=False,
-                                  calib_batches=args.calib_batches, calib_batch_size=args.calib_batch_size)
+                cfg = PruneConfig(
+                    criterion=crit,
+                    target=Target("flops", target),
+                    recalibrate_bn=False,
+                    calib_batches=args.calib_batches,
+                    calib_batch_size=args.calib_batch_size,
+                )
                 res = prune(base, cfg, data)
                 model = res.bundle.model
                 acc_raw = evaluate(model, data, max_samples=args.eval_samples).accuracy
@@ -106,25 +164,45 @@ def run(args: argparse.Namespace) -> Path:
                 acc_recal = evaluate(model, data, max_samples=args.eval_samples).accuracy
                 onnx_path = out / "onnx" / f"{model_name}-{crit}-{target}.onnx"
                 exp = onnx_from_torch(model.eval(), res.bundle.input_shape, onnx_path)
-                lat = latency(args.device, onnx_path, args.bench_seconds, f"{model_name}-{crit}-{target}")
-                ft_cfg = TrainConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, max_train_samples=args.finetune_samples, seed=1)
+                lat = latency(
+                    args.device, onnx_path, args.bench_seconds, f"{model_name}-{crit}-{target}"
+                )
+                ft_cfg = TrainConfig(
+                    epochs=args.finetune_epochs,
+                    lr=args.finetune_lr,
+                    max_train_samples=args.finetune_samples,
+                    seed=1,
+                )
                 t2 = time.perf_counter()
                 train(model, data, ft_cfg, description=f"fine-tune {crit}")
                 acc_ft = evaluate(model, data, max_samples=args.eval_samples).accuracy
                 row = {
-                    **key, "mode": res.criterion.get("default_mode", "uniform"), "flops_reduction": res.flops_reduction,
-                    "params_reduction": res.params_reduction, "scoring_seconds": res.scoring_seconds,
-                    "acc_no_ft_no_recal": acc_raw, "acc_no_ft": acc_recal, "acc_ft": acc_ft, "finetune_seconds": time.perf_counter() - t2,
-                    "latency": lat, "parity": exp.parity_max_abs_diff, "facts": {k: v for k, v in res.facts.items() if k != "threshold_ratios"},
+                    **key,
+                    "mode": res.criterion.get("default_mode", "uniform"),
+                    "flops_reduction": res.flops_reduction,
+                    "params_reduction": res.params_reduction,
+                    "scoring_seconds": res.scoring_seconds,
+                    "acc_no_ft_no_recal": acc_raw,
+                    "acc_no_ft": acc_recal,
+                    "acc_ft": acc_ft,
+                    "finetune_seconds": time.perf_counter() - t2,
+                    "latency": lat,
+                    "parity": exp.parity_max_abs_diff,
+                    "facts": {k: v for k, v in res.facts.items() if k != "threshold_ratios"},
                     "wall_seconds": time.perf_counter() - t1,
                 }
                 results.add(row)
-                print(f"[{model_name}] {crit:9s} -{target:.0%} FLOPs: {acc_raw:.4f} / {acc_recal:.4f} (recal) / {acc_ft:.4f} (ft)  "
-                      f"score {res.scoring_seconds:.1f}s  {time.perf_counter() - t1:.0f}s", flush=True)
+                print(
+                    f"[{model_name}] {crit:9s} -{target:.0%} FLOPs: {acc_raw:.4f} / {acc_recal:.4f} (recal) / {acc_ft:.4f} (ft)  "
+                    f"score {res.scoring_seconds:.1f}s  {time.perf_counter() - t1:.0f}s",
+                    flush=True,
+                )
     return write_report(args, results, criteria, targets)
 
 
-def write_report(args: argparse.Namespace, results: Results, criteria: list[str], targets: list[float]) -> Path:
+def write_report(
+    args: argparse.Namespace, results: Results, criteria: list[str], targets: list[float]
+) -> Path:
     lines = [
         "# Pruning criteria compared",
         "",
@@ -137,29 +215,75 @@ def write_report(args: argparse.Namespace, results: Results, criteria: list[str]
         "",
     ]
     for model_name in args.models.split(","):
-        base = results.done(model=model_name, data=args.data, criterion="base", target=0.0, row="base")
+        base = results.done(
+            model=model_name, data=args.data, criterion="base", target=0.0, row="base"
+        )
         if base is None:
             continue
         blat = (base.get("latency") or {}).get("median_ms")
-        lines += [f"## {model_name}", "", f"Baseline accuracy **{100 * base['accuracy']:.2f}%**, latency {blat if blat is None else f'{blat:.3f}'} ms.", ""]
+        lines += [
+            f"## {model_name}",
+            "",
+            f"Baseline accuracy **{100 * base['accuracy']:.2f}%**, latency {blat if blat is None else f'{blat:.3f}'} ms.",
+            "",
+        ]
         rows, series_ft, series_raw = [], {}, {}
         for target in targets:
             for crit in criteria:
-                r = results.done(model=model_name, data=args.data, criterion=crit, target=target, row="pruned")
+                r = results.done(
+                    model=model_name, data=args.data, criterion=crit, target=target, row="pruned"
+                )
                 if r is None:
                     continue
                 lat = (r.get("latency") or {}).get("median_ms")
                 speed = blat / lat if lat and blat else None
-                rows.append([f"{target:.0%}", crit, r["mode"], 100 * r["flops_reduction"], 100 * r["params_reduction"],
-                             100 * r["acc_no_ft_no_recal"], 100 * r["acc_no_ft"], 100 * r["acc_ft"], r["scoring_seconds"], lat, speed])
-                series_ft.setdefault(crit, []).append((100 * r["flops_reduction"], 100 * r["acc_ft"]))
-                series_raw.setdefault(crit, []).append((100 * r["flops_reduction"], 100 * r["acc_no_ft"]))
-        lines.append(markdown_table(
-            ["target", "criterion", "mode", "FLOPs ↓ %", "params ↓ %", "acc no-FT, no recal %", "acc no-FT (BN recal) %",
-             "acc fine-tuned %", "scoring s", "latency ms", "speed-up"], rows))
+                rows.append(
+                    [
+                        f"{target:.0%}",
+                        crit,
+                        r["mode"],
+                        100 * r["flops_reduction"],
+                        100 * r["params_reduction"],
+                        100 * r["acc_no_ft_no_recal"],
+                        100 * r["acc_no_ft"],
+                        100 * r["acc_ft"],
+                        r["scoring_seconds"],
+                        lat,
+                        speed,
+                    ]
+                )
+                series_ft.setdefault(crit, []).append(
+                    (100 * r["flops_reduction"], 100 * r["acc_ft"])
+                )
+                series_raw.setdefault(crit, []).append(
+                    (100 * r["flops_reduction"], 100 * r["acc_no_ft"])
+                )
+        lines.append(
+            markdown_table(
+                [
+                    "target",
+                    "criterion",
+                    "mode",
+                    "FLOPs ↓ %",
+                    "params ↓ %",
+                    "acc no-FT, no recal %",
+                    "acc no-FT (BN recal) %",
+                    "acc fine-tuned %",
+                    "scoring s",
+                    "latency ms",
+                    "speed-up",
+                ],
+                rows,
+            )
+        )
         for tag, series in (("ft", series_ft), ("noft", series_raw)):
-            png = plot(args.out / f"{model_name}-{tag}.png", f"{model_name} on {args.data}: accuracy {'after fine-tune' if tag == 'ft' else 'without fine-tune (BN recalibrated)'}",
-                       series, "FLOPs reduction (%)", "top-1 accuracy (%)")
+            png = plot(
+                args.out / f"{model_name}-{tag}.png",
+                f"{model_name} on {args.data}: accuracy {'after fine-tune' if tag == 'ft' else 'without fine-tune (BN recalibrated)'}",
+                series,
+                "FLOPs reduction (%)",
+                "top-1 accuracy (%)",
+            )
             if png is not None:
                 lines += ["", f"![{model_name} {tag}]({png.name})"]
         lines.append("")

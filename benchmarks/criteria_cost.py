@@ -43,7 +43,9 @@ print(json.dumps({"criterion": sys.argv[3], "seconds": wall, "attention_seconds"
 
 
 def main(argv: list[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default="resnet56", help="zoo name or checkpoint")
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--criteria", default="all")
@@ -53,7 +55,12 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
     if args.smoke:
-        args.model, args.data, args.criteria, args.calib = "resnet20", "digits", "l1,qsfm,chip", "2x32"
+        args.model, args.data, args.criteria, args.calib = (
+            "resnet20",
+            "digits",
+            "l1,qsfm,chip",
+            "2x32",
+        )
     from edgeprune.prune import CRITERIA
 
     names = CRITERIA.names() if args.criteria == "all" else args.criteria.split(",")
@@ -61,17 +68,50 @@ def main(argv: list[str] | None = None) -> Path:
     rows = []
     with open(args.out / "cost.jsonl", "w") as f:
         for name in names:
-            proc = subprocess.run([sys.executable, "-c", CHILD, args.model, args.data, name, args.calib, str(args.threads)],
-                                  capture_output=True, text=True, timeout=3600)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    CHILD,
+                    args.model,
+                    args.data,
+                    name,
+                    args.calib,
+                    str(args.threads),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=3600,
+            )
             if proc.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{proc.stderr[-2000:]}")
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             f.write(json.dumps(row) + "\n")
             rows.append(row)
-            print(f"{name:9s} {row['seconds']:7.1f} s  peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"{name:9s} {row['seconds']:7.1f} s  peak RSS {row['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
     table = markdown_table(
-        ["criterion", "scoring s", "of which attention training s", "scoring s excl. attention", "peak RSS MB", "RSS before scoring MB"],
-        [[r["criterion"], r["seconds"], r["attention_seconds"], r["seconds"] - (r["attention_seconds"] or 0.0), r["peak_rss_mb"], r["rss_before_mb"]] for r in rows],
+        [
+            "criterion",
+            "scoring s",
+            "of which attention training s",
+            "scoring s excl. attention",
+            "peak RSS MB",
+            "RSS before scoring MB",
+        ],
+        [
+            [
+                r["criterion"],
+                r["seconds"],
+                r["attention_seconds"],
+                r["seconds"] - (r["attention_seconds"] or 0.0),
+                r["peak_rss_mb"],
+                r["rss_before_mb"],
+            ]
+            for r in rows
+        ],
     )
     text = (
         f"# Scoring cost per criterion\n\nModel `{args.model}`, data `{args.data}`, calibration {args.calib} images, "

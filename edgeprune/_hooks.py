@@ -15,11 +15,15 @@ def leaf_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if len(list(m.children())) == 0]
 
 
-def probe_forward(model: nn.Module, example: torch.Tensor, hook: Hook, modules: Iterable[nn.Module] | None = None) -> Any:
+def probe_forward(
+    model: nn.Module, example: torch.Tensor, hook: Hook, modules: Iterable[nn.Module] | None = None
+) -> Any:
     """Run ``model(example)`` once in eval mode without gradients, with ``hook`` registered as a
     forward hook on ``modules`` (default: every leaf module). Hooks and the train/eval mode are
     restored even if the forward fails. Returns the model's output."""
-    handles = [m.register_forward_hook(hook) for m in (leaf_modules(model) if modules is None else modules)]
+    handles = [
+        m.register_forward_hook(hook) for m in (leaf_modules(model) if modules is None else modules)
+    ]
     was_training = model.training
     model.eval()
     try:

@@ -74,9 +74,15 @@ class TinyNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__()
-        self.c1 = nn.Sequential(nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-        self.c2 = nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
-        self.c3 = nn.Sequential(nn.Conv2d(32, 48, 3, padding=1, bias=False), nn.BatchNorm2d(48), nn.ReLU())
+        self.c1 = nn.Sequential(
+            nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()
+        )
+        self.c2 = nn.Sequential(
+            nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU()
+        )
+        self.c3 = nn.Sequential(
+            nn.Conv2d(32, 48, 3, padding=1, bias=False), nn.BatchNorm2d(48), nn.ReLU()
+        )
         self.fc = nn.Linear(48, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

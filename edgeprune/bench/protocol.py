@@ -138,9 +138,13 @@ def device_key(dev: DeviceSession, cfg: BenchConfig) -> str:
     import json
 
     rt = (dev.info.get("runtimes") or {}).get("onnxruntime") or {}
-    ctx = device_context(dev, cfg, "", rt.get("version"), cfg.provider or "CPUExecutionProvider", None)
+    ctx = device_context(
+        dev, cfg, "", rt.get("version"), cfg.provider or "CPUExecutionProvider", None
+    )
     key = {k: ctx.get(k) for k in DEVICE_KEY_FIELDS}
-    return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(key, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
 def _throttled(state: dict[str, Any] | None) -> bool:

@@ -243,11 +243,27 @@ class Store:
             conn.execute(
                 "INSERT INTO latency_lut (created_at, device_key, device, signature, cin, cout, artifact_sha256, n, median_ms, "
                 "p90_ms, mean_ms, cv, min_ms, context_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (time.time(), device_key, device, signature, cin, cout, artifact_sha256, stats.n, stats.median, stats.p90,
-                 stats.mean, stats.cv, stats.min, json.dumps(context, sort_keys=True)),
+                (
+                    time.time(),
+                    device_key,
+                    device,
+                    signature,
+                    cin,
+                    cout,
+                    artifact_sha256,
+                    stats.n,
+                    stats.median,
+                    stats.p90,
+                    stats.mean,
+                    stats.cv,
+                    stats.min,
+                    json.dumps(context, sort_keys=True),
+                ),
             )
 
-    def lut_get(self, device_key: str, signature: str, cin: int, cout: int) -> dict[str, float] | None:
+    def lut_get(
+        self, device_key: str, signature: str, cin: int, cout: int
+    ) -> dict[str, float] | None:
         """The newest entry for exactly this device key, block signature and widths."""
         row = self._conn.execute(
             "SELECT median_ms, p90_ms, mean_ms, min_ms, cv, n FROM latency_lut WHERE device_key = ? AND signature = ? "

@@ -344,17 +344,28 @@ def prune_cmd(
             help="Choose widths against measured latency: milliseconds (8ms) or a fraction of the base model's latency (0.5x).",
         ),
     ] = None,
-    runtime: Annotated[str, typer.Option("--runtime", help="Runtime measured by the search (ort).")] = "ort",
-    precision: Annotated[str, typer.Option("--precision", help="fp32 (the ort runtime runs fp32).")] = "fp32",
+    runtime: Annotated[
+        str, typer.Option("--runtime", help="Runtime measured by the search (ort).")
+    ] = "ort",
+    precision: Annotated[
+        str, typer.Option("--precision", help="fp32 (the ort runtime runs fp32).")
+    ] = "fp32",
     percentile: Annotated[
-        str, typer.Option("--percentile", help="Statistic the budget applies to: median, p90, p99, mean, min.")
+        str,
+        typer.Option(
+            "--percentile", help="Statistic the budget applies to: median, p90, p99, mean, min."
+        ),
     ] = "median",
     strategy: Annotated[
         str,
-        typer.Option("--strategy", help="latency (lookup-table greedy), uniform (bisection baseline) or netadapt."),
+        typer.Option(
+            "--strategy",
+            help="latency (lookup-table greedy), uniform (bisection baseline) or netadapt.",
+        ),
     ] = "latency",
     table_seconds: Annotated[
-        float, typer.Option("--table-seconds", help="Minimum measured seconds per latency-table block.")
+        float,
+        typer.Option("--table-seconds", help="Minimum measured seconds per latency-table block."),
     ] = 0.15,
     bench_seconds: Annotated[
         float,
@@ -431,7 +442,18 @@ def prune_cmd(
         finetune=ft,
     )
     search_cfg = (
-        search_config(latency_budget, (device or ["local"])[0], runtime, precision, percentile, strategy, bench_seconds, threads, opset, table_seconds)
+        search_config(
+            latency_budget,
+            (device or ["local"])[0],
+            runtime,
+            precision,
+            percentile,
+            strategy,
+            bench_seconds,
+            threads,
+            opset,
+            table_seconds,
+        )
         if latency_budget is not None
         else None
     )
@@ -481,8 +503,13 @@ def search_config(
         device=device,
         bench=BenchConfig(min_seconds=bench_seconds, threads=threads),
         block_bench=BenchConfig(
-            warmup_runs=3, warmup_seconds=min(0.05, table_seconds), min_runs=15, min_seconds=table_seconds,
-            max_seconds=max(5.0, table_seconds), max_repeats=1, threads=threads,
+            warmup_runs=3,
+            warmup_seconds=min(0.05, table_seconds),
+            min_runs=15,
+            min_seconds=table_seconds,
+            max_seconds=max(5.0, table_seconds),
+            max_repeats=1,
+            threads=threads,
         ),
         percentile=percentile,
         strategy=strategy,
@@ -528,12 +555,19 @@ def print_prune_report(report: dict[str, Any]) -> None:
             )
         )
     if lat and lat.get("budget_ms") is not None:
-        verdict = "met" if lat["met"] else "NOT met (measurement noise after the search; see report.json)"
+        verdict = (
+            "met" if lat["met"] else "NOT met (measurement noise after the search; see report.json)"
+        )
         rows.append(("latency budget", f"{lat['budget']} = {lat['budget_ms']:.3f} ms: {verdict}"))
         s = report.get("search") or {}
         if s:
             m = s["latency_model"]
-            rows.append(("search", f"{s['strategy']}: {s['device_measurements']} device measurements, latency model error median {m['median_relative_error'] or 0:.1%} / worst {m['worst_relative_error'] or 0:.1%}"))
+            rows.append(
+                (
+                    "search",
+                    f"{s['strategy']}: {s['device_measurements']} device measurements, latency model error median {m['median_relative_error'] or 0:.1%} / worst {m['worst_relative_error'] or 0:.1%}",
+                )
+            )
     rows.append(("report", str(Path(report["run_dir"]) / "report.html")))
     console.print(kv_table("pruned", rows))
 

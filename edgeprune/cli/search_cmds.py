@@ -24,22 +24,47 @@ from edgeprune.errors import UsageError
 @app.command("search")
 def search_cmd(
     model: Annotated[str, typer.Argument(help="Checkpoint, zoo name or FILE.py:factory.")],
-    latency_budget: Annotated[str, typer.Option("--latency-budget", help="8ms, or 0.5x of the base model's measured latency.")],
-    device: Annotated[str, typer.Option("--device", help="Device or profile to measure on.")] = "local",
-    data: Annotated[str | None, typer.Option("--data", help="Dataset for data-driven criteria, BN recalibration and accuracy.")] = None,
+    latency_budget: Annotated[
+        str,
+        typer.Option("--latency-budget", help="8ms, or 0.5x of the base model's measured latency."),
+    ],
+    device: Annotated[
+        str, typer.Option("--device", help="Device or profile to measure on.")
+    ] = "local",
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", help="Dataset for data-driven criteria, BN recalibration and accuracy."
+        ),
+    ] = None,
     criterion: Annotated[str, typer.Option("--criterion")] = "l1",
-    criterion_opt: Annotated[list[str] | None, typer.Option("--criterion-opt", help="key=value (repeatable).")] = None,
-    strategy: Annotated[str, typer.Option("--strategy", help="latency, uniform or netadapt.")] = "latency",
+    criterion_opt: Annotated[
+        list[str] | None, typer.Option("--criterion-opt", help="key=value (repeatable).")
+    ] = None,
+    strategy: Annotated[
+        str, typer.Option("--strategy", help="latency, uniform or netadapt.")
+    ] = "latency",
     runtime: Annotated[str, typer.Option("--runtime")] = "ort",
     precision: Annotated[str, typer.Option("--precision")] = "fp32",
     percentile: Annotated[str, typer.Option("--percentile")] = "median",
-    bench_seconds: Annotated[float, typer.Option("--bench-seconds", help="Minimum measured seconds per whole-model benchmark.")] = 2.0,
-    table_seconds: Annotated[float, typer.Option("--table-seconds", help="Minimum measured seconds per latency-table block.")] = 0.15,
+    bench_seconds: Annotated[
+        float,
+        typer.Option("--bench-seconds", help="Minimum measured seconds per whole-model benchmark."),
+    ] = 2.0,
+    table_seconds: Annotated[
+        float,
+        typer.Option("--table-seconds", help="Minimum measured seconds per latency-table block."),
+    ] = 0.15,
     threads: Annotated[int, typer.Option("--threads")] = 1,
     min_channels: Annotated[int, typer.Option("--min-channels")] = 1,
     convention: Annotated[str, typer.Option("--convention")] = "all",
     opset: Annotated[int | None, typer.Option("--opset")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Write the plan: FILE.json (plan + facts) or FILE.pt (pruned checkpoint).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Write the plan: FILE.json (plan + facts) or FILE.pt (pruned checkpoint)."
+        ),
+    ] = None,
     model_kwargs: ModelKwargsOpt = None,
     image_size: ImageSizeOpt = None,
     input_size: InputSizeOpt = None,
@@ -54,13 +79,31 @@ def search_cmd(
 
     if out is not None and out.suffix not in (".json", ".pt"):
         raise UsageError(f"--out must end in .json or .pt, got {out}")
-    scfg = search_config(latency_budget, device, runtime, precision, percentile, strategy, bench_seconds, threads, opset, table_seconds)
-    pcfg = PruneConfig(criterion=criterion, criterion_options=parse_criterion_opts(criterion_opt), min_channels=min_channels, convention=convention)
+    scfg = search_config(
+        latency_budget,
+        device,
+        runtime,
+        precision,
+        percentile,
+        strategy,
+        bench_seconds,
+        threads,
+        opset,
+        table_seconds,
+    )
+    pcfg = PruneConfig(
+        criterion=criterion,
+        criterion_options=parse_criterion_opts(criterion_opt),
+        min_channels=min_channels,
+        convention=convention,
+    )
     with rich_progress():
         dataset = load_data(data, image_size)
         bundle = load_bundle(model, dataset, _kwargs(model_kwargs), input_size)
         found = search(bundle, pcfg, scfg, dataset)
-        result: dict[str, Any] = {k: v for k, v in found.to_dict().items() if k not in ("base", "pruned")}
+        result: dict[str, Any] = {
+            k: v for k, v in found.to_dict().items() if k not in ("base", "pruned")
+        }
         result["plan"] = found.result.plan.to_dict()
         if dataset is not None:
             result["accuracy_before"] = evaluate(bundle.model, dataset).accuracy
@@ -78,14 +121,28 @@ def search_cmd(
     rows = [
         ("device", result["device"]),
         ("budget", f"{result['budget']} = {result['budget_ms']:.3f} ms ({result['percentile']})"),
-        ("measured", f"{result['base_ms']:.3f} ms → {result['pruned_ms']:.3f} ms ({result['speedup']:.2f}×), {'met' if result['met'] else 'NOT met'}"),
-        ("FLOPs", f"-{result['flops_reduction']:.1%} (ideal {result['flops_ideal_speedup']:.2f}×; realised/ideal {result['realised_over_ideal']:.2f})"),
-        ("latency model", f"{m['layers']} layers, {m['entries']} table entries ({m['measured']} measured now, {m['reused']} reused); error median {(m['median_relative_error'] or 0):.1%}, worst {(m['worst_relative_error'] or 0):.1%}"),
+        (
+            "measured",
+            f"{result['base_ms']:.3f} ms → {result['pruned_ms']:.3f} ms ({result['speedup']:.2f}×), {'met' if result['met'] else 'NOT met'}",
+        ),
+        (
+            "FLOPs",
+            f"-{result['flops_reduction']:.1%} (ideal {result['flops_ideal_speedup']:.2f}×; realised/ideal {result['realised_over_ideal']:.2f})",
+        ),
+        (
+            "latency model",
+            f"{m['layers']} layers, {m['entries']} table entries ({m['measured']} measured now, {m['reused']} reused); error median {(m['median_relative_error'] or 0):.1%}, worst {(m['worst_relative_error'] or 0):.1%}",
+        ),
         ("device measurements", result["device_measurements"]),
         ("wall time (s)", result["wall_seconds"]),
     ]
     if "accuracy_before" in result:
-        rows.append(("accuracy (no fine-tune)", f"{pct(result['accuracy_before'])} → {pct(result['accuracy_no_finetune'])}"))
+        rows.append(
+            (
+                "accuracy (no fine-tune)",
+                f"{pct(result['accuracy_before'])} → {pct(result['accuracy_no_finetune'])}",
+            )
+        )
     if out is not None:
         rows.append(("written", str(out)))
     console.print(kv_table(f"search ({result['strategy']})", rows))

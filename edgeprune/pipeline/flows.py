@@ -519,9 +519,17 @@ def _source_hash(model: str) -> str | None:
     return sha256_file(path) if path.is_file() else None
 
 
-def _latency_entry(device: str, base: dict[str, Any], pruned: dict[str, Any], percentile: str = "median") -> dict[str, Any]:
+def _latency_entry(
+    device: str, base: dict[str, Any], pruned: dict[str, Any], percentile: str = "median"
+) -> dict[str, Any]:
     b, p = base["stats"][percentile], pruned["stats"][percentile]
-    return {"device": device, "percentile": percentile, "base": base, "pruned": pruned, "speedup": b / p}
+    return {
+        "device": device,
+        "percentile": percentile,
+        "base": base,
+        "pruned": pruned,
+        "speedup": b / p,
+    }
 
 
 def bench_pair(
@@ -561,5 +569,11 @@ def budget_latency(found: dict[str, Any], pruned_onnx: Path, cfg: PruneRunConfig
         m = lease_and_measure(found["device"], pruned_onnx, cfg.search.bench, store, label="pruned")
     entry = _latency_entry(found["device"], found["base"], m.to_dict(), cfg.search.percentile)
     measured = m.stats.get(cfg.search.percentile)
-    entry.update({"budget": found["budget"], "budget_ms": found["budget_ms"], "met": measured <= found["budget_ms"]})
+    entry.update(
+        {
+            "budget": found["budget"],
+            "budget_ms": found["budget_ms"],
+            "met": measured <= found["budget_ms"],
+        }
+    )
     return entry

@@ -204,12 +204,32 @@ def write_run_html(report: dict[str, Any], path: Path) -> Path:
     ctx: dict[str, Any] = {}
     for entry in [lat, *((lat or {}).get("others") or {}).values()] if lat else []:
         b, p, dev = entry["base"]["stats"], entry["pruned"]["stats"], entry["device"]
-        rows.append([f"latency median on {dev} (ms)", b["median"], p["median"], f"{b['median'] / p['median']:.2f}× faster"])
+        rows.append(
+            [
+                f"latency median on {dev} (ms)",
+                b["median"],
+                p["median"],
+                f"{b['median'] / p['median']:.2f}× faster",
+            ]
+        )
         rows.append([f"latency p90 on {dev} (ms)", b["p90"], p["p90"], ""])
-        charts.append(bar_chart(f"Measured latency on {dev} (median, ms)", ["base", "pruned"], [b["median"], p["median"]]))
+        charts.append(
+            bar_chart(
+                f"Measured latency on {dev} (median, ms)",
+                ["base", "pruned"],
+                [b["median"], p["median"]],
+            )
+        )
         ctx = ctx or entry["pruned"].get("context", {})
     if lat and lat.get("budget_ms") is not None:
-        rows.append([f"latency budget ({lat['budget']}, {lat['percentile']})", None, lat["budget_ms"], "met" if lat["met"] else "NOT met"])
+        rows.append(
+            [
+                f"latency budget ({lat['budget']}, {lat['percentile']})",
+                None,
+                lat["budget_ms"],
+                "met" if lat["met"] else "NOT met",
+            ]
+        )
     body = [
         f"<p>Model <b>{_esc(report['model']['arch'].get('name') or report['model']['arch'].get('factory'))}</b>, "
         f"criterion <b>{_esc(report['criterion'])}</b>, dataset <b>{_esc(report['model'].get('dataset'))}</b>.</p>",

@@ -339,7 +339,9 @@ def _output_spatial(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
         else:
             sizes[name] = int(out[0, 0].numel())
 
-    watched = [m for m in model.modules() if isinstance(m, (*ROOT_TYPES, nn.modules.batchnorm._BatchNorm))]
+    watched = [
+        m for m in model.modules() if isinstance(m, (*ROOT_TYPES, nn.modules.batchnorm._BatchNorm))
+    ]
     probe_forward(model, example[:1], hook, watched)
     return sizes
 
@@ -357,20 +359,28 @@ def count_macs_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int
     return int(macs), int(params)
 
 
-def torch_pruning_default(model: nn.Module, example: torch.Tensor, ratio: float, ignored: list[str] | None = None) -> nn.Module:
+def torch_pruning_default(
+    model: nn.Module, example: torch.Tensor, ratio: float, ignored: list[str] | None = None
+) -> nn.Module:
     """Torch-Pruning's default recipe, pruned in place: MetaPruner with group L1 importance
     (``GroupMagnitudeImportance(p=1)``, its default mean reduction and normaliser) and global
     pruning at ``ratio``, the output layers protected. A baseline for benchmarks: no plan is
     recorded, so the result cannot be saved as an edgeprune checkpoint."""
     modules = dict(model.named_modules())
-    protect = [modules[n] for n in sorted(set(find_output_layers(model, example)) | set(ignored or []))]
+    protect = [
+        modules[n] for n in sorted(set(find_output_layers(model, example)) | set(ignored or []))
+    ]
     was_training = model.training
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pruner = tp.pruner.MetaPruner(
-            model, example, importance=tp.importance.GroupMagnitudeImportance(p=1),
-            pruning_ratio=ratio, global_pruning=True, ignored_layers=protect,
+            model,
+            example,
+            importance=tp.importance.GroupMagnitudeImportance(p=1),
+            pruning_ratio=ratio,
+            global_pruning=True,
+            ignored_layers=protect,
         )
         pruner.step()
     model.train(was_training)

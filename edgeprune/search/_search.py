@@ -62,12 +62,18 @@ class Budget:
     def parse(cls, text: str | float) -> Budget:
         m = _BUDGET_RE.match(str(text))
         if not m:
-            raise UsageError(f"invalid latency budget {text!r}", hint="use milliseconds (8ms) or a fraction of the base model's latency (0.5x)")
+            raise UsageError(
+                f"invalid latency budget {text!r}",
+                hint="use milliseconds (8ms) or a fraction of the base model's latency (0.5x)",
+            )
         value, unit = float(m.group("v")), (m.group("u") or "ms").lower()
         if value <= 0:
             raise UsageError(f"the latency budget must be positive, got {text!r}")
         if unit == "x" and value >= 1:
-            raise UsageError(f"a relative budget must be below 1x, got {text!r}", hint="0.5x means half the base model's latency")
+            raise UsageError(
+                f"a relative budget must be below 1x, got {text!r}",
+                hint="0.5x means half the base model's latency",
+            )
         return cls(value, unit == "x")
 
     def resolve(self, base_ms: float) -> float:
@@ -84,7 +90,16 @@ class SearchConfig:
     budget: Budget
     device: str = "local"
     bench: BenchConfig = field(default_factory=BenchConfig)
-    block_bench: BenchConfig = field(default_factory=lambda: BenchConfig(warmup_runs=3, warmup_seconds=0.05, min_runs=20, min_seconds=0.15, max_seconds=5.0, max_repeats=1))
+    block_bench: BenchConfig = field(
+        default_factory=lambda: BenchConfig(
+            warmup_runs=3,
+            warmup_seconds=0.05,
+            min_runs=20,
+            min_seconds=0.15,
+            max_seconds=5.0,
+            max_repeats=1,
+        )
+    )
     percentile: str = "median"
     strategy: str = "latency"
     tolerance: float = 0.10
@@ -96,9 +111,14 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise UsageError(f"unknown strategy {self.strategy!r}", hint=f"use one of {', '.join(STRATEGIES)}")
+            raise UsageError(
+                f"unknown strategy {self.strategy!r}", hint=f"use one of {', '.join(STRATEGIES)}"
+            )
         if self.percentile not in PERCENTILES:
-            raise UsageError(f"unknown percentile {self.percentile!r}", hint=f"use one of {', '.join(PERCENTILES)}")
+            raise UsageError(
+                f"unknown percentile {self.percentile!r}",
+                hint=f"use one of {', '.join(PERCENTILES)}",
+            )
         if not 0.0 < self.tolerance < 0.9:
             raise UsageError(f"tolerance must be in (0, 0.9), got {self.tolerance}")
         if self.max_verifications < 1:
@@ -168,7 +188,8 @@ class SearchResult:
             "flops_reduction": self.result.flops_reduction,
             "params_reduction": self.result.params_reduction,
             "flops_ideal_speedup": self.result.macs_before / self.result.macs_after,
-            "realised_over_ideal": (self.base_ms / self.final_ms) / (self.result.macs_before / self.result.macs_after),
+            "realised_over_ideal": (self.base_ms / self.final_ms)
+            / (self.result.macs_before / self.result.macs_after),
             "widths": {k: list(v) for k, v in self.result.widths.items()},
             "candidates": [c.to_dict() for c in self.candidates],
             "latency_model": self.model,
@@ -187,9 +208,26 @@ class _Verifier:
     that model's groups by root layer name.
     """
 
-    def __init__(self, dev: DeviceSession, store: Store, bundle: ModelBundle, scored: Scored, prune_cfg: PruneConfig,
-                 data: Dataset | None, scfg: SearchConfig, lm: LatencyModel, tmp: Path, parent: _Verifier | None = None) -> None:
-        self.dev, self.store, self.bundle, self.scored, self.prune_cfg = dev, store, bundle, scored, prune_cfg
+    def __init__(
+        self,
+        dev: DeviceSession,
+        store: Store,
+        bundle: ModelBundle,
+        scored: Scored,
+        prune_cfg: PruneConfig,
+        data: Dataset | None,
+        scfg: SearchConfig,
+        lm: LatencyModel,
+        tmp: Path,
+        parent: _Verifier | None = None,
+    ) -> None:
+        self.dev, self.store, self.bundle, self.scored, self.prune_cfg = (
+            dev,
+            store,
+            bundle,
+            scored,
+            prune_cfg,
+        )
         self.data, self.scfg, self.lm, self.tmp = data, scfg, lm, tmp
         self.cache: dict[tuple, tuple[Candidate, PruneResult, Measurement]] = {}
         # Children (NetAdapt's later steps) report into the root: one count, one candidate list.
@@ -206,7 +244,9 @@ class _Verifier:
         self.root.measurements += 1
         return measure(self.dev, path, self.scfg.bench, store=self.store, label=label)
 
-    def __call__(self, keep: Mapping[int, int], label: str) -> tuple[Candidate, PruneResult, Measurement]:
+    def __call__(
+        self, keep: Mapping[int, int], label: str
+    ) -> tuple[Candidate, PruneResult, Measurement]:
         key = tuple(sorted(keep.items()))
         if key in self.cache:
             return self.cache[key]
@@ -218,7 +258,16 @@ class _Verifier:
         m = self.measure_onnx(path, f"search:{label}")
         ms = m.stats.get(self.scfg.percentile)
         self.lm.add_point(keep, ms, label)
-        cand = Candidate(label, {self.roots[g]: int(w) for g, w in keep.items()}, predicted, ms, res.macs_after, res.params_after, m.id, m.unstable)
+        cand = Candidate(
+            label,
+            {self.roots[g]: int(w) for g, w in keep.items()},
+            predicted,
+            ms,
+            res.macs_after,
+            res.params_after,
+            m.id,
+            m.unstable,
+        )
         self.cache[key] = (cand, res, m)
         self.root.all_candidates.append(cand)
         return self.cache[key]
@@ -230,8 +279,13 @@ def _removal_cost(scores: torch.Tensor, current: int, new: int) -> float:
     return float(ranked[new:current].sum())
 
 
-def greedy_widths(lm: LatencyModel, scored: Scored, target_ms: float, candidates: Mapping[int, list[int]],
-                  start: Mapping[int, int] | None = None) -> dict[int, int]:
+def greedy_widths(
+    lm: LatencyModel,
+    scored: Scored,
+    target_ms: float,
+    candidates: Mapping[int, list[int]],
+    start: Mapping[int, int] | None = None,
+) -> dict[int, int]:
     """Shrink, step by step, the group losing the least importance per predicted ms saved."""
     comparable = scored.criterion.comparable_scores
     norm = {gi: (s.double() if comparable else normalized(s)) for gi, s in scored.scores.items()}
@@ -258,17 +312,27 @@ def greedy_widths(lm: LatencyModel, scored: Scored, target_ms: float, candidates
     return keep
 
 
-def search(bundle: ModelBundle, prune_cfg: PruneConfig, scfg: SearchConfig, data: Dataset | None = None) -> SearchResult:
+def search(
+    bundle: ModelBundle, prune_cfg: PruneConfig, scfg: SearchConfig, data: Dataset | None = None
+) -> SearchResult:
     """Find per-group widths whose measured latency on ``scfg.device`` meets the budget.
 
     ``scfg.device`` is a device or a profile (a free device of it is leased for the whole search).
     Raises `BudgetInfeasibleError` (with the best latency reached) when no allowed model is fast
     enough, `DeviceBusyError` when every matching device is busy.
     """
-    return run_leased(scfg.device, lambda dev: search_in_session(dev, bundle, prune_cfg, scfg, data))
+    return run_leased(
+        scfg.device, lambda dev: search_in_session(dev, bundle, prune_cfg, scfg, data)
+    )
 
 
-def search_in_session(dev: DeviceSession, bundle: ModelBundle, prune_cfg: PruneConfig, scfg: SearchConfig, data: Dataset | None = None) -> SearchResult:
+def search_in_session(
+    dev: DeviceSession,
+    bundle: ModelBundle,
+    prune_cfg: PruneConfig,
+    scfg: SearchConfig,
+    data: Dataset | None = None,
+) -> SearchResult:
     """`search` on an already open device session (``scfg.device`` is not used)."""
     t0 = time.perf_counter()
     with Store() as store, tempfile.TemporaryDirectory(prefix="edgeprune-search-") as tmpdir:
@@ -284,7 +348,9 @@ def search_in_session(dev: DeviceSession, bundle: ModelBundle, prune_cfg: PruneC
         lm.add_point(lm.full(), base_ms, "base")
         verify = _Verifier(dev, store, bundle, scored, prune_cfg, data, scfg, lm, tmp)
         verify.measurements = 1  # the base model
-        floors = {g.index: min_keep(g, prune_cfg.round_to, prune_cfg.min_channels) for g in ctx.groups}
+        floors = {
+            g.index: min_keep(g, prune_cfg.round_to, prune_cfg.min_channels) for g in ctx.groups
+        }
         cands = {g.index: lm.fast_side_widths(g, floors[g.index]) for g in ctx.groups}
         for r in scfg.calibration_ratios:
             keep = {g.index: _on_grid(cands[g.index], g.width * (1 - r)) for g in ctx.groups}
@@ -293,7 +359,21 @@ def search_in_session(dev: DeviceSession, bundle: ModelBundle, prune_cfg: PruneC
             if scfg.strategy == "uniform":
                 chosen = _uniform(verify, ctx.groups, budget_ms, scfg, prune_cfg)
             elif scfg.strategy == "netadapt":
-                chosen = _netadapt(verify, lm, scored, cands, budget_ms, base_ms, scfg, prune_cfg, bundle, data, dev, store, tmp)
+                chosen = _netadapt(
+                    verify,
+                    lm,
+                    scored,
+                    cands,
+                    budget_ms,
+                    base_ms,
+                    scfg,
+                    prune_cfg,
+                    bundle,
+                    data,
+                    dev,
+                    store,
+                    tmp,
+                )
             else:
                 chosen = _latency_aware(verify, lm, scored, cands, floors, budget_ms, scfg)
         _, res, final_m = chosen
@@ -319,12 +399,16 @@ def _on_grid(widths: list[int], want: float) -> int:
     return below[-1] if below else widths[0]
 
 
-def _pick(feasible: list[tuple[Candidate, PruneResult, Measurement]], budget_ms: float) -> tuple[Candidate, PruneResult, Measurement] | None:
+def _pick(
+    feasible: list[tuple[Candidate, PruneResult, Measurement]], budget_ms: float
+) -> tuple[Candidate, PruneResult, Measurement] | None:
     ok = [c for c in feasible if c[0].measured_ms <= budget_ms]
     return max(ok, key=lambda c: c[0].measured_ms) if ok else None
 
 
-def _fallback(verify: _Verifier, floors: Mapping[int, int], budget_ms: float) -> tuple[Candidate, PruneResult, Measurement]:
+def _fallback(
+    verify: _Verifier, floors: Mapping[int, int], budget_ms: float
+) -> tuple[Candidate, PruneResult, Measurement]:
     """When no candidate landed in the window: the best one within budget, the smallest allowed
     model if only it is, else `BudgetInfeasibleError` with the best latency measured."""
     verify(dict(floors), "smallest allowed")
@@ -340,8 +424,15 @@ def _fallback(verify: _Verifier, floors: Mapping[int, int], budget_ms: float) ->
     )
 
 
-def _latency_aware(verify: _Verifier, lm: LatencyModel, scored: Scored, cands: Mapping[int, list[int]], floors: Mapping[int, int],
-                   budget_ms: float, scfg: SearchConfig) -> tuple[Candidate, PruneResult, Measurement]:
+def _latency_aware(
+    verify: _Verifier,
+    lm: LatencyModel,
+    scored: Scored,
+    cands: Mapping[int, list[int]],
+    floors: Mapping[int, int],
+    budget_ms: float,
+    scfg: SearchConfig,
+) -> tuple[Candidate, PruneResult, Measurement]:
     """Greedy widths for a predicted target; the target is steered by measurements.
 
     Achievable latencies are discrete (widths move in steps), so the target is bracketed: the
@@ -381,13 +472,18 @@ def _latency_aware(verify: _Verifier, lm: LatencyModel, scored: Scored, cands: M
     return _pick(tried, budget_ms) or _fallback(verify, floors, budget_ms)
 
 
-def _uniform(verify: _Verifier, groups: list, budget_ms: float, scfg: SearchConfig, prune_cfg: PruneConfig) -> tuple[Candidate, PruneResult, Measurement]:
+def _uniform(
+    verify: _Verifier, groups: list, budget_ms: float, scfg: SearchConfig, prune_cfg: PruneConfig
+) -> tuple[Candidate, PruneResult, Measurement]:
     lower = budget_ms * (1 - scfg.tolerance)
     lo, hi = 0.0, 1.0
     tried = []
     for _ in range(scfg.max_verifications):
         r = (lo + hi) / 2
-        keep = {g.index: round_keep(g, g.width * (1 - r), prune_cfg.round_to, prune_cfg.min_channels) for g in groups}
+        keep = {
+            g.index: round_keep(g, g.width * (1 - r), prune_cfg.round_to, prune_cfg.min_channels)
+            for g in groups
+        }
         c = verify(keep, f"uniform {r:.3f}")
         tried.append(c)
         if lower <= c[0].measured_ms <= budget_ms:
@@ -400,9 +496,21 @@ def _uniform(verify: _Verifier, groups: list, budget_ms: float, scfg: SearchConf
     return _pick(tried, budget_ms) or _fallback(verify, floors, budget_ms)
 
 
-def _netadapt(verify: _Verifier, lm: LatencyModel, scored: Scored, cands: Mapping[int, list[int]], budget_ms: float, base_ms: float,
-              scfg: SearchConfig, prune_cfg: PruneConfig, bundle: ModelBundle, data: Dataset | None, dev: DeviceSession,
-              store: Store, tmp: Path) -> tuple[Candidate, PruneResult, Measurement]:
+def _netadapt(
+    verify: _Verifier,
+    lm: LatencyModel,
+    scored: Scored,
+    cands: Mapping[int, list[int]],
+    budget_ms: float,
+    base_ms: float,
+    scfg: SearchConfig,
+    prune_cfg: PruneConfig,
+    bundle: ModelBundle,
+    data: Dataset | None,
+    dev: DeviceSession,
+    store: Store,
+    tmp: Path,
+) -> tuple[Candidate, PruneResult, Measurement]:
     """Reach the budget in latency steps; after each, fine-tune briefly and re-score the pruned
     model, and prune *that* model in the next step (NetAdapt, Yang et al. 2018)."""
     if data is None:
@@ -415,10 +523,14 @@ def _netadapt(verify: _Verifier, lm: LatencyModel, scored: Scored, cands: Mappin
         step_budget = base_ms - (base_ms - budget_ms) * i / n
         aim = step_budget * (1 - scfg.tolerance / 3)
         target = aim
-        ranked = replace(scored, scores=_scores_on_original(step_verify.scored, scored, step_verify.bundle))
+        ranked = replace(
+            scored, scores=_scores_on_original(step_verify.scored, scored, step_verify.bundle)
+        )
         for attempt in range(3):
             new_keep = greedy_widths(lm, ranked, target, cands, start=keep)
-            result = step_verify(new_keep, f"netadapt {i}/{n}" + (f" retry {attempt}" if attempt else ""))
+            result = step_verify(
+                new_keep, f"netadapt {i}/{n}" + (f" retry {attempt}" if attempt else "")
+            )
             if result[0].measured_ms <= step_budget:
                 break
             target *= aim / result[0].measured_ms
@@ -428,14 +540,27 @@ def _netadapt(verify: _Verifier, lm: LatencyModel, scored: Scored, cands: Mappin
         train(pruned.model, data, ft, description=f"netadapt fine-tune {i}/{n}")
         pruned.model.eval()
         if i < n:
-            step_verify = _Verifier(dev, store, pruned, score_model(pruned, prune_cfg, data), prune_cfg, data, scfg, lm, tmp, parent=verify)
+            step_verify = _Verifier(
+                dev,
+                store,
+                pruned,
+                score_model(pruned, prune_cfg, data),
+                prune_cfg,
+                data,
+                scfg,
+                lm,
+                tmp,
+                parent=verify,
+            )
     assert result is not None
     if result[0].measured_ms > budget_ms:
         return _fallback(verify, {gi: min(ws) for gi, ws in cands.items()}, budget_ms)
     return result
 
 
-def _scores_on_original(current: Scored, original: Scored, current_bundle: ModelBundle) -> dict[int, torch.Tensor]:
+def _scores_on_original(
+    current: Scored, original: Scored, current_bundle: ModelBundle
+) -> dict[int, torch.Tensor]:
     """The current model's channel scores placed at the original groups' channel indices.
 
     The current model's plan says which original channel each remaining channel is; channels

@@ -20,7 +20,20 @@ from edgeprune.prune import DependencyIndex
 from edgeprune.prune._engine import LayerCost
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardtanh, nn.Mish, nn.Sigmoid, nn.Tanh)
+ACTIVATIONS = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.SiLU,
+    nn.GELU,
+    nn.Hardswish,
+    nn.Hardtanh,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+)
 
 
 @dataclass
@@ -67,7 +80,17 @@ class BlockSpec:
             if self.depthwise:
                 cout = cin
             conv_cls: Any = type(m)  # Conv1d/2d/3d take the same arguments
-            conv = conv_cls(cin, cout, m.kernel_size, m.stride, m.padding, m.dilation, groups, m.bias is not None, m.padding_mode)
+            conv = conv_cls(
+                cin,
+                cout,
+                m.kernel_size,
+                m.stride,
+                m.padding,
+                m.dilation,
+                groups,
+                m.bias is not None,
+                m.padding_mode,
+            )
             layers.append(conv)
         else:
             layers.append(nn.Linear(cin, cout, bias=m.bias is not None))
@@ -83,7 +106,9 @@ class BlockSpec:
         return (cin, *self.in_shape[1:])
 
 
-def extract_blocks(model: nn.Module, example: torch.Tensor, index: DependencyIndex) -> list[BlockSpec]:
+def extract_blocks(
+    model: nn.Module, example: torch.Tensor, index: DependencyIndex
+) -> list[BlockSpec]:
     """One `BlockSpec` per conv/linear layer that runs in a forward pass of ``example``."""
     flow = Flow(model, example[:1])
     modules = dict(model.named_modules())

@@ -105,7 +105,13 @@ class LatencyModel:
     reused_entries: int = 0
 
     @classmethod
-    def for_model(cls, model: nn.Module, example: torch.Tensor, index: DependencyIndex, groups: list[PrunableGroup]) -> LatencyModel:
+    def for_model(
+        cls,
+        model: nn.Module,
+        example: torch.Tensor,
+        index: DependencyIndex,
+        groups: list[PrunableGroup],
+    ) -> LatencyModel:
         """Terms for every executed conv/linear layer; grids follow the groups that control them."""
         widths = {g.index: g.width for g in index.groups}
         prunable = {g.index for g in groups}
@@ -115,8 +121,12 @@ class LatencyModel:
             c = spec.cost
             in_var = any(p.group in prunable for p in c.in_parts)
             out_var = any(p.group in prunable for p in c.out_parts)
-            step_in = max([steps[p.group] for p in c.in_parts] + [spec.groups if not spec.depthwise else 1])
-            step_out = max([steps[p.group] for p in c.out_parts] + [spec.groups if not spec.depthwise else 1])
+            step_in = max(
+                [steps[p.group] for p in c.in_parts] + [spec.groups if not spec.depthwise else 1]
+            )
+            step_out = max(
+                [steps[p.group] for p in c.out_parts] + [spec.groups if not spec.depthwise else 1]
+            )
             terms.append(
                 LayerTerm(
                     spec,
@@ -136,7 +146,9 @@ class LatencyModel:
                 need.setdefault((sig, ci, co), t)
         return need
 
-    def profile(self, dev: DeviceSession, store: Store, cfg: BenchConfig, opset: int = BLOCK_OPSET) -> dict[str, Any]:
+    def profile(
+        self, dev: DeviceSession, store: Store, cfg: BenchConfig, opset: int = BLOCK_OPSET
+    ) -> dict[str, Any]:
         """Measure every lookup-table entry this model needs that the store does not have yet."""
         self.device_key = device_key(dev, cfg)
         need = self.required()
@@ -154,16 +166,32 @@ class LatencyModel:
                 for i, (sig, ci, co) in enumerate(missing):
                     spec = need[(sig, ci, co)].spec
                     path = Path(tmp) / f"block{i}.onnx"
-                    onnx_from_torch(spec.build(ci, co), spec.input_shape(ci), path, opset=opset, check=False)
+                    onnx_from_torch(
+                        spec.build(ci, co), spec.input_shape(ci), path, opset=opset, check=False
+                    )
                     files.append(path)
                     step(1)
             with track(f"measure {len(files)} latency blocks on {dev.name}", total=None):
                 results = measure_batch(dev, files, cfg) if files else []
         for (sig, ci, co), (sha, stats, state) in zip(missing, results, strict=True):
-            store.lut_add(self.device_key, dev.name, sig, ci, co, sha, stats, {"device": dev.name, "protocol": cfg.protocol_id, **state})
+            store.lut_add(
+                self.device_key,
+                dev.name,
+                sig,
+                ci,
+                co,
+                sha,
+                stats,
+                {"device": dev.name, "protocol": cfg.protocol_id, **state},
+            )
             self.lut[(sig, ci, co)] = stats.median
         self.profiled_entries = len(missing)
-        return {"entries": len(need), "measured": len(missing), "reused": self.reused_entries, "device_key": self.device_key}
+        return {
+            "entries": len(need),
+            "measured": len(missing),
+            "reused": self.reused_entries,
+            "device_key": self.device_key,
+        }
 
     # ------------------------------------------------------------------ prediction
 
@@ -174,8 +202,16 @@ class LatencyModel:
             w = ceil_to(t.out_grid, _channels(co0, c.out_parts, keep, self.widths))
             return self.lut[(sig, w, w)]
         full = self.lut[(sig, ci0, co0)]
-        co = ceil_to(t.out_grid, _channels(co0, c.out_parts, keep, self.widths)) if t.out_grid is not None else co0
-        ci = ceil_to(t.in_grid, _channels(ci0, c.in_parts, keep, self.widths)) if t.in_grid is not None else ci0
+        co = (
+            ceil_to(t.out_grid, _channels(co0, c.out_parts, keep, self.widths))
+            if t.out_grid is not None
+            else co0
+        )
+        ci = (
+            ceil_to(t.in_grid, _channels(ci0, c.in_parts, keep, self.widths))
+            if t.in_grid is not None
+            else ci0
+        )
         t_out = self.lut[(sig, ci0, co)]
         t_in = self.lut[(sig, ci, co0)]
         return t_out * t_in / full if full > 0 else t_out
@@ -224,7 +260,11 @@ class LatencyModel:
 
     def errors(self) -> dict[str, Any]:
         """Relative error of out-of-sample predictions against whole-model measurements."""
-        rel = [abs(p.predicted_ms - p.measured_ms) / p.measured_ms for p in self.points if p.predicted_ms is not None]
+        rel = [
+            abs(p.predicted_ms - p.measured_ms) / p.measured_ms
+            for p in self.points
+            if p.predicted_ms is not None
+        ]
         return {
             "points": len(rel),
             "median_relative_error": statistics.median(rel) if rel else None,
@@ -241,11 +281,22 @@ class LatencyModel:
         A width inside a latency plateau is never faster than the plateau's largest width, so
         only the fast side of each step survives (no latency cliffs). Ascending, ends at full.
         """
-        grids = [t.out_grid for t in self.terms if t.out_grid and any(p.group == group.index for p in t.spec.cost.out_parts)]
-        grids += [t.in_grid for t in self.terms if t.in_grid and any(p.group == group.index for p in t.spec.cost.in_parts)]
+        grids = [
+            t.out_grid
+            for t in self.terms
+            if t.out_grid and any(p.group == group.index for p in t.spec.cost.out_parts)
+        ]
+        grids += [
+            t.in_grid
+            for t in self.terms
+            if t.in_grid and any(p.group == group.index for p in t.spec.cost.in_parts)
+        ]
         if not grids:
             return [group.width]
-        widths = sorted({w for w in max(grids, key=len) if w >= floor and w % group.channel_groups == 0} | {group.width})
+        widths = sorted(
+            {w for w in max(grids, key=len) if w >= floor and w % group.channel_groups == 0}
+            | {group.width}
+        )
         base = self.full()
         lat = {w: self.raw({**base, group.index: w}) for w in widths}
         span = max(lat.values()) - min(lat.values())

@@ -24,7 +24,9 @@ pytestmark = pytest.mark.integration
 
 TINY = f"{Path(__file__).resolve().parents[1] / 'odd_models.py'}:make_tiny"
 FAST = BenchConfig(warmup_runs=3, warmup_seconds=0.1, min_runs=30, min_seconds=0.3, max_repeats=2)
-BLOCKS = BenchConfig(warmup_runs=2, warmup_seconds=0.01, min_runs=15, min_seconds=0.03, max_seconds=2, max_repeats=1)
+BLOCKS = BenchConfig(
+    warmup_runs=2, warmup_seconds=0.01, min_runs=15, min_seconds=0.03, max_seconds=2, max_repeats=1
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,14 @@ def _tiny(size: int = 16) -> ModelBundle:
 
 
 def _cfg(budget: str, strategy: str = "latency", **kw) -> SearchConfig:
-    return SearchConfig(budget=Budget.parse(budget), device="local", bench=FAST, block_bench=BLOCKS, strategy=strategy, **kw)
+    return SearchConfig(
+        budget=Budget.parse(budget),
+        device="local",
+        bench=FAST,
+        block_bench=BLOCKS,
+        strategy=strategy,
+        **kw,
+    )
 
 
 def test_latency_aware_search_meets_a_measured_budget() -> None:
@@ -69,7 +78,9 @@ def test_second_search_reuses_the_lookup_tables() -> None:
 
 
 def test_uniform_baseline_bisects_on_measurements() -> None:
-    res = search(_tiny(), PruneConfig(criterion="l1"), _cfg("0.6x", strategy="uniform", max_verifications=5))
+    res = search(
+        _tiny(), PruneConfig(criterion="l1"), _cfg("0.6x", strategy="uniform", max_verifications=5)
+    )
     assert res.final_ms <= res.budget_ms
     labels = [c.label for c in res.candidates if c.label.startswith("uniform")]
     assert labels and len(labels) <= 5
@@ -79,8 +90,13 @@ def test_uniform_baseline_bisects_on_measurements() -> None:
 
 def test_infeasible_budget_reports_the_best_latency() -> None:
     with pytest.raises(BudgetInfeasibleError) as e:
-        search(_tiny(), PruneConfig(criterion="l1", min_channels=8), _cfg("0.02x", max_verifications=2))
-    assert "best reached is" in str(e.value) and e.value.details["best_ms"] > e.value.details["budget_ms"]
+        search(
+            _tiny(), PruneConfig(criterion="l1", min_channels=8), _cfg("0.02x", max_verifications=2)
+        )
+    assert (
+        "best reached is" in str(e.value)
+        and e.value.details["best_ms"] > e.value.details["budget_ms"]
+    )
 
 
 def test_netadapt_fine_tunes_between_steps() -> None:
@@ -88,10 +104,21 @@ def test_netadapt_fine_tunes_between_steps() -> None:
     from edgeprune.train import TrainConfig
 
     digits16 = load_dataset("digits", image_size=16)
-    res = search(_tiny(16), PruneConfig(criterion="l1"), _cfg("0.7x", strategy="netadapt", netadapt_iterations=2,
-                                                              netadapt_finetune=TrainConfig(epochs=1, lr=0.01, max_train_samples=256)), digits16)
+    res = search(
+        _tiny(16),
+        PruneConfig(criterion="l1"),
+        _cfg(
+            "0.7x",
+            strategy="netadapt",
+            netadapt_iterations=2,
+            netadapt_finetune=TrainConfig(epochs=1, lr=0.01, max_train_samples=256),
+        ),
+        digits16,
+    )
     labels = [c.label for c in res.candidates]
-    assert any(lbl.startswith("netadapt 1/2") for lbl in labels) and any(lbl.startswith("netadapt 2/2") for lbl in labels)
+    assert any(lbl.startswith("netadapt 1/2") for lbl in labels) and any(
+        lbl.startswith("netadapt 2/2") for lbl in labels
+    )
     assert res.final_ms <= res.budget_ms
     # The result was built on the fine-tuned step-1 model: its plan composes two prunes.
     assert res.result.bundle.plan.groups
@@ -99,8 +126,25 @@ def test_netadapt_fine_tunes_between_steps() -> None:
 
 def test_cli_prune_with_latency_budget_records_base_and_pruned(tmp_path, capsys) -> None:
     out = tmp_path / "run"
-    code = main(["prune", TINY, "--input-size", "16", "--latency-budget", "0.7x", "--device", "local",
-                 "--bench-seconds", "0.3", "--table-seconds", "0.03", "--out", str(out), "--json"])
+    code = main(
+        [
+            "prune",
+            TINY,
+            "--input-size",
+            "16",
+            "--latency-budget",
+            "0.7x",
+            "--device",
+            "local",
+            "--bench-seconds",
+            "0.3",
+            "--table-seconds",
+            "0.03",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     rep = json.loads((out / "report.json").read_text())
@@ -116,8 +160,23 @@ def test_cli_prune_with_latency_budget_records_base_and_pruned(tmp_path, capsys)
 
 def test_cli_search_writes_a_plan(tmp_path, capsys) -> None:
     plan = tmp_path / "plan.json"
-    code = main(["search", TINY, "--input-size", "16", "--latency-budget", "0.8x", "--bench-seconds", "0.3",
-                 "--table-seconds", "0.03", "--out", str(plan), "--json"])
+    code = main(
+        [
+            "search",
+            TINY,
+            "--input-size",
+            "16",
+            "--latency-budget",
+            "0.8x",
+            "--bench-seconds",
+            "0.3",
+            "--table-seconds",
+            "0.03",
+            "--out",
+            str(plan),
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     res = json.loads(captured.out)

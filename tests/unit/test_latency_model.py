@@ -31,7 +31,11 @@ def test_width_grid() -> None:
     assert width_grid(64) == list(range(4, 65, 4))
     assert width_grid(960)[:3] == [64, 128, 192] and width_grid(960)[-1] == 960
     assert all(w % 4 == 0 for w in width_grid(96, step=4))
-    assert ceil_to([4, 8, 12, 16], 8.0000001) == 8 and ceil_to([4, 8, 12, 16], 9) == 12 and ceil_to([4, 8], 99) == 8
+    assert (
+        ceil_to([4, 8, 12, 16], 8.0000001) == 8
+        and ceil_to([4, 8, 12, 16], 9) == 12
+        and ceil_to([4, 8], 99) == 8
+    )
 
 
 @pytest.fixture()
