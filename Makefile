@@ -20,6 +20,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check edgeprune tests benchmarks
 	$(BIN)/mypy edgeprune
 	$(BIN)/vermin -q --no-tips -t=3.6- devices/agent/edgeprune_agent.py
+	$(BIN)/hadolint docker/host/Dockerfile docker/rpi/Dockerfile docker/jetson/Dockerfile.jp6 docker/jetson/Dockerfile.jp46
+	$(BIN)/shellcheck --shell=sh devices/provision/*.sh docker/agent/entrypoint.sh
 
 bench-smoke: $(STAMP)
 	$(BIN)/pytest -q tests/benchmarks
