@@ -23,7 +23,7 @@ from edgeprune import config
 from edgeprune.farm import load_sweep, plan_sweep, run_sweep
 from edgeprune.farm.run import farm_dir
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_sshd]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Short benchmarks: these tests check scheduling and bookkeeping, not latency.
 BENCH = {
@@ -68,8 +68,9 @@ def assert_no_overlap(stored: list[dict[str, Any]]) -> None:
             assert start >= end, f"two jobs overlapped on {dev}"
 
 
+@needs_sshd
 def test_sweep_runs_every_job_once_per_profile_without_overlap(
-    farm_factory, _isolated: Path
+    farm_factory, _isolated: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     farm_factory(
         FarmDeviceConfig("dev0"),
@@ -81,11 +82,11 @@ def test_sweep_runs_every_job_once_per_profile_without_overlap(
         targets=[{"ratio": 0.5}],
         devices=["loopback", "loopback-slow"],
         runtimes=["ort", {"runtime": "ort", "threads": 2}],
-        repeat=3,
+        repeat=2,
     )
     spec = load_sweep(sweep)
     plan = plan_sweep(spec)
-    assert len(plan.jobs) == 2 * 2 * 2 * 3  # variants x entries x runtimes x repeat
+    assert len(plan.jobs) == 2 * 2 * 2 * 2  # variants x entries x runtimes x repeat
     result = run_sweep(spec)
     assert result["failed"] == [] and result["out_of_rotation"] == {}
     assert result["jobs_done"] == result["done_now"] == len(plan.jobs)
@@ -116,9 +117,14 @@ def test_sweep_runs_every_job_once_per_profile_without_overlap(
         "median latency per device and runtime" in html
         and "FLOPs reduction vs realised speed-up" in html
     )
+    capsys.readouterr()
     assert main(["farm", "status", str(sweep), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["state"] == "complete" and status["jobs_done"] == len(plan.jobs)
+    assert sum(g["done"] for g in status["groups"]) == len(plan.jobs) and len(status["groups"]) == 4
 
 
+@needs_sshd
 def test_dead_and_dying_devices_leave_the_rotation(farm_factory, _isolated: Path) -> None:
     farm = farm_factory(
         FarmDeviceConfig("dev0"), FarmDeviceConfig("dev1"), FarmDeviceConfig("dev2")
@@ -149,6 +155,7 @@ def test_dead_and_dying_devices_leave_the_rotation(farm_factory, _isolated: Path
     assert status["state"] == "finished" and status["devices"]["dev2"]["state"] == "out"
 
 
+@needs_sshd
 def test_kill_9_mid_sweep_then_resume_repeats_nothing(farm_factory, _isolated: Path) -> None:
     farm_factory(FarmDeviceConfig("dev0"), FarmDeviceConfig("dev1"))
     sweep = write_sweep(_isolated / "sweep.yaml", repeat=12)
@@ -188,3 +195,29 @@ def test_kill_9_mid_sweep_then_resume_repeats_nothing(farm_factory, _isolated: P
     # Finished jobs kept their original rows: nothing was measured twice.
     assert all({r["job_id"]: r["id"] for r in after}[j] == i for j, i in before.items())
     assert_no_overlap(after)
+
+
+def test_report_on_a_run_directory_and_on_the_whole_store(_isolated: Path) -> None:
+    from sshfarm import FAST
+
+    from edgeprune.pipeline.flows import PruneRunConfig, prune_run
+    from edgeprune.pipeline.report import write_report
+    from edgeprune.prune import PruneConfig, Target
+
+    cfg = PruneRunConfig(
+        prune=PruneConfig(target=Target("ratio", 0.5)), devices=("local",), bench=FAST
+    )
+    prune_run(
+        "resnet20", None, cfg, _isolated / "run", model_kwargs={"in_channels": 1}, input_size=16
+    )
+    out = write_report(_isolated / "run", _isolated / "rep-run")
+    assert out["source"] == "run" and out["rows"] == 2 and out["devices"] == ["local"]
+    data = json.loads(Path(out["json"]).read_text())
+    pruned = next(r for r in data["rows"] if r["variant"] != "base")
+    base = next(r for r in data["rows"] if r["variant"] == "base")
+    assert pruned["speedup"] == pytest.approx(base["median_ms"] / pruned["median_ms"])
+    assert 0.4 < pruned["flops_reduction"] < 0.9
+    whole = write_report(None, _isolated / "rep-store")
+    assert whole["source"] == "store" and whole["rows"] == 2
+    with pytest.raises(Exception, match="not a run directory"):
+        write_report(_isolated, _isolated / "nope")

@@ -107,3 +107,30 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
         load_sweep(write(tmp_path, "name: x\nmodels: [a\n"))
     with pytest.raises(SweepError, match="sweep file not found"):
         load_sweep(tmp_path / "missing.yaml")
+
+
+def test_cli_reports_a_bad_sweep_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgeprune.cli import main
+
+    path = write(tmp_path, {**BASE, "repeat": "many"})
+    assert main(["farm", "run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "repeat: must be an integer" in err
+    assert main(["farm", "status", str(path), "--json"]) == 2
+    assert '"error": "SweepError"' in capsys.readouterr().out
+
+
+def test_ray_engine_without_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from edgeprune.errors import DependencyMissingError, UsageError
+    from edgeprune.farm.engines import make_engine
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without Ray looks like
+    with pytest.raises(DependencyMissingError) as e:
+        make_engine("ray")
+    assert e.value.hint == "pip install 'edgeprune[ray]'"
+    with pytest.raises(UsageError, match="unknown engine"):
+        make_engine("dask")

@@ -1,0 +1,293 @@
+"""A device-farm sweep of 200+ benchmark jobs on 8 loopback sshd devices, two of them slowed.
+
+Phases, each checked against the store (markdown on stdout, and in ``--out``):
+
+1. **threads, killed and resumed**: ``edgeprune farm run SWEEP.yaml`` runs as a subprocess and is
+   killed with SIGKILL once ``--kill-after`` jobs are stored; a second ``farm run`` completes the
+   rest. Checked: every job stored once, none of the jobs finished before the kill measured again,
+   no two jobs overlapping on one device (job start on the host .. stored).
+2. **ray**: the same sweep under another name (so every job runs again; the variants come from the
+   artifact cache) with ``--engine ray`` on a private local Ray instance (loopback only).
+
+Then ``edgeprune report`` on the sweep. Per-job overhead = a job's round trip on the host (sent to
+the device worker .. result back) minus the benchmark's own window on the device (agent start,
+warm-up and measurement), as `run_sweep` reports it.
+
+Run: ``python benchmarks/farm_sweep.py [--smoke] [--engines threads,ray] [--out FILE.md]``.
+``--smoke`` runs 3 devices and 12 jobs (about a minute) to check that the script works.
+Needs ``openssh-server``, root for the cgroup CPU quota of the slowed devices, and for the ray
+phase ``pip install 'edgeprune[ray]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_line, markdown_table
+
+BIN = Path(sys.executable).parent
+BENCH = {
+    "warmup_runs": 5,
+    "warmup_seconds": 0.1,
+    "min_runs": 30,
+    "min_seconds": 0.2,
+    "max_repeats": 1,
+}
+
+
+def sweep_spec(name: str, smoke: bool) -> dict[str, Any]:
+    if smoke:
+        return {
+            "name": name,
+            "models": [{"model": "resnet20", "kwargs": {"in_channels": 1}, "input_size": 16}],
+            "criteria": ["l1"],
+            "targets": [{"ratio": 0.5}],
+            "devices": ["loopback"],
+            "runtimes": ["ort", {"runtime": "ort", "threads": 2}],
+            "repeat": 3,
+            "bench": BENCH,
+            "farm": {"backoff_s": 0.5},
+        }
+    return {
+        "name": name,
+        "models": [
+            {"model": "resnet20", "input_size": 32},
+            {"model": "resnet32", "input_size": 32},
+        ],
+        "criteria": ["l1", "fpgm", "random"],
+        "targets": [{"ratio": 0.25}, {"ratio": 0.5}, {"flops": 0.5}, {"flops": 0.7}],
+        "devices": ["loopback"],
+        "runtimes": ["ort", {"runtime": "ort", "threads": 2}],
+        "repeat": 4,
+        "bench": BENCH,
+        "prune": {"round_to": 4},
+        "farm": {"backoff_s": 1.0},
+    }
+
+
+def stored(db: Path, prefix: str) -> list[dict[str, Any]]:
+    con = sqlite3.connect(db)
+    out = []
+    for mid, job_id, device, created, ctx in con.execute(
+        "SELECT id, job_id, device, created_at, context_json FROM measurements WHERE job_id LIKE ? ORDER BY id",
+        (prefix + "%",),
+    ):
+        c = json.loads(ctx)
+        out.append({"id": mid, "job_id": job_id, "device": device, "start": c["farm"]["job_started_at"],
+                    "end": created, "median": None, "label": None, "threads": c.get("threads")})  # fmt: skip
+    con.close()
+    return out
+
+
+def overlaps(rows: list[dict[str, Any]]) -> int:
+    by: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        by.setdefault(r["device"], []).append((r["start"], r["end"]))
+    n = 0
+    for spans in by.values():
+        spans.sort()
+        n += sum(1 for a, b in itertools.pairwise(spans) if b[0] < a[1])
+    return n
+
+
+def farm_run(sweep: Path, engine: str, env: dict[str, str]) -> tuple[dict[str, Any], float]:
+    t0 = time.perf_counter()
+    r = subprocess.run([str(BIN / "edgeprune"), "farm", "run", str(sweep), "--engine", engine, "--json"],
+                       env=env, capture_output=True, text=True)  # fmt: skip
+    wall = time.perf_counter() - t0
+    if r.returncode not in (0, 1):
+        raise SystemExit(f"farm run failed ({r.returncode}): {r.stderr[-2000:]}")
+    return json.loads(r.stdout), wall
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--smoke", action="store_true", help="3 devices, 12 jobs")
+    p.add_argument("--engines", default="threads,ray", help="phases to run: threads, ray or both")
+    p.add_argument("--kill-after", type=int, default=None, help="jobs stored before the kill -9")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--keep", action="store_true", help="keep the temporary home (store, report)")
+    args = p.parse_args(argv)
+    engines = [e for e in args.engines.split(",") if e]
+    tmp = Path(tempfile.mkdtemp(prefix="edgeprune-farm-bench-"))
+    env = {
+        **os.environ,
+        "EDGEPRUNE_HOME": str(tmp / "home"),
+        "EDGEPRUNE_CONFIG": str(tmp / "config"),
+    }
+    os.environ.update({k: env[k] for k in ("EDGEPRUNE_HOME", "EDGEPRUNE_CONFIG")})
+    db = tmp / "home" / "edgeprune.db"
+    from edgeprune._devices.testfarm import Farm, FarmDeviceConfig
+
+    n_dev = 3 if args.smoke else 8
+    n_slow = 1 if args.smoke else 2
+    devices = [
+        FarmDeviceConfig(f"dev{i}", cpu_quota=0.25 if i >= n_dev - n_slow else None)
+        for i in range(n_dev)
+    ]
+    kill_after = args.kill_after if args.kill_after is not None else (4 if args.smoke else 60)
+    lines = [
+        f"# Farm sweep ({'smoke' if args.smoke else 'full'})",
+        "",
+        f"Machine: {machine_line()}; load average before: {os.getloadavg()[0]:.1f}.",
+        f"Devices: {n_dev} loopback sshd devices in one profile `loopback`; "
+        + ", ".join(f"{d.name} at {d.cpu_quota:g} CPU" for d in devices if d.cpu_quota)
+        + " (cgroup v1 quota), the rest at full speed.",
+        f"Command: `python benchmarks/farm_sweep.py{' --smoke' if args.smoke else ''} --engines {args.engines}`.",
+        "",
+    ]
+    phases: list[list[Any]] = []
+    last_sweep = tmp / "none.yaml"
+    checks: list[list[Any]] = []
+    with Farm(tmp / "farm", devices) as farm:
+        farm.write_inventory(tmp / "config")
+        os.chdir(tmp)
+        if "threads" in engines:
+            name = "farm-threads"
+            sweep = tmp / f"{name}.yaml"
+            sweep.write_text(yaml.safe_dump(sweep_spec(name, args.smoke)))
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([str(BIN / "edgeprune"), "farm", "run", str(sweep), "--json"], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+            try:
+                while proc.poll() is None and (
+                    not db.is_file() or len(stored(db, f"{name}/")) < kill_after
+                ):
+                    time.sleep(0.2)
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            killed_wall = time.perf_counter() - t0
+            before = {r["job_id"]: r["id"] for r in stored(db, f"{name}/")}
+            result, wall = farm_run(sweep, "threads", env)
+            after = stored(db, f"{name}/")
+            repeated = sum(
+                1 for r in after if r["job_id"] in before and before[r["job_id"]] != r["id"]
+            )
+            ov = result["per_job_overhead_s"]
+            phases.append(["threads, until kill -9", len(before), None, killed_wall, None, None])
+            phases.append(
+                [
+                    "threads, resumed",
+                    result["done_now"],
+                    len(result["failed"]),
+                    wall,
+                    ov["median"],
+                    ov["mean"],
+                ]
+            )
+            checks += [
+                ["threads: jobs in the sweep", result["jobs_total"]],
+                ["threads: jobs stored before the kill", len(before)],
+                [
+                    "threads: rows stored / distinct job ids",
+                    f"{len(after)} / {len({r['job_id'] for r in after})}",
+                ],
+                ["threads: finished jobs measured again after resume", repeated],
+                ["threads: overlapping jobs on one device", overlaps(after)],
+                [
+                    "threads: devices out of rotation",
+                    ", ".join(result["out_of_rotation"]) or "none",
+                ],
+                [
+                    "threads: jobs per device",
+                    ", ".join(f"{d}: {v['jobs']}" for d, v in sorted(result["devices"].items())),
+                ],
+            ]
+            last_sweep = sweep
+        if "ray" in engines:
+            name = "farm-ray"
+            sweep = tmp / f"{name}.yaml"
+            sweep.write_text(yaml.safe_dump(sweep_spec(name, args.smoke)))
+            result, wall = farm_run(sweep, "ray", env)
+            after = stored(db, f"{name}/")
+            ov = result["per_job_overhead_s"]
+            phases.append(
+                [
+                    "ray (local instance)",
+                    result["done_now"],
+                    len(result["failed"]),
+                    wall,
+                    ov["median"],
+                    ov["mean"],
+                ]
+            )
+            checks += [
+                [
+                    "ray: rows stored / distinct job ids",
+                    f"{len(after)} / {len({r['job_id'] for r in after})} of {result['jobs_total']}",
+                ],
+                ["ray: overlapping jobs on one device", overlaps(after)],
+                [
+                    "ray: variants made (the rest came from the artifact cache)",
+                    result["preps"]["made_now"],
+                ],
+                [
+                    "ray: jobs per device",
+                    ", ".join(f"{d}: {v['jobs']}" for d, v in sorted(result["devices"].items())),
+                ],
+            ]
+            last_sweep = sweep
+        rep = subprocess.run([str(BIN / "edgeprune"), "report", str(last_sweep), "--out", str(tmp / "report"), "--json"],
+                             env=env, capture_output=True, text=True)  # fmt: skip
+        report = json.loads(rep.stdout) if rep.returncode == 0 else {"error": rep.stderr[-500:]}
+        per_dev: dict[str, list[float]] = {}
+        if "json" in report:
+            for r in json.loads(Path(report["json"]).read_text())["rows"]:
+                if r["variant"] == "base" and r["model"] == "resnet20" and r["threads"] == 1:
+                    per_dev.setdefault(r["device"], []).append(r["median_ms"])
+    lines += [
+        "## Phases",
+        "",
+        markdown_table(
+            ["phase", "jobs run", "failed", "wall s", "per-job overhead median s", "mean s"], phases
+        ),
+        "",
+        "## Checks (from the store)",
+        "",
+        markdown_table(["check", "result"], checks),
+        "",
+        "## Report",
+        "",
+        f"`edgeprune report {last_sweep.name}`: {report.get('rows')} rows, devices {report.get('devices')}, "
+        f"runtimes {report.get('runtimes')}; html + csv + json.",
+        "",
+        markdown_table(
+            ["device", "resnet20 base, 1 thread: median of job medians (ms)", "jobs"],
+            [[d, statistics.median(v), len(v)] for d, v in sorted(per_dev.items())],
+        ),
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.keep:
+        print(f"kept: {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
