@@ -333,11 +333,9 @@ def render_html(kind: str, name: str, rows: list[dict[str, Any]]) -> tuple[str, 
                 for r in pts
             ]
     if sp_pts:
-        xs = [x for s in sp_pts.values() for x, _, _ in s]
-        lo, hi = min(xs), max(xs)
-        ideal = [
-            (lo + (hi - lo) * i / 20, 1 / (1 - (lo + (hi - lo) * i / 20) / 100)) for i in range(21)
-        ]
+        # The ideal curve from 0% (speed-up 1) to the largest reduction measured.
+        hi = max(x for s in sp_pts.values() for x, _, _ in s)
+        ideal = [(hi * i / 20, 1 / (1 - hi * i / 2000)) for i in range(21)]
         charts.append(
             xy_chart(
                 "FLOPs reduction vs realised speed-up",
@@ -360,8 +358,8 @@ def render_html(kind: str, name: str, rows: list[dict[str, Any]]) -> tuple[str, 
             r.get("n"),
             r["median_ms"],
             r["speedup"],
-            r["flops_reduction"],
-            r["accuracy"],
+            None if r["flops_reduction"] is None else f"{100 * r['flops_reduction']:.1f}%",
+            None if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%",
         ]
         for r in sorted(agg, key=lambda r: (r["model"], r["device"], _rt(r), r["median_ms"]))
     ]
