@@ -5,7 +5,7 @@ a call to one device's worker, ``submit_prep`` a variant to make, ``poll`` for f
 ``stop``. The scheduler (`edgeprune.farm.run`) never submits a second call to a device whose
 first has not come back, so each device runs one job at a time.
 
-* `ThreadEngine` (default): a host thread per device, a small pool for preparation.
+* `ThreadEngine` (default): a host thread per device, a process pool for preparation.
 * `RayEngine` (``edgeprune.farm.ray_engine``): a Ray actor per device holding the device's custom
   resource, preparation as Ray tasks (on a GPU where the cluster has one and the variant fine-tunes).
 """
@@ -13,9 +13,11 @@ first has not come back, so each device runs one job at a time.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 from typing import Any, Protocol
 
 from edgeprune.device.inventory import DeviceSpec
@@ -49,8 +51,24 @@ def make_variant_safe(prep: dict[str, Any]) -> dict[str, Any]:
         return error_result(e)
 
 
+def _watch_parent() -> None:
+    """Pool initializer: a prep worker exits when the sweep process is gone, also after SIGKILL
+    (a killed sweep must not leave pruning jobs running)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
 class ThreadEngine:
-    """Device workers in host threads (one per device); ``prep_workers`` threads make variants."""
+    """Device workers in host threads (one per device). Variants are made in a pool of
+    ``prep_workers`` processes, so pruning (Python-heavy) never holds this process's GIL while
+    the device threads talk SSH.
+    """
 
     name = "threads"
 
@@ -59,7 +77,8 @@ class ThreadEngine:
         self._inboxes: dict[str, queue.Queue[tuple[str, dict[str, Any] | None, Any] | None]] = {}
         self._threads: list[threading.Thread] = []
         self._workers: dict[str, DeviceWorker] = {}
-        self._prep = ThreadPoolExecutor(max_workers=prep_workers, thread_name_prefix="farm-prep")
+        self._prep_workers = prep_workers
+        self._pool: Any = None
 
     def start(self, devices: list[DeviceSpec], inventory: str | None) -> None:
         for spec in devices:
@@ -93,8 +112,19 @@ class ThreadEngine:
         self._inboxes[device].put((method, task, tag))
 
     def submit_prep(self, prep: dict[str, Any], gpu: bool, tag: Any) -> None:
-        fut = self._prep.submit(make_variant_safe, prep)
-        fut.add_done_callback(lambda f: self._out.put((tag, f.result())))
+        if self._pool is None:
+            ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
+            self._pool = ctx.Pool(self._prep_workers, initializer=_watch_parent)
+
+        def failed(e: BaseException) -> None:
+            self._out.put((tag, error_result(e)))
+
+        self._pool.apply_async(
+            make_variant_safe,
+            (prep,),
+            callback=lambda r: self._out.put((tag, r)),
+            error_callback=failed,
+        )
 
     def poll(self, timeout: float) -> list[Completion]:
         out: list[Completion] = []
@@ -110,7 +140,10 @@ class ThreadEngine:
             inbox.put(None)
         for t in self._threads:
             t.join(timeout=120)
-        self._prep.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.terminate()  # unfinished variants are made again by the next run
+            self._pool.join()
+            self._pool = None
 
 
 def _spec_dict(spec: DeviceSpec) -> dict[str, Any]:

@@ -10,6 +10,7 @@ so a variant is made once across reruns and across sweeps that share it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -110,6 +111,24 @@ def variant_facts_by_sha() -> dict[str, dict[str, Any]]:
     return out
 
 
+def _scratch_root() -> Path:
+    return config.home_dir() / "farm" / "tmp"
+
+
+def clean_scratch() -> int:
+    """Remove the scratch directories of processes that no longer run (a prep worker killed with
+    its sweep leaves its directory behind). Returns how many were removed."""
+    removed = 0
+    root = _scratch_root()
+    for d in root.iterdir() if root.is_dir() else []:
+        pid = d.name.split("-", 1)[0]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed += 1
+    return removed
+
+
 def make_variant(prep: PrepJob, device: str | None = None) -> dict[str, Any]:
     """Make the variant: ``{"facts": {...}, "onnx": bytes}``.
 
@@ -118,7 +137,9 @@ def make_variant(prep: PrepJob, device: str | None = None) -> dict[str, Any]:
     then). Raises `EdgePruneError` for inputs that cannot work.
     """
     t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix="edgeprune-variant-"))
+    scratch = _scratch_root()
+    scratch.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=scratch))
     try:
         if prep.is_base:
             facts, onnx_path = _base(prep, tmp)

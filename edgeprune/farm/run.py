@@ -39,7 +39,7 @@ from edgeprune.device.inventory import DeviceSpec, Inventory
 from edgeprune.errors import UsageError
 from edgeprune.farm.engines import Engine, make_engine
 from edgeprune.farm.plan import BenchJob, Plan, plan_sweep
-from edgeprune.farm.prepare import Variant, load_variant, save_variant
+from edgeprune.farm.prepare import Variant, clean_scratch, load_variant, save_variant
 from edgeprune.farm.sweep import SweepSpec
 from edgeprune.pipeline._util import write_json
 
@@ -170,6 +170,7 @@ class _Scheduler:
     # ------------------------------------------------------------------ setup
 
     def start(self) -> None:
+        clean_scratch()
         needed = {j.prep for j in self.todo}
         for pid in sorted(needed):
             prep = self.plan.preps[pid]

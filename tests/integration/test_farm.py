@@ -3,6 +3,7 @@ profiles leased, a dead device taken out of rotation, resume after ``kill -9``, 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
@@ -17,7 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
-from sshfarm import FarmDeviceConfig, needs_sshd
+from edgeprune._devices.testfarm import descendants
+from sshfarm import FarmDeviceConfig, alive, needs_sshd
 
 from edgeprune import config
 from edgeprune.farm import load_sweep, plan_sweep, run_sweep
@@ -44,13 +46,17 @@ def write_sweep(path: Path, **over: Any) -> Path:
 
 
 def rows(job_prefix: str) -> list[dict[str, Any]]:
-    """Stored farm rows: job id, device, the job's window on the host and the bench window."""
+    """Stored farm rows: job id, device, the job's window on the host (start .. stored), entry."""
     con = sqlite3.connect(config.store_path())
     out = []
-    for mid, job_id, device, created, ctx in con.execute(
-        "SELECT id, job_id, device, created_at, context_json FROM measurements WHERE job_id LIKE ? ORDER BY id",
-        (job_prefix + "%",),
-    ):
+    try:
+        found = con.execute(
+            "SELECT id, job_id, device, created_at, context_json FROM measurements WHERE job_id LIKE ? ORDER BY id",
+            (job_prefix + "%",),
+        ).fetchall()
+    except sqlite3.OperationalError:  # a store being created by another process this instant
+        found = []
+    for mid, job_id, device, created, ctx in found:
         farm = json.loads(ctx)["farm"]
         out.append({"id": mid, "job_id": job_id, "device": device, "start": farm["job_started_at"],
                     "end": created, "entry": farm["entry"], "engine": farm["engine"]})  # fmt: skip
@@ -173,12 +179,19 @@ def test_kill_9_mid_sweep_then_resume_repeats_nothing(farm_factory, _isolated: P
         assert proc.poll() is None, (
             f"the sweep ended before it could be killed: {proc.stderr.read().decode()[-500:] if proc.stderr else ''}"
         )
+        helpers = descendants(proc.pid)  # the variant pool's worker (and its resource tracker)
+        assert helpers
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+        # Only the host process was killed: its helpers notice and exit on their own.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(alive(p) for p in helpers):
+            time.sleep(0.1)
+        assert not any(alive(p) for p in helpers)
     finally:
-        if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        proc.wait()
     before = {r["job_id"]: r["id"] for r in rows("t/")}
     assert 4 <= len(before) < total
     status = json.loads((farm_dir("t") / "status.json").read_text())
