@@ -51,11 +51,16 @@ BENCH = {
 }
 
 
-def train_bases(out: Path, env: dict[str, str]) -> list[str]:
-    """ResNet-20/32 trained briefly on Fashion-MNIST (1 epoch, 8000 images): real accuracies."""
+def train_bases(out: Path, env: dict[str, str], reuse: Path | None) -> list[str]:
+    """ResNet-20/32 trained briefly on Fashion-MNIST (1 epoch, 8000 images): real accuracies.
+    Copied from ``reuse`` instead when it holds them from an earlier run."""
     paths = []
     for arch in ("resnet20", "resnet32"):
         ckpt = out / f"{arch}-fmnist.pt"
+        if reuse is not None and (reuse / ckpt.name).is_file():
+            shutil.copyfile(reuse / ckpt.name, ckpt)
+            paths.append(str(ckpt))
+            continue
         subprocess.run(
             [str(BIN / "edgeprune"), "train", arch, "--data", "fashion-mnist", "--epochs", "1",
              "--max-train-samples", "8000", "--out", str(ckpt), "--json"],
@@ -136,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kill-after", type=int, default=None, help="jobs stored before the kill -9")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--keep", action="store_true", help="keep the temporary home (store, report)")
+    p.add_argument(
+        "--bases",
+        type=Path,
+        default=None,
+        help="take the trained base checkpoints from this folder",
+    )
     args = p.parse_args(argv)
     out_path = args.out.resolve() if args.out else None  # the script changes directory below
     engines = [e for e in args.engines.split(",") if e]
@@ -173,11 +184,16 @@ def main(argv: list[str] | None = None) -> int:
         farm.write_inventory(tmp / "config")
         os.chdir(tmp)
         t0 = time.perf_counter()
-        checkpoints = [] if args.smoke else train_bases(tmp, env)
+        checkpoints = [] if args.smoke else train_bases(tmp, env, args.bases)
         if checkpoints:
             names = ", ".join(Path(c).name for c in checkpoints)
+            how = (
+                f"copied from {args.bases}"
+                if args.bases
+                else f"trained for this run in {time.perf_counter() - t0:.0f} s"
+            )
             lines += [
-                f"Base models: {names}, trained for this run in {time.perf_counter() - t0:.0f} s (not in the sweep's times).",
+                f"Base models: {names} (1 epoch, 8000 images), {how}; not in the sweep's times.",
                 "",
             ]
         if "threads" in engines:
@@ -272,15 +288,21 @@ def main(argv: list[str] | None = None) -> int:
         rep = subprocess.run([str(BIN / "edgeprune"), "report", str(last_sweep), "--out", str(tmp / "report"), "--json"],
                              env=env, capture_output=True, text=True)  # fmt: skip
         report = json.loads(rep.stdout) if rep.returncode == 0 else {"error": rep.stderr[-500:]}
+        # How fast each device is: its median latency over the median of all devices for the same
+        # (model, variant, runtime) — a slowed device shows a ratio above 1.
         per_dev: dict[str, list[float]] = {}
-        if "json" in report:
-            for r in json.loads(Path(report["json"]).read_text())["rows"]:
-                if (
-                    r["variant"] == "base"
-                    and r["model"].startswith("resnet20")
-                    and r["threads"] == 1
-                ):
-                    per_dev.setdefault(r["device"], []).append(r["median_ms"])
+        rows_all = json.loads(Path(report["json"]).read_text())["rows"] if "json" in report else []
+        groups: dict[tuple[Any, ...], list[float]] = {}
+        for r in rows_all:
+            groups.setdefault((r["model"], r["variant"], r["threads"]), []).append(r["median_ms"])
+        for r in rows_all:
+            ref = statistics.median(groups[(r["model"], r["variant"], r["threads"])])
+            per_dev.setdefault(r["device"], []).append(r["median_ms"] / ref)
+        fronts = (
+            json.loads(Path(report["json"]).read_text())["pareto_fronts"]
+            if "json" in report
+            else {}
+        )
     lines += [
         "## Phases",
         "",
@@ -298,8 +320,16 @@ def main(argv: list[str] | None = None) -> int:
         f"runtimes {report.get('runtimes')}; html + csv + json.",
         "",
         markdown_table(
-            ["device", "resnet20 base, 1 thread: median of job medians (ms)", "jobs"],
-            [[d, statistics.median(v), len(v)] for d, v in sorted(per_dev.items())],
+            [
+                "device",
+                "jobs",
+                "latency / all devices' median for the same variant (median)",
+                "Pareto-front points",
+            ],
+            [
+                [d, len(v), statistics.median(v), len(fronts.get(d, []))]
+                for d, v in sorted(per_dev.items())
+            ],
         ),
         "",
     ]
