@@ -100,17 +100,27 @@ def sweep_spec(name: str, smoke: bool, checkpoints: list[str]) -> dict[str, Any]
 
 
 def stored(db: Path, prefix: str) -> list[dict[str, Any]]:
+    """The sweep's stored jobs: id, job id, device and the job's window (start on the host .. stored)."""
     con = sqlite3.connect(db)
-    out = []
-    for mid, job_id, device, created, ctx in con.execute(
-        "SELECT id, job_id, device, created_at, context_json FROM measurements WHERE job_id LIKE ? ORDER BY id",
-        (prefix + "%",),
-    ):
-        c = json.loads(ctx)
-        out.append({"id": mid, "job_id": job_id, "device": device, "start": c["farm"]["job_started_at"],
-                    "end": created, "median": None, "label": None, "threads": c.get("threads")})  # fmt: skip
-    con.close()
-    return out
+    try:
+        found = con.execute(
+            "SELECT id, job_id, device, created_at, context_json FROM measurements WHERE job_id LIKE ? ORDER BY id",
+            (prefix + "%",),
+        ).fetchall()
+    except sqlite3.OperationalError:  # the sweep process is creating the store this instant
+        found = []
+    finally:
+        con.close()
+    return [
+        {
+            "id": mid,
+            "job_id": job_id,
+            "device": device,
+            "start": json.loads(ctx)["farm"]["job_started_at"],
+            "end": created,
+        }
+        for mid, job_id, device, created, ctx in found
+    ]
 
 
 def overlaps(rows: list[dict[str, Any]]) -> int:
