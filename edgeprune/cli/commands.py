@@ -783,6 +783,13 @@ def demo_cmd(
     ] = 8,
     criterion: Annotated[str, typer.Option("--criterion")] = "l1",
     device: Annotated[str, typer.Option("--device")] = "local",
+    latency_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--latency-budget",
+            help="Prune to a measured latency budget (0.6x, 2ms) instead of a FLOPs target.",
+        ),
+    ] = None,
     out: Annotated[str, typer.Option("--out")] = "runs/demo",
     json_out: JsonOpt = False,
 ) -> None:
@@ -799,6 +806,7 @@ def demo_cmd(
                 criterion=criterion,
                 device=device,
                 out=out,
+                latency_budget=latency_budget,
             )
         )
     if json_out:

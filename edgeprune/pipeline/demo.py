@@ -11,6 +11,7 @@ from edgeprune import config
 from edgeprune.bench import BenchConfig
 from edgeprune.pipeline.flows import PruneRunConfig, prune_run, train_checkpoint
 from edgeprune.prune import PruneConfig, Target
+from edgeprune.search import Budget, SearchConfig
 from edgeprune.train import TrainConfig
 
 
@@ -28,6 +29,8 @@ class DemoConfig:
     device: str = "local"
     out: str = "runs/demo"
     bench_seconds: float = 2.0
+    # "0.6x" or "2ms": choose widths against measured latency on `device` instead of FLOPs.
+    latency_budget: str | None = None
 
 
 def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
@@ -44,11 +47,19 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
         TrainConfig(epochs=cfg.epochs, lr=0.1, warmup_epochs=0.2 if cfg.epochs > 1 else 0.0),
         base_ckpt,
     )
+    search = None
+    if cfg.latency_budget is not None:
+        search = SearchConfig(
+            budget=Budget.parse(cfg.latency_budget),
+            device=cfg.device,
+            bench=BenchConfig(min_seconds=cfg.bench_seconds),
+        )
     run_cfg = PruneRunConfig(
+        search=search,
         prune=PruneConfig(
             criterion=cfg.criterion,
-            target=Target("flops", cfg.flops_reduction),
-            round_to=cfg.round_to,
+            target=None if search else Target("flops", cfg.flops_reduction),
+            round_to=None if search else cfg.round_to,
         ),
         finetune=TrainConfig(epochs=cfg.finetune_epochs, lr=0.02)
         if cfg.finetune_epochs > 0

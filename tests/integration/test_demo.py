@@ -1,0 +1,39 @@
+"""The main job end to end on a tiny dataset: report.json and report.html with measured latency.
+
+(The demo's --latency-budget path goes through the same prune_run as
+tests/integration/test_search.py::test_cli_prune_with_latency_budget_records_base_and_pruned.)
+"""
+
+from pathlib import Path
+
+import pytest
+
+from edgeprune import config
+from edgeprune.pipeline.demo import DemoConfig, run_demo
+from edgeprune.pipeline.flows import train_checkpoint
+from edgeprune.train import TrainConfig
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_reports_accuracy_and_measured_latency(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    cfg = DemoConfig(data="digits", epochs=2, finetune_epochs=1, out=str(out), bench_seconds=0.3)
+    rep = run_demo(cfg)
+    assert (out / "report.html").read_text().count("<svg") >= 3
+    lat = rep["latency"]
+    assert (
+        lat["device"] == "local"
+        and lat["base"]["stats"]["median"] > 0
+        and lat["pruned"]["stats"]["median"] > 0
+    )
+    assert lat["pruned"]["context"]["artifact_sha256"] == rep["artifacts"]["model.onnx"]
+    assert 0 <= rep["accuracy_before"] <= 1 and 0 <= rep["accuracy_after"] <= 1
+    assert abs(rep["flops_reduction"] - 0.5) <= 0.06
+    assert rep["demo"]["base_reused"] is False
+    # The base model is cached: a second demo would not train it again.
+    cached = config.cache_dir() / "demo" / "resnet20-digits-e2.pt"
+    again = train_checkpoint(
+        "resnet20", "digits", TrainConfig(epochs=2, lr=0.1, warmup_epochs=0.2), cached
+    )
+    assert again["reused"] is True
