@@ -57,8 +57,9 @@ def train_bases(out: Path, env: dict[str, str], reuse: Path | None) -> list[str]
     paths = []
     for arch in ("resnet20", "resnet32"):
         ckpt = out / f"{arch}-fmnist.pt"
-        if reuse is not None and (reuse / ckpt.name).is_file():
-            shutil.copyfile(reuse / ckpt.name, ckpt)
+        if ckpt.is_file() or (reuse is not None and (reuse / ckpt.name).is_file()):
+            if not ckpt.is_file():
+                shutil.copyfile(reuse / ckpt.name, ckpt)
             paths.append(str(ckpt))
             continue
         subprocess.run(
@@ -147,10 +148,20 @@ def farm_run(sweep: Path, engine: str, env: dict[str, str]) -> tuple[dict[str, A
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--smoke", action="store_true", help="3 devices, 12 jobs")
-    p.add_argument("--engines", default="threads,ray", help="phases to run: threads, ray or both")
+    p.add_argument(
+        "--engines",
+        default="threads,ray",
+        help="phases, in order: threads (killed and resumed), threads-cached, ray",
+    )
     p.add_argument("--kill-after", type=int, default=None, help="jobs stored before the kill -9")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--keep", action="store_true", help="keep the temporary home (store, report)")
+    p.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="reuse the folder a --keep run left (store, variants)",
+    )
     p.add_argument(
         "--bases",
         type=Path,
@@ -160,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out_path = args.out.resolve() if args.out else None  # the script changes directory below
     engines = [e for e in args.engines.split(",") if e]
-    tmp = Path(tempfile.mkdtemp(prefix="edgeprune-farm-bench-"))
+    tmp = (
+        args.home.resolve() if args.home else Path(tempfile.mkdtemp(prefix="edgeprune-farm-bench-"))
+    )
     env = {
         **os.environ,
         "EDGEPRUNE_HOME": str(tmp / "home"),
@@ -184,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Devices: {n_dev} loopback sshd devices in one profile `loopback`; "
         + ", ".join(f"{d.name} at {d.cpu_quota:g} CPU" for d in devices if d.cpu_quota)
         + " (cgroup v1 quota), the rest at full speed.",
-        f"Command: `python benchmarks/farm_sweep.py{' --smoke' if args.smoke else ''} --engines {args.engines}`.",
+        f"Command: `python benchmarks/farm_sweep.py {' '.join(sys.argv[1:] if argv is None else argv)}`.",
         "",
     ]
     phases: list[list[Any]] = []
@@ -198,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         if checkpoints:
             names = ", ".join(Path(c).name for c in checkpoints)
             how = (
-                f"copied from {args.bases}"
+                f"reused from {args.home}"
+                if args.home
+                else f"copied from {args.bases}"
                 if args.bases
                 else f"trained for this run in {time.perf_counter() - t0:.0f} s"
             )
@@ -258,6 +273,37 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 [
                     "threads: jobs per device",
+                    ", ".join(f"{d}: {v['jobs']}" for d, v in sorted(result["devices"].items())),
+                ],
+            ]
+            last_sweep = sweep
+        if "threads-cached" in engines:
+            # The default engine without pruning beside it: every variant comes from the cache.
+            name = "farm-threads-cached"
+            sweep = tmp / f"{name}.yaml"
+            sweep.write_text(yaml.safe_dump(sweep_spec(name, args.smoke, checkpoints)))
+            result, wall = farm_run(sweep, "threads", env)
+            after = stored(db, f"{name}/")
+            ov = result["per_job_overhead_s"]
+            phases.append(
+                [
+                    "threads, variants cached",
+                    result["done_now"],
+                    len(result["failed"]),
+                    wall,
+                    ov["median"],
+                    ov["mean"],
+                ]
+            )
+            checks += [
+                [
+                    "threads-cached: rows stored / distinct job ids",
+                    f"{len(after)} / {len({r['job_id'] for r in after})} of {result['jobs_total']}",
+                ],
+                ["threads-cached: overlapping jobs on one device", overlaps(after)],
+                ["threads-cached: variants made", result["preps"]["made_now"]],
+                [
+                    "threads-cached: jobs per device",
                     ", ".join(f"{d}: {v['jobs']}" for d, v in sorted(result["devices"].items())),
                 ],
             ]

@@ -279,7 +279,7 @@ def grouped_bar_chart(
     bw = gw * 0.8 / max(1, len(series))
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">',
-        f'<text x="{left + w / 2}" y="18" text-anchor="middle" font-size="13" font-weight="bold">{_esc(title)}</text>',
+        f'<text x="4" y="18" font-size="13" font-weight="bold">{_esc(title)}</text>',
         f'<line x1="{left}" y1="{top + h}" x2="{left + w}" y2="{top + h}" stroke="#333"/>',
     ]
     for i in range(5):
@@ -346,7 +346,7 @@ def xy_chart(
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">',
-        f'<text x="{left + w / 2}" y="18" text-anchor="middle" font-size="13" font-weight="bold">{_esc(title)}</text>',
+        f'<text x="4" y="18" font-size="13" font-weight="bold">{_esc(title)}</text>',
         f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#333"/>',
         f'<text x="{left + w / 2}" y="{height - 8}" text-anchor="middle" font-size="11">{_esc(xlabel)}</text>',
         f'<text x="14" y="{top + h / 2}" text-anchor="middle" font-size="11" transform="rotate(-90 14 {top + h / 2})">{_esc(ylabel)}</text>',
