@@ -3,8 +3,9 @@
 Sources: a run directory (its ``report.json``), a sweep (``SWEEP.yaml``: every stored job of it,
 with the facts of its variants), or the whole store (farm variants get their facts by artifact
 hash; other measurements only their latency). One row per measurement. Derived per row:
-``speedup`` = the base model's median / this median, on the same device with the same runtime
-(blank when no base was measured there) and ``ideal_speedup`` = FLOPs before / FLOPs after.
+``speedup`` = the base model's median / this median with the same runtime, on the same device, else
+on the devices of the same profile (``speedup_basis``; blank when neither measured the base), and
+``ideal_speedup`` = FLOPs before / FLOPs after.
 
 Plots: median latency per device and runtime (per model variant group), accuracy vs measured
 latency with each device's Pareto front (lower latency and higher accuracy), and FLOPs reduction
@@ -30,7 +31,7 @@ COLUMNS = (
     "label", "model", "variant", "criterion", "target", "entry", "device", "profile", "runtime",
     "precision", "threads", "median_ms", "p90_ms", "cv", "valid", "unstable", "flops_before",
     "flops_after", "flops_reduction", "params_reduction", "accuracy", "speedup", "ideal_speedup",
-    "realised_over_ideal", "artifact_sha256", "job_id", "measurement_id",
+    "realised_over_ideal", "speedup_basis", "artifact_sha256", "job_id", "measurement_id",
 )  # fmt: skip
 
 
@@ -62,6 +63,7 @@ def _row(m: Measurement, facts: dict[str, Any] | None, **known: Any) -> dict[str
         "speedup": None,
         "ideal_speedup": None,
         "realised_over_ideal": None,
+        "speedup_basis": None,
         "artifact_sha256": ctx.get("artifact_sha256"),
         "job_id": m.job_id,
         "measurement_id": m.id,
@@ -209,21 +211,31 @@ def collect_rows(source: str | Path | None) -> tuple[str, str, list[dict[str, An
 
 
 def _derive(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Fill speed-ups: base median on the same device and runtime config, same model."""
-    base: dict[tuple[Any, ...], list[float]] = defaultdict(list)
+    """Fill speed-ups: the same model's base median with the same runtime config on the same
+    device (``speedup_basis`` "device"), else on the devices of the same profile ("profile":
+    leasing may have measured the base on a sibling board)."""
+    by_device: dict[tuple[Any, ...], list[float]] = defaultdict(list)
+    by_profile: dict[tuple[Any, ...], list[float]] = defaultdict(list)
     for r in rows:
         if r["variant"] == "base" and r["valid"]:
-            base[(r["model"], r["device"], r["runtime"], r["precision"], r["threads"])].append(
-                r["median_ms"]
-            )
+            cfg = (r["model"], r["runtime"], r["precision"], r["threads"])
+            on_device, on_profile = (*cfg, r["device"]), (*cfg, r["profile"])
+            by_device[on_device].append(r["median_ms"])
+            by_profile[on_profile].append(r["median_ms"])
     for r in rows:
         if r["flops_before"] and r["flops_after"]:
             r["ideal_speedup"] = r["flops_before"] / r["flops_after"]
-        b = base.get((r["model"], r["device"], r["runtime"], r["precision"], r["threads"]))
-        if b and r["median_ms"]:
-            r["speedup"] = statistics.median(b) / r["median_ms"]
-            if r["ideal_speedup"]:
-                r["realised_over_ideal"] = r["speedup"] / r["ideal_speedup"]
+        cfg = (r["model"], r["runtime"], r["precision"], r["threads"])
+        on_device, on_profile = (*cfg, r["device"]), (*cfg, r["profile"])
+        for basis, b in (
+            ("device", by_device.get(on_device)),
+            ("profile", by_profile.get(on_profile)),
+        ):
+            if b and r["median_ms"]:
+                r["speedup"], r["speedup_basis"] = statistics.median(b) / r["median_ms"], basis
+                if r["ideal_speedup"]:
+                    r["realised_over_ideal"] = r["speedup"] / r["ideal_speedup"]
+                break
     return rows
 
 
@@ -342,7 +354,7 @@ def render_html(kind: str, name: str, rows: list[dict[str, Any]]) -> tuple[str, 
                 sp_pts,
                 {"ideal 1/(1-r)": ideal},
                 "FLOPs removed (%)",
-                "speed-up over base (same device)",
+                "speed-up over the base",
             )
         )
     else:
@@ -383,7 +395,8 @@ def render_html(kind: str, name: str, rows: list[dict[str, Any]]) -> tuple[str, 
             ],
             summary_rows,
         ),
-        "<p class='note'>Speed-up: the base model's median on the same device and runtime divided by this median. "
+        "<p class='note'>Speed-up: the base model's median with the same runtime on the same device (or, where "
+        "leasing measured the base on a sibling, on the devices of the same profile: column speedup_basis) divided by this median. "
         "FLOPs are multiply-accumulates per image. The same numbers are in report.csv and report.json.</p>",
     ]
     derived = {

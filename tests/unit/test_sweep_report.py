@@ -18,7 +18,7 @@ def row(
     variant: str, device: str, median: float, flops_after: int, acc: float | None = None
 ) -> dict[str, Any]:
     return {
-        "model": "m", "variant": variant, "device": device, "runtime": "ort", "precision": "fp32",
+        "model": "m", "variant": variant, "device": device, "profile": device.rstrip("0123456789"), "runtime": "ort", "precision": "fp32",
         "threads": 1, "median_ms": median, "valid": True, "flops_before": 100, "flops_after": flops_after,
         "flops_reduction": 1 - flops_after / 100, "accuracy": acc, "speedup": None,
         "ideal_speedup": None, "realised_over_ideal": None,
@@ -33,16 +33,22 @@ def test_speedup_uses_the_base_on_the_same_device() -> None:
             row("l1 ratio=0.5", "fast", 1.0, 25, 0.85),
             row("l1 ratio=0.5", "slow", 2.0, 25, 0.85),
             row("l1 ratio=0.5", "nobase", 2.0, 25, 0.85),
+            row(
+                "l1 ratio=0.5", "fast2", 0.5, 25, 0.85
+            ),  # its base ran on a sibling of profile "fast"
         ]
     )
     by = {(r["variant"], r["device"]): r for r in rows}
     assert by[("l1 ratio=0.5", "fast")]["speedup"] == 2.0
     assert by[("l1 ratio=0.5", "slow")]["speedup"] == 4.0
     assert by[("l1 ratio=0.5", "nobase")]["speedup"] is None
+    assert by[("l1 ratio=0.5", "fast")]["speedup_basis"] == "device"
+    assert by[("l1 ratio=0.5", "fast2")]["speedup"] == 4.0
+    assert by[("l1 ratio=0.5", "fast2")]["speedup_basis"] == "profile"
     assert by[("l1 ratio=0.5", "slow")]["ideal_speedup"] == 4.0
     assert by[("l1 ratio=0.5", "fast")]["realised_over_ideal"] == 0.5
     html, derived = render_html("sweep", "t", rows)
-    assert derived["devices"] == ["fast", "nobase", "slow"]
+    assert derived["devices"] == ["fast", "fast2", "nobase", "slow"]
     assert derived["pareto_fronts"]["fast"] == [[1.0, 85.0], [2.0, 90.0]]
     assert html.count("<svg") == 3  # latency bars, accuracy vs latency, FLOPs vs speed-up
     assert "ideal 1/(1-r)" in html
