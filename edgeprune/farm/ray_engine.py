@@ -93,7 +93,7 @@ class RayEngine:
             )
             self._started_local = True
         else:
-            ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+            self._connect(ray)
         have = ray.cluster_resources()
         missing = [n for n in names if have.get(device_resource(n), 0) < 1]
         if missing:
@@ -115,6 +115,33 @@ class RayEngine:
         self._prep_fn = ray.remote(_prep_task)
         self._env = env
         self._gpus = float(have.get("GPU", 0))
+
+    def _connect(self, ray: Any) -> None:
+        """Join the cluster at ``self.address``; a refused connection is one line with the fix.
+
+        Ray >= 2.5x starts a head with token authentication whenever ``~/.ray/auth_token`` exists,
+        but a driver given an explicit address only sends the token with ``RAY_AUTH_MODE=token``.
+        """
+        try:
+            ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError) as e:
+            text = f"{e} {e.__cause__ or ''}"
+            auth = "InvalidAuthToken" in text or "Authentication" in text
+            mode = os.environ.get("RAY_AUTH_MODE", "unset")
+            raise UsageError(
+                f"could not join the Ray cluster at {self.address}"
+                + (
+                    f": it asks for an authentication token (RAY_AUTH_MODE is {mode})"
+                    if auth
+                    else ""
+                ),
+                hint=(
+                    "export RAY_AUTH_MODE=token and make the cluster's token readable "
+                    "(~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN)"
+                    if auth
+                    else f"check the address with: ray status --address {self.address}"
+                ),
+            ) from None
 
     def submit(self, device: str, method: str, task: dict[str, Any] | None, tag: Any) -> None:
         actor = self._actors[device]

@@ -12,6 +12,7 @@ import importlib.util
 import itertools
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -50,14 +51,21 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def ray_head() -> Iterator[tuple[str, list[str]]]:
-    """A Ray head on 127.0.0.1 declaring devices dev0 and dev1; yields (address, devices)."""
+def ray_head(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
+    """A Ray head on 127.0.0.1 declaring devices dev0 and dev1, with token authentication from a
+    throwaway token (never the user's ~/.ray/auth_token); yields (address, devices)."""
     from edgeprune.farm.ray_engine import resources_json
 
     devices = ["dev0", "dev1"]
     tmp = tempfile.mkdtemp(
         prefix="ray-", dir="/tmp"
     )  # short: Ray's socket paths must fit 107 bytes
+    token = Path(tmp) / "token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    for k, v in {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     port = _free_port()
     argv = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
             "--num-cpus=1", f"--resources={resources_json(devices)}", "--include-dashboard=false",
@@ -78,10 +86,11 @@ def ray_head() -> Iterator[tuple[str, list[str]]]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+def _run(args: list[str], drop_env: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in {**os.environ, **RAY_ENV}.items() if k not in drop_env}
     return subprocess.run(
         [str(BIN / "edgeprune"), *args],
-        env={**os.environ, **RAY_ENV},
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -113,6 +122,12 @@ def test_sweep_runs_on_a_ray_head_with_devices_as_resources(
     bad = _run(["farm", "run", "bad.yaml", "--engine", "ray", "--ray-address", address])
     assert bad.returncode == 2, bad.stderr
     assert "no resource for device(s) dev2" in bad.stderr and "ray start --resources" in bad.stderr
+    # A driver that does not send the cluster's token: one line naming the fix, no traceback.
+    noauth = _run(["farm", "run", "bad.yaml", "--engine", "ray", "--ray-address", address],
+                  drop_env=("RAY_AUTH_MODE",))  # fmt: skip
+    assert noauth.returncode == 2, noauth.stderr[-2000:]
+    assert "asks for an authentication token" in noauth.stderr, noauth.stderr[-2000:]
+    assert "RAY_AUTH_MODE=token" in noauth.stderr and "Traceback" not in noauth.stderr
 
     sweep = _isolated / "sweep.yaml"
     sweep.write_text(
