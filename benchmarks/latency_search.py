@@ -52,6 +52,7 @@ from edgeprune.prune import (
 )
 from edgeprune.prune._engine import torch_pruning_default
 from edgeprune.search import Budget, SearchConfig, search_in_session
+from edgeprune.search._search import PROBE_EXPORTER
 from edgeprune.train import TrainConfig, evaluate, recalibrate_bn, train
 
 
@@ -81,6 +82,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finetune-epochs", type=int, default=1)
     p.add_argument("--finetune-samples", type=int, default=20000)
     p.add_argument("--bench-seconds", type=float, default=2.0)
+    p.add_argument(
+        "--table-seconds",
+        type=float,
+        default=0.15,
+        help="measuring window per lookup-table entry of the search",
+    )
     p.add_argument("--bisect-steps", type=int, default=7)
     p.add_argument("--threads", type=int, default=1, help="inference threads on the devices")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/latency"))
@@ -89,12 +96,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if a.smoke:
         a.models, a.data, a.budgets, a.devices = "resnet20", "digits", "0.6", "local"
         a.epochs, a.finetune_epochs, a.finetune_samples, a.bench_seconds, a.bisect_steps = (
-            2,
+            1,
             1,
             None,
-            0.3,
-            3,
+            0.2,
+            2,
         )
+        a.table_seconds = 0.02
     return a
 
 
@@ -107,7 +115,7 @@ class Probe:
     def __call__(self, model: torch.nn.Module, shape: tuple[int, ...], label: str) -> float:
         self.count += 1
         path = self.tmp / f"probe{self.count}.onnx"
-        onnx_from_torch(model.eval(), shape, path)
+        onnx_from_torch(model.eval(), shape, path, exporter=PROBE_EXPORTER)  # as the search's
         return measure(self.dev, path, self.cfg, store=self.store, label=label).stats.median
 
 
@@ -186,8 +194,8 @@ def run_device(
                         block_bench=BenchConfig(
                             warmup_runs=3,
                             warmup_seconds=0.05,
-                            min_runs=20,
-                            min_seconds=0.15,
+                            min_runs=5 if args.table_seconds < 0.1 else 20,
+                            min_seconds=args.table_seconds,
                             max_seconds=5,
                             max_repeats=1,
                             threads=args.threads,

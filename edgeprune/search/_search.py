@@ -50,6 +50,11 @@ STRATEGIES = ("latency", "uniform", "netadapt")
 PERCENTILES = ("median", "p90", "p99", "mean", "min")
 _BUDGET_RE = re.compile(r"^\s*(?P<v>\d+(?:\.\d+)?)\s*(?P<u>ms|x)?\s*$", re.IGNORECASE)
 
+# Measurement probes (candidates, the base, lookup-table blocks) are exported with the TorchScript
+# exporter: the same Conv/BN/ReLU/Add graph as dynamo's, ~15x faster to write (0.2 vs 3.8 s for a
+# ResNet-56), and ONNX Runtime times both alike. Parity is still checked on whole models.
+PROBE_EXPORTER = "torchscript"
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -254,7 +259,14 @@ class _Verifier:
         own_keep = {self.to_own[gi]: w for gi, w in keep.items() if gi in self.to_own}
         res = materialize(self.bundle, self.scored, own_keep, self.prune_cfg, self.data)
         path = self.tmp / f"cand{self.root.measurements}.onnx"
-        onnx_from_torch(res.bundle.model, res.bundle.input_shape, path, opset=self.scfg.opset)
+        # A probe: the deployed model.onnx is exported (dynamo) and measured again by the caller.
+        onnx_from_torch(
+            res.bundle.model,
+            res.bundle.input_shape,
+            path,
+            opset=self.scfg.opset,
+            exporter=PROBE_EXPORTER,
+        )
         m = self.measure_onnx(path, f"search:{label}")
         ms = m.stats.get(self.scfg.percentile)
         self.lm.add_point(keep, ms, label)
@@ -337,7 +349,13 @@ def search_in_session(
     t0 = time.perf_counter()
     with Store() as store, tempfile.TemporaryDirectory(prefix="edgeprune-search-") as tmpdir:
         tmp = Path(tmpdir)
-        onnx_from_torch(bundle.model, bundle.input_shape, tmp / "base.onnx", opset=scfg.opset)
+        onnx_from_torch(
+            bundle.model,
+            bundle.input_shape,
+            tmp / "base.onnx",
+            opset=scfg.opset,
+            exporter=PROBE_EXPORTER,
+        )
         base_m = measure(dev, tmp / "base.onnx", scfg.bench, store=store, label="search:base")
         base_ms = base_m.stats.get(scfg.percentile)
         budget_ms = scfg.budget.resolve(base_ms)

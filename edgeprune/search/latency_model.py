@@ -166,8 +166,14 @@ class LatencyModel:
                 for i, (sig, ci, co) in enumerate(missing):
                     spec = need[(sig, ci, co)].spec
                     path = Path(tmp) / f"block{i}.onnx"
+                    # A probe, never deployed: see PROBE_EXPORTER in _search.py.
                     onnx_from_torch(
-                        spec.build(ci, co), spec.input_shape(ci), path, opset=opset, check=False
+                        spec.build(ci, co),
+                        spec.input_shape(ci),
+                        path,
+                        opset=opset,
+                        exporter="torchscript",
+                        check=False,
                     )
                     files.append(path)
                     step(1)
