@@ -277,66 +277,33 @@ def main(argv: list[str] | None = None) -> int:
                 ],
             ]
             last_sweep = sweep
-        if "threads-cached" in engines:
-            # The default engine without pruning beside it: every variant comes from the cache.
-            name = "farm-threads-cached"
+        # The default engine without pruning beside it, and Ray: every variant from the cache.
+        for engine, name, label, key in (
+            ("threads", "farm-threads-cached", "threads, variants cached", "threads-cached"),
+            ("ray", "farm-ray", "ray (local instance)", "ray"),
+        ):
+            if key not in engines:
+                continue
             sweep = tmp / f"{name}.yaml"
             sweep.write_text(yaml.safe_dump(sweep_spec(name, args.smoke, checkpoints)))
-            result, wall = farm_run(sweep, "threads", env)
+            result, wall = farm_run(sweep, engine, env)
             after = stored(db, f"{name}/")
             ov = result["per_job_overhead_s"]
             phases.append(
-                [
-                    "threads, variants cached",
-                    result["done_now"],
-                    len(result["failed"]),
-                    wall,
-                    ov["median"],
-                    ov["mean"],
-                ]
+                [label, result["done_now"], len(result["failed"]), wall, ov["median"], ov["mean"]]
             )
             checks += [
                 [
-                    "threads-cached: rows stored / distinct job ids",
+                    f"{key}: rows stored / distinct job ids",
                     f"{len(after)} / {len({r['job_id'] for r in after})} of {result['jobs_total']}",
                 ],
-                ["threads-cached: overlapping jobs on one device", overlaps(after)],
-                ["threads-cached: variants made", result["preps"]["made_now"]],
+                [f"{key}: overlapping jobs on one device", overlaps(after)],
                 [
-                    "threads-cached: jobs per device",
-                    ", ".join(f"{d}: {v['jobs']}" for d, v in sorted(result["devices"].items())),
-                ],
-            ]
-            last_sweep = sweep
-        if "ray" in engines:
-            name = "farm-ray"
-            sweep = tmp / f"{name}.yaml"
-            sweep.write_text(yaml.safe_dump(sweep_spec(name, args.smoke, checkpoints)))
-            result, wall = farm_run(sweep, "ray", env)
-            after = stored(db, f"{name}/")
-            ov = result["per_job_overhead_s"]
-            phases.append(
-                [
-                    "ray (local instance)",
-                    result["done_now"],
-                    len(result["failed"]),
-                    wall,
-                    ov["median"],
-                    ov["mean"],
-                ]
-            )
-            checks += [
-                [
-                    "ray: rows stored / distinct job ids",
-                    f"{len(after)} / {len({r['job_id'] for r in after})} of {result['jobs_total']}",
-                ],
-                ["ray: overlapping jobs on one device", overlaps(after)],
-                [
-                    "ray: variants made (the rest came from the artifact cache)",
+                    f"{key}: variants made (the rest came from the artifact cache)",
                     result["preps"]["made_now"],
                 ],
                 [
-                    "ray: jobs per device",
+                    f"{key}: jobs per device",
                     ", ".join(f"{d}: {v['jobs']}" for d, v in sorted(result["devices"].items())),
                 ],
             ]

@@ -79,6 +79,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--epochs", type=int, default=8, help="baseline epochs when a checkpoint must be trained"
     )
     p.add_argument("--ckpt-dir", type=Path, default=Path("benchmarks/results/criteria/ckpt"))
+    p.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="use this trained checkpoint (e.g. the demo's) instead of training --models",
+    )
     p.add_argument("--finetune-epochs", type=int, default=1)
     p.add_argument("--finetune-samples", type=int, default=20000)
     p.add_argument("--bench-seconds", type=float, default=2.0)
@@ -305,8 +311,9 @@ def main(argv: list[str] | None = None) -> Path:
         farm_ctx.start()
         os.environ["EDGEPRUNE_CONFIG"] = str(farm_dir / "config")
         farm_ctx.write_inventory(farm_dir / "config")
+    bases: list[tuple[str, Path]] = []
     try:
-        for model_name in args.models.split(","):
+        for model_name in [] if args.base else args.models.split(","):
             ckpt = args.ckpt_dir / f"{model_name}-{args.data}-e{args.epochs}.pt"
             train_checkpoint(
                 model_name,
@@ -314,6 +321,10 @@ def main(argv: list[str] | None = None) -> Path:
                 TrainConfig(epochs=args.epochs, lr=0.1, warmup_epochs=0.3),
                 ckpt,
             )
+            bases.append((model_name, ckpt))
+        if args.base:
+            bases.append((str(load_checkpoint(args.base).arch.name), args.base))
+        for model_name, ckpt in bases:
             for device in devices:
                 run_leased(
                     device,
