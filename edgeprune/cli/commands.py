@@ -367,6 +367,13 @@ def prune_cmd(
         float,
         typer.Option("--table-seconds", help="Minimum measured seconds per latency-table block."),
     ] = 0.15,
+    max_layer_ratio: Annotated[
+        float,
+        typer.Option(
+            "--max-layer-ratio",
+            help="Latency search: no layer loses more than this share of its channels.",
+        ),
+    ] = 0.8,
     bench_seconds: Annotated[
         float,
         typer.Option("--bench-seconds", help="Minimum measured seconds per latency benchmark."),
@@ -453,6 +460,7 @@ def prune_cmd(
             threads,
             opset,
             table_seconds,
+            max_layer_ratio,
         )
         if latency_budget is not None
         else None
@@ -487,6 +495,7 @@ def search_config(
     threads: int,
     opset: int | None,
     table_seconds: float = 0.15,
+    max_layer_ratio: float = 0.8,
 ) -> Any:
     """A `SearchConfig` from CLI values (one place for `prune --latency-budget` and `search`)."""
     from edgeprune.bench import BenchConfig
@@ -514,6 +523,7 @@ def search_config(
         percentile=percentile,
         strategy=strategy,
         opset=opset,
+        max_layer_ratio=max_layer_ratio,
     )
 
 

@@ -55,6 +55,13 @@ def search_cmd(
         float,
         typer.Option("--table-seconds", help="Minimum measured seconds per latency-table block."),
     ] = 0.15,
+    max_layer_ratio: Annotated[
+        float,
+        typer.Option(
+            "--max-layer-ratio",
+            help="Latency search: no layer loses more than this share of its channels.",
+        ),
+    ] = 0.8,
     threads: Annotated[int, typer.Option("--threads")] = 1,
     min_channels: Annotated[int, typer.Option("--min-channels")] = 1,
     convention: Annotated[str, typer.Option("--convention")] = "all",
@@ -90,6 +97,7 @@ def search_cmd(
         threads,
         opset,
         table_seconds,
+        max_layer_ratio,
     )
     pcfg = PruneConfig(
         criterion=criterion,

@@ -110,6 +110,7 @@ class SearchConfig:
     tolerance: float = 0.10
     max_verifications: int = 8
     calibration_ratios: tuple[float, ...] = (0.5,)
+    max_layer_ratio: float = 0.8
     netadapt_iterations: int = 3
     netadapt_finetune: TrainConfig | None = None
     opset: int | None = None
@@ -128,6 +129,11 @@ class SearchConfig:
             raise UsageError(f"tolerance must be in (0, 0.9), got {self.tolerance}")
         if self.max_verifications < 1:
             raise UsageError("max_verifications must be >= 1")
+        if not 0.0 < self.max_layer_ratio <= 1.0:
+            raise UsageError(
+                f"--max-layer-ratio must be in (0, 1], got {self.max_layer_ratio}",
+                hint="e.g. 0.8: no layer loses more than 80% of its channels",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -366,8 +372,20 @@ def search_in_session(
         lm.add_point(lm.full(), base_ms, "base")
         verify = _Verifier(dev, store, bundle, scored, prune_cfg, data, scfg, lm, tmp)
         verify.measurements = 1  # the base model
+        # No layer loses more than max_layer_ratio of its channels (AMC's bound, 0.8 by default):
+        # without it the greedy step empties the costliest high-resolution blocks down to one
+        # channel, which the latency model rewards and accuracy does not survive.
         floors = {
-            g.index: min_keep(g, prune_cfg.round_to, prune_cfg.min_channels) for g in ctx.groups
+            g.index: max(
+                min_keep(g, prune_cfg.round_to, prune_cfg.min_channels),
+                round_keep(
+                    g,
+                    math.ceil(g.width * (1 - scfg.max_layer_ratio)),
+                    prune_cfg.round_to,
+                    prune_cfg.min_channels,
+                ),
+            )
+            for g in ctx.groups
         }
         cands = {g.index: lm.fast_side_widths(g, floors[g.index]) for g in ctx.groups}
         for r in scfg.calibration_ratios:

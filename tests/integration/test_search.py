@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from edgeprune.bench import BenchConfig, Store
 from edgeprune.checkpoint import ModelBundle, load_checkpoint
 from edgeprune.cli import main
-from edgeprune.errors import BudgetInfeasibleError
+from edgeprune.errors import BudgetInfeasibleError, UsageError
 from edgeprune.models import ArchSpec
 from edgeprune.prune import PruneConfig
 from edgeprune.search import Budget, SearchConfig, search
@@ -70,6 +71,13 @@ def test_latency_aware_search_meets_a_measured_budget() -> None:
         assert st.lut_count(m["device_key"]) >= m["entries"]
     d = res.to_dict()
     assert d["realised_over_ideal"] > 0 and d["widths"]
+    # No layer loses more than max_layer_ratio (0.8) of its channels.
+    assert all(k >= math.ceil(0.2 * w) for k, w in res.result.widths.values())
+
+
+def test_max_layer_ratio_is_validated() -> None:
+    with pytest.raises(UsageError, match="max-layer-ratio"):
+        _cfg("0.6x", max_layer_ratio=1.5)
 
 
 def test_second_search_reuses_the_lookup_tables() -> None:
