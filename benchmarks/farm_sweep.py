@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_line, markdown_table
+
+from edgeprune.bench import Store
 
 BIN = Path(sys.executable).parent
 BENCH = {
@@ -102,25 +103,17 @@ def sweep_spec(name: str, smoke: bool, checkpoints: list[str]) -> dict[str, Any]
 
 def stored(db: Path, prefix: str) -> list[dict[str, Any]]:
     """The sweep's stored jobs: id, job id, device and the job's window (start on the host .. stored)."""
-    con = sqlite3.connect(db)
-    try:
-        found = con.execute(
-            "SELECT id, job_id, device, created_at, context_json FROM measurements WHERE job_id LIKE ? ORDER BY id",
-            (prefix + "%",),
-        ).fetchall()
-    except sqlite3.OperationalError:  # the sweep process is creating the store this instant
-        found = []
-    finally:
-        con.close()
+    with Store(db) as st:
+        found = st.query(job_prefix=prefix)
     return [
         {
-            "id": mid,
-            "job_id": job_id,
-            "device": device,
-            "start": json.loads(ctx)["farm"]["job_started_at"],
-            "end": created,
+            "id": m.id,
+            "job_id": m.job_id,
+            "device": m.context["device"],
+            "start": m.context["farm"]["job_started_at"],
+            "end": m.created_at,
         }
-        for mid, job_id, device, created, ctx in found
+        for m in found
     ]
 
 

@@ -52,7 +52,7 @@ from edgeprune.prune import (
 )
 from edgeprune.prune._engine import torch_pruning_default
 from edgeprune.search import Budget, SearchConfig, search_in_session
-from edgeprune.search._search import PROBE_EXPORTER
+from edgeprune.search.latency_model import PROBE_EXPORTER
 from edgeprune.train import TrainConfig, evaluate, recalibrate_bn, train
 
 

@@ -10,6 +10,22 @@ from torch import nn
 
 Hook = Callable[[nn.Module, tuple, Any], Any]
 
+# Activations that act element by element without parameters (a feature map's "after activation").
+ELEMENTWISE_ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.SiLU,
+    nn.GELU,
+    nn.Hardswish,
+    nn.Hardtanh,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+)
+
 
 def leaf_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if len(list(m.children())) == 0]

@@ -30,6 +30,18 @@ InputSizeOpt = Annotated[
         "--input-size", help="Input size for zoo models/factories when no --data is given."
     ),
 ]
+# Latency-search knobs shared by `prune --latency-budget` and `search`.
+TableSecondsOpt = Annotated[
+    float,
+    typer.Option("--table-seconds", help="Minimum measured seconds per latency-table block."),
+]
+MaxLayerRatioOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-layer-ratio",
+        help="Latency search: no layer loses more than this share of its channels.",
+    ),
+]
 
 
 def _kwargs(text: str | None) -> dict[str, Any]:
@@ -363,17 +375,8 @@ def prune_cmd(
             help="latency (lookup-table greedy), uniform (bisection baseline) or netadapt.",
         ),
     ] = "latency",
-    table_seconds: Annotated[
-        float,
-        typer.Option("--table-seconds", help="Minimum measured seconds per latency-table block."),
-    ] = 0.15,
-    max_layer_ratio: Annotated[
-        float,
-        typer.Option(
-            "--max-layer-ratio",
-            help="Latency search: no layer loses more than this share of its channels.",
-        ),
-    ] = 0.8,
+    table_seconds: TableSecondsOpt = 0.15,
+    max_layer_ratio: MaxLayerRatioOpt = 0.8,
     bench_seconds: Annotated[
         float,
         typer.Option("--bench-seconds", help="Minimum measured seconds per latency benchmark."),

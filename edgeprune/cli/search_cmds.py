@@ -14,7 +14,9 @@ from edgeprune.cli.commands import (
     ImageSizeOpt,
     InputSizeOpt,
     JsonOpt,
+    MaxLayerRatioOpt,
     ModelKwargsOpt,
+    TableSecondsOpt,
     _kwargs,
     search_config,
 )
@@ -51,17 +53,8 @@ def search_cmd(
         float,
         typer.Option("--bench-seconds", help="Minimum measured seconds per whole-model benchmark."),
     ] = 2.0,
-    table_seconds: Annotated[
-        float,
-        typer.Option("--table-seconds", help="Minimum measured seconds per latency-table block."),
-    ] = 0.15,
-    max_layer_ratio: Annotated[
-        float,
-        typer.Option(
-            "--max-layer-ratio",
-            help="Latency search: no layer loses more than this share of its channels.",
-        ),
-    ] = 0.8,
+    table_seconds: TableSecondsOpt = 0.15,
+    max_layer_ratio: MaxLayerRatioOpt = 0.8,
     threads: Annotated[int, typer.Option("--threads")] = 1,
     min_channels: Annotated[int, typer.Option("--min-channels")] = 1,
     convention: Annotated[str, typer.Option("--convention")] = "all",

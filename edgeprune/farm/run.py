@@ -23,7 +23,6 @@ Progress goes to ``$EDGEPRUNE_HOME/farm/<sweep>/status.json`` (read by `sweep_st
 from __future__ import annotations
 
 import collections
-import fcntl
 import os
 import socket
 import statistics
@@ -36,6 +35,7 @@ from typing import Any
 from edgeprune import config
 from edgeprune.bench import Measurement, Stats, Store
 from edgeprune.device.inventory import DeviceSpec, Inventory
+from edgeprune.device.lock import PidFlock
 from edgeprune.errors import UsageError
 from edgeprune.farm.engines import Engine, make_engine
 from edgeprune.farm.plan import BenchJob, Plan, plan_sweep
@@ -71,34 +71,23 @@ def done_job_ids(store: Store, plan: Plan) -> set[str]:
     return {j for j in store.job_ids(plan.prefix) if j.startswith(plan.prefix)}
 
 
-class SweepLock:
+class SweepLock(PidFlock):
     """One `farm run` per sweep on this host: a flock the kernel drops if the process dies."""
 
     def __init__(self, sweep: str) -> None:
-        self.path = farm_dir(sweep) / "run.lock"
-        self._fd: int | None = None
+        super().__init__(farm_dir(sweep) / "run.lock")
 
     def __enter__(self) -> SweepLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
+        holder = self.try_acquire()
+        if holder is not None:
             raise UsageError(
                 f"sweep {self.path.parent.name} is already running (process {holder or 'unknown'})",
                 hint="watch it with `edgeprune farm status SWEEP.yaml`, or wait for it to finish",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._fd = fd
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self.release()
 
 
 @dataclass

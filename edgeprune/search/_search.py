@@ -39,8 +39,8 @@ from edgeprune.device.lease import run_leased
 from edgeprune.errors import BudgetInfeasibleError, UsageError
 from edgeprune.export import onnx_from_torch
 from edgeprune.prune import PruneConfig, PruneResult, Scored, materialize, score_model
-from edgeprune.prune._select import min_keep, normalized, round_keep
-from edgeprune.search.latency_model import LatencyModel
+from edgeprune.prune._select import normalized, round_keep
+from edgeprune.search.latency_model import PROBE_EXPORTER, LatencyModel
 from edgeprune.train import TrainConfig, train
 
 if TYPE_CHECKING:
@@ -49,11 +49,6 @@ if TYPE_CHECKING:
 STRATEGIES = ("latency", "uniform", "netadapt")
 PERCENTILES = ("median", "p90", "p99", "mean", "min")
 _BUDGET_RE = re.compile(r"^\s*(?P<v>\d+(?:\.\d+)?)\s*(?P<u>ms|x)?\s*$", re.IGNORECASE)
-
-# Measurement probes (candidates, the base, lookup-table blocks) are exported with the TorchScript
-# exporter: the same Conv/BN/ReLU/Add graph as dynamo's, ~15x faster to write (0.2 vs 3.8 s for a
-# ResNet-56), and ONNX Runtime times both alike. Parity is still checked on whole models.
-PROBE_EXPORTER = "torchscript"
 
 
 @dataclass(frozen=True)
@@ -376,15 +371,12 @@ def search_in_session(
         # without it the greedy step empties the costliest high-resolution blocks down to one
         # channel, which the latency model rewards and accuracy does not survive.
         floors = {
-            g.index: max(
-                min_keep(g, prune_cfg.round_to, prune_cfg.min_channels),
-                round_keep(
-                    g,
-                    math.ceil(g.width * (1 - scfg.max_layer_ratio)),
-                    prune_cfg.round_to,
-                    prune_cfg.min_channels,
-                ),
-            )
+            g.index: round_keep(
+                g,
+                math.ceil(g.width * (1 - scfg.max_layer_ratio)),
+                prune_cfg.round_to,
+                prune_cfg.min_channels,
+            )  # never below min_keep
             for g in ctx.groups
         }
         cands = {g.index: lm.fast_side_widths(g, floors[g.index]) for g in ctx.groups}

@@ -15,25 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeprune._hooks import Flow
+from edgeprune._hooks import ELEMENTWISE_ACTIVATIONS, Flow
 from edgeprune.prune import DependencyIndex
 from edgeprune.prune._engine import LayerCost
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-ACTIVATIONS = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.SiLU,
-    nn.GELU,
-    nn.Hardswish,
-    nn.Hardtanh,
-    nn.Mish,
-    nn.Sigmoid,
-    nn.Tanh,
-)
+# Parameter-free, so a block can copy one whatever its width (PReLU's per-channel slopes cannot).
+ACTIVATIONS = ELEMENTWISE_ACTIVATIONS
 
 
 @dataclass

@@ -38,6 +38,11 @@ from edgeprune.search.blocks import BlockSpec, extract_blocks
 GRID_POINTS = 16
 BLOCK_OPSET = 17
 
+# Measurement probes (candidates, the base, lookup-table blocks) are exported with the TorchScript
+# exporter: the same Conv/BN/ReLU/Add graph as dynamo's, ~15x faster to write (0.2 vs 3.8 s for a
+# ResNet-56), and ONNX Runtime times both alike. Parity is still checked on whole models.
+PROBE_EXPORTER = "torchscript"
+
 
 def width_grid(full: int, step: int = 1, points: int = GRID_POINTS) -> list[int]:
     """Measured widths for a dimension of ``full`` channels: multiples of a power-of-two
@@ -166,13 +171,12 @@ class LatencyModel:
                 for i, (sig, ci, co) in enumerate(missing):
                     spec = need[(sig, ci, co)].spec
                     path = Path(tmp) / f"block{i}.onnx"
-                    # A probe, never deployed: see PROBE_EXPORTER in _search.py.
                     onnx_from_torch(
                         spec.build(ci, co),
                         spec.input_shape(ci),
                         path,
                         opset=opset,
-                        exporter="torchscript",
+                        exporter=PROBE_EXPORTER,
                         check=False,
                     )
                     files.append(path)

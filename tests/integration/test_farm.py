@@ -9,7 +9,6 @@ import itertools
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from edgeprune._devices.testfarm import descendants
 from sshfarm import FarmDeviceConfig, alive, needs_sshd
 
 from edgeprune import config
+from edgeprune.bench import Store
 from edgeprune.farm import load_sweep, plan_sweep, run_sweep
 from edgeprune.farm.run import farm_dir
 
@@ -47,20 +47,14 @@ def write_sweep(path: Path, **over: Any) -> Path:
 
 def rows(job_prefix: str) -> list[dict[str, Any]]:
     """Stored farm rows: job id, device, the job's window on the host (start .. stored), entry."""
-    con = sqlite3.connect(config.store_path())
+    with Store() as st:
+        found = st.query(job_prefix=job_prefix)
     out = []
-    try:
-        found = con.execute(
-            "SELECT id, job_id, device, created_at, context_json FROM measurements WHERE job_id LIKE ? ORDER BY id",
-            (job_prefix + "%",),
-        ).fetchall()
-    except sqlite3.OperationalError:  # a store being created by another process this instant
-        found = []
-    for mid, job_id, device, created, ctx in found:
-        farm = json.loads(ctx)["farm"]
-        out.append({"id": mid, "job_id": job_id, "device": device, "start": farm["job_started_at"],
-                    "end": created, "entry": farm["entry"], "engine": farm["engine"]})  # fmt: skip
-    con.close()
+    for m in found:
+        farm = m.context["farm"]
+        out.append({"id": m.id, "job_id": m.job_id, "device": m.context["device"],
+                    "start": farm["job_started_at"], "end": m.created_at, "entry": farm["entry"],
+                    "engine": farm["engine"]})  # fmt: skip
     return out
 
 

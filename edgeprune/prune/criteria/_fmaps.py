@@ -21,25 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeprune._hooks import Flow
+from edgeprune._hooks import ELEMENTWISE_ACTIVATIONS, Flow
 from edgeprune.data import BatchLoader
 from edgeprune.prune.criteria._base import ScoreContext
 
-ACTIVATIONS = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.SiLU,
-    nn.GELU,
-    nn.Hardswish,
-    nn.Hardtanh,
-    nn.Mish,
-    nn.Sigmoid,
-    nn.Tanh,
-)
+ACTIVATIONS = (*ELEMENTWISE_ACTIVATIONS, nn.PReLU)
 PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.modules.batchnorm._BatchNorm)
 
 
