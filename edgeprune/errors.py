@@ -132,3 +132,8 @@ class RemoteTimeoutError(DeviceError):
 
 class BudgetInfeasibleError(EdgePruneError):
     """The latency budget cannot be met by any allowed model."""
+
+
+class UnstableMeasurementError(EdgePruneError):
+    """A latency measurement stayed above the protocol's CV threshold after repeats: the device
+    is too noisy for the number to mean anything."""

@@ -39,7 +39,28 @@ MaxLayerRatioOpt = Annotated[
     float,
     typer.Option(
         "--max-layer-ratio",
-        help="Latency search: no layer loses more than this share of its channels.",
+        help="Width search: no layer loses more than this share of its channels.",
+    ),
+]
+SearchEvalsOpt = Annotated[
+    int,
+    typer.Option(
+        "--search-evals",
+        help="Width search: candidate plans judged by the accuracy proxy (BN recalibration + held-out training images).",
+    ),
+]
+ProxySamplesOpt = Annotated[
+    int,
+    typer.Option(
+        "--proxy-samples",
+        help="Width search: held-out training images the accuracy proxy evaluates per plan.",
+    ),
+]
+MaxCvOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-cv",
+        help="Latency search: a measurement whose coefficient of variation stays above this is repeated, then refused (0.025 = 2.5%).",
     ),
 ]
 
@@ -292,7 +313,7 @@ def prune_cmd(
         str | None,
         typer.Option(
             "--mode",
-            help="uniform (same ratio per group) or global (rank all channels together); default: the criterion's (global for easiedge).",
+            help="uniform (same ratio per group), global (rank all channels together) or search (candidate plans ranked by accuracy, needs --data); default: search for FLOPs/params targets with --data, else the criterion's (global for easiedge).",
         ),
     ] = None,
     convention: Annotated[
@@ -377,6 +398,9 @@ def prune_cmd(
     ] = "latency",
     table_seconds: TableSecondsOpt = 0.15,
     max_layer_ratio: MaxLayerRatioOpt = 0.8,
+    search_evals: SearchEvalsOpt = 24,
+    proxy_samples: ProxySamplesOpt = 2048,
+    max_cv: MaxCvOpt = 0.025,
     bench_seconds: Annotated[
         float,
         typer.Option("--bench-seconds", help="Minimum measured seconds per latency benchmark."),
@@ -424,6 +448,12 @@ def prune_cmd(
         if not isinstance(ratios, dict):
             raise UsageError("--ratios-file must hold a JSON object {layer: ratio}")
     target = _target(ratio, flops_reduction, params_reduction)
+    if latency_budget is not None and (target is not None or ratios is not None):
+        raise UsageError(
+            "--latency-budget chooses the widths itself; it cannot be combined with --ratio, "
+            "--flops-reduction, --params-reduction or --ratios-file",
+            hint="drop one of them",
+        )
     ft = (
         TrainConfig(
             epochs=finetune_epochs,
@@ -450,6 +480,9 @@ def prune_cmd(
         recalibrate_bn=bn_recalibration,
         seed=seed,
         finetune=ft,
+        search_evals=search_evals,
+        proxy_samples=proxy_samples,
+        max_layer_ratio=max_layer_ratio,
     )
     search_cfg = (
         search_config(
@@ -464,6 +497,8 @@ def prune_cmd(
             opset,
             table_seconds,
             max_layer_ratio,
+            max_cv,
+            search_evals,
         )
         if latency_budget is not None
         else None
@@ -481,10 +516,14 @@ def prune_cmd(
         report = prune_run(
             model, data, cfg, out, _kwargs(model_kwargs), image_size, input_size, force=force
         )
+    missed = search_cfg is not None and not report["latency"]["met"]
     if json_out:
         emit_json(report)
-        return
-    print_prune_report(report)
+    else:
+        print_prune_report(report)
+    if missed:
+        # Like lint: the run directory is complete, but what it holds misses the budget.
+        raise typer.Exit(1)
 
 
 def search_config(
@@ -499,6 +538,8 @@ def search_config(
     opset: int | None,
     table_seconds: float = 0.15,
     max_layer_ratio: float = 0.8,
+    max_cv: float = 0.025,
+    search_evals: int = 24,
 ) -> Any:
     """A `SearchConfig` from CLI values (one place for `prune --latency-budget` and `search`)."""
     from edgeprune.bench import BenchConfig
@@ -513,7 +554,7 @@ def search_config(
     return SearchConfig(
         budget=Budget.parse(budget),
         device=device,
-        bench=BenchConfig(min_seconds=bench_seconds, threads=threads),
+        bench=BenchConfig(min_seconds=bench_seconds, threads=threads, cv_threshold=max_cv),
         block_bench=BenchConfig(
             warmup_runs=3,
             warmup_seconds=min(0.05, table_seconds),
@@ -527,6 +568,7 @@ def search_config(
         strategy=strategy,
         opset=opset,
         max_layer_ratio=max_layer_ratio,
+        proxy_evals=search_evals,
     )
 
 
@@ -569,7 +611,9 @@ def print_prune_report(report: dict[str, Any]) -> None:
         )
     if lat and lat.get("budget_ms") is not None:
         verdict = (
-            "met" if lat["met"] else "NOT met (measurement noise after the search; see report.json)"
+            "met"
+            if lat["met"]
+            else "NOT met: the deployed model.onnx measured over the budget (see report.json); exit code 1"
         )
         rows.append(("latency budget", f"{lat['budget']} = {lat['budget_ms']:.3f} ms: {verdict}"))
         s = report.get("search") or {}
@@ -581,6 +625,21 @@ def print_prune_report(report: dict[str, Any]) -> None:
                     f"{s['strategy']}: {s['device_measurements']} device measurements, latency model error median {m['median_relative_error'] or 0:.1%} / worst {m['worst_relative_error'] or 0:.1%}",
                 )
             )
+            for note in s.get("notes") or []:
+                rows.append(("note", note))
+    alloc = report.get("criterion_facts", {}).get("allocation") or (
+        (report.get("search") or {}).get("allocation")
+    )
+    if alloc and alloc.get("proxy_samples"):
+        base = ", ".join(
+            f"{k} {pct(v)}" for k, v in sorted(alloc["baseline_proxy_accuracy"].items())
+        )
+        rows.append(
+            (
+                "width plan",
+                f"{alloc['chosen']}: proxy accuracy {pct(alloc['chosen_proxy_accuracy'])} ({base}) over {alloc['evaluations']} plans, {alloc['proxy_samples']} held-out training images",
+            )
+        )
     rows.append(("report", str(Path(report["run_dir"]) / "report.html")))
     console.print(kv_table("pruned", rows))
 

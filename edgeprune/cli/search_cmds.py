@@ -14,8 +14,11 @@ from edgeprune.cli.commands import (
     ImageSizeOpt,
     InputSizeOpt,
     JsonOpt,
+    MaxCvOpt,
     MaxLayerRatioOpt,
     ModelKwargsOpt,
+    ProxySamplesOpt,
+    SearchEvalsOpt,
     TableSecondsOpt,
     _kwargs,
     search_config,
@@ -55,6 +58,9 @@ def search_cmd(
     ] = 2.0,
     table_seconds: TableSecondsOpt = 0.15,
     max_layer_ratio: MaxLayerRatioOpt = 0.8,
+    search_evals: SearchEvalsOpt = 24,
+    proxy_samples: ProxySamplesOpt = 2048,
+    max_cv: MaxCvOpt = 0.025,
     threads: Annotated[int, typer.Option("--threads")] = 1,
     min_channels: Annotated[int, typer.Option("--min-channels")] = 1,
     convention: Annotated[str, typer.Option("--convention")] = "all",
@@ -91,12 +97,17 @@ def search_cmd(
         opset,
         table_seconds,
         max_layer_ratio,
+        max_cv,
+        search_evals,
     )
     pcfg = PruneConfig(
         criterion=criterion,
         criterion_options=parse_criterion_opts(criterion_opt),
         min_channels=min_channels,
         convention=convention,
+        proxy_samples=proxy_samples,
+        search_evals=search_evals,
+        max_layer_ratio=max_layer_ratio,
     )
     with rich_progress():
         dataset = load_data(data, image_size)

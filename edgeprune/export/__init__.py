@@ -9,6 +9,7 @@ from edgeprune.export.onnx import (
     onnx_from_torch,
     ort_session,
     parity,
+    resolve_exporter,
     sha256_file,
 )
 from edgeprune.export.simplify import SimplifyResult, simplify_onnx
@@ -48,6 +49,7 @@ __all__ = [
     "parity",
     "parse_export_times",
     "parse_trtexec_log",
+    "resolve_exporter",
     "sha256_file",
     "simplify_onnx",
 ]

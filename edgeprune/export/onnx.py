@@ -119,6 +119,14 @@ def _quiet_exporter() -> Any:
             lg.setLevel(lv)
 
 
+def resolve_exporter(exporter: str, opset: int | None) -> str:
+    """The exporter ``exporter='auto'`` stands for at ``opset``: TorchScript below the dynamo
+    exporter's lowest opset, dynamo otherwise; other names are returned as they are."""
+    if exporter == "auto":
+        return "torchscript" if opset is not None and opset < DYNAMO_MIN_OPSET else "dynamo"
+    return exporter
+
+
 def onnx_from_torch(
     model: nn.Module,
     input_shape: tuple[int, ...],
@@ -152,8 +160,7 @@ def onnx_from_torch(
         )
     if opset is not None and opset < MIN_OPSET:
         raise UsageError(f"opset {opset} is too old", hint=f"use --opset {MIN_OPSET} or newer")
-    if exporter == "auto":
-        exporter = "torchscript" if opset is not None and opset < DYNAMO_MIN_OPSET else "dynamo"
+    exporter = resolve_exporter(exporter, opset)
     if exporter == "dynamo" and opset is not None and opset < DYNAMO_MIN_OPSET:
         raise UsageError(
             f"the dynamo exporter cannot write opset {opset} (it silently keeps {DYNAMO_MIN_OPSET})",

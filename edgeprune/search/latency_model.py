@@ -21,6 +21,7 @@ import statistics
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from edgeprune.bench import BenchConfig, Store
 from edgeprune.bench.protocol import device_key, measure_batch
 from edgeprune.device import DeviceSession
 from edgeprune.export import onnx_from_torch
-from edgeprune.prune import DependencyIndex, PrunableGroup
+from edgeprune.prune import DependencyIndex, PrunableGroup, TermCost
 from edgeprune.search.blocks import BlockSpec, extract_blocks
 
 GRID_POINTS = 16
@@ -225,6 +226,23 @@ class LatencyModel:
         t_out = self.lut[(sig, ci0, co)]
         t_in = self.lut[(sig, ci, co0)]
         return t_out * t_in / full if full > 0 else t_out
+
+    def term_cost(self) -> TermCost:
+        """The calibrated prediction as a `TermCost` (solvers re-price only what a change touches).
+
+        Built from the current fit: make a new one after `add_point`, or update its
+        ``scale``/``offset`` from ``alpha``/``beta``."""
+        return TermCost(
+            [
+                (
+                    partial(self._term_ms, t),
+                    {p.group for p in (*t.spec.cost.in_parts, *t.spec.cost.out_parts)},
+                )
+                for t in self.terms
+            ],
+            self.alpha,
+            self.beta,
+        )
 
     def raw(self, keep: Mapping[int, int]) -> float:
         return sum(self._term_ms(t, keep) for t in self.terms)
