@@ -251,5 +251,5 @@ def test_unstable_measurements_are_refused() -> None:
         block_bench=BLOCKS,
         unstable_retries=1,
     )
-    with pytest.raises(UnstableMeasurementError, match="stayed unstable .* after 2 measurements"):
+    with pytest.raises(UnstableMeasurementError, match=r"stayed unstable .* after 2 measurements"):
         search(_tiny(), PruneConfig(criterion="l1"), cfg)
