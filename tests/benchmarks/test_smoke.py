@@ -5,6 +5,7 @@ The full runs (and their numbers) are the scripts' own business; see benchmarks/
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -53,9 +54,17 @@ def test_latency_search_smoke(tmp_path: Path) -> None:
         ],
         tmp_path,
     )
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["method"] for r in rows) == ["flops", "netadapt", "search", "tp"]
+    for r in rows:
+        # Each method's pick was measured within the budget it was given, or it says it found none.
+        assert r.get("infeasible") or r["measured_ms"] <= r["budget_ms"], r
+    search = next(r for r in rows if r["method"] == "search")
+    if not search.get("infeasible"):
+        assert search["allocation"]["ranked_by"] == "proxy accuracy"
+        assert 0.0 <= search["acc_ft"] <= 1.0
     text = (out / "latency_search.md").read_text()
-    assert "| local | 0.6x | latency |" in text
-    assert len((out / "results.jsonl").read_text().splitlines()) == 3  # latency, flops, tp
+    assert "## resnet20" in text and "| local | 0.6x | search |" in text
 
 
 def test_device_overhead_smoke(tmp_path: Path) -> None:
