@@ -57,10 +57,13 @@ def test_plain_heartbeat_carries_count_eta_and_fields_at_a_bounded_rate(fast_pla
 
 def test_a_failing_phase_says_stopped(fast_plain: None) -> None:
     out = io.StringIO()
-    with pytest.raises(KeyboardInterrupt), progress_output("plain", out):
-        with track("search (latency) on local"):
-            time.sleep(0.3)
-            raise KeyboardInterrupt
+    with (
+        pytest.raises(KeyboardInterrupt),
+        progress_output("plain", out),
+        track("search (latency) on local"),
+    ):
+        time.sleep(0.3)
+        raise KeyboardInterrupt
     assert "search (latency) on local: stopped in" in out.getvalue()
 
 
