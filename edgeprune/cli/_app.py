@@ -41,11 +41,11 @@ app = typer.Typer(
     cls=_Group,
     name="edgeprune",
     help="Prune CNNs against measured latency on real edge devices (Jetson, Raspberry Pi, any SSH host).",
-    epilog="Examples:\n\n"
-    "  edgeprune demo\n"
-    "  edgeprune prune r56.pt --data fashion-mnist --flops-reduction 0.5 --device local --out runs/r56\n"
-    "  edgeprune report runs/r56\n\n"
-    "Run `edgeprune COMMAND --help` for a command's options and examples.",
+    epilog="Examples:\n"
+    "$ edgeprune demo\n"
+    "$ edgeprune prune r56.pt --data fashion-mnist --flops-reduction 0.5 --device local --out runs/r56\n"
+    "$ edgeprune report runs/r56\n\n"
+    "`edgeprune COMMAND -h` shows a command's options and examples.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -151,12 +151,6 @@ def on_interrupt(note: str | Callable[[], str]) -> Iterator[None]:
 def interrupt_note() -> str:
     """What the interrupted command kept, or a generic line."""
     return settings.interrupt_note or "stopped before it finished; rerun the command"
-
-
-def note(text: str) -> None:
-    """An informational line on stderr (hidden by ``-q``)."""
-    if not settings.quiet:
-        console_err.print(text, style="dim")
 
 
 def emit_json(data: Any) -> None:
