@@ -27,7 +27,7 @@ Mode = Literal["auto", "rich", "plain", "off"]
 
 # Plain lines: a task is announced once it has run this long, then a heartbeat at most this often.
 PLAIN_ANNOUNCE_S = 2.0
-PLAIN_HEARTBEAT_S = 30.0
+PLAIN_HEARTBEAT_S = 60.0
 
 
 @dataclass
@@ -156,14 +156,7 @@ class PlainRenderer:
             self._tasks[id(task)] = (task, [0.0])
 
     def update(self, task: Task) -> None:
-        with self._lock:
-            entry = self._tasks.get(id(task))
-            if entry is None:
-                return
-            last = entry[1]
-            if last[0] and time.monotonic() - last[0] >= PLAIN_HEARTBEAT_S:
-                last[0] = time.monotonic()
-                self._line(task, self._state(task))
+        """Nothing: the ticker reads the task's state when a line is due."""
 
     def finish(self, task: Task, ok: bool) -> None:
         with self._lock:
@@ -178,10 +171,14 @@ class PlainRenderer:
     def _tick(self) -> None:
         while not self._stop.wait(0.25):
             with self._lock:
+                now = time.monotonic()
                 for task, last in self._tasks.values():
                     if not last[0] and task.elapsed >= PLAIN_ANNOUNCE_S:
-                        last[0] = time.monotonic()
+                        last[0] = now
                         self._line(task, "started" if not task.total else self._state(task))
+                    elif last[0] and now - last[0] >= PLAIN_HEARTBEAT_S:
+                        last[0] = now
+                        self._line(task, self._state(task))
 
 
 class RichRenderer:

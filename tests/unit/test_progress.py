@@ -92,3 +92,13 @@ def test_off_renders_nothing_and_rich_markup_in_descriptions_is_printed_as_is(
     with progress_output("plain", out), track("measure [/x] on local"):
         time.sleep(0.3)
     assert "measure [/x] on local: done" in out.getvalue()
+
+
+def test_a_phase_without_steps_still_gets_heartbeats(fast_plain: None) -> None:
+    out = io.StringIO()
+    with progress_output("plain", out), track("build the TensorRT engine on nano-1"):
+        time.sleep(1.3)
+    lines = out.getvalue().splitlines()
+    beats = [line for line in lines if line.endswith("s elapsed")]
+    assert lines[0].endswith("started") and lines[-1].split(": ")[-1].startswith("done in 1.")
+    assert 1 <= len(beats) <= 3
