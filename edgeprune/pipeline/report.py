@@ -572,10 +572,10 @@ def _pareto_figures(agg: list[dict[str, Any]], invalid: list[dict[str, Any]]) ->
                 "unstable (CV > 2.5%)",
                 [r for r in pts if r["unstable"]],
                 {
-                    "color": "white",
-                    "size": 11,
-                    "symbol": "circle-open",
-                    "line": {"color": UNSTABLE_COLOR, "width": 3},
+                    "color": UNSTABLE_COLOR,
+                    "size": 14,
+                    "symbol": "diamond",
+                    "line": {"color": "#333", "width": 1.5},
                 },
             ),
             (
@@ -687,8 +687,9 @@ def _speedup_figure(agg: list[dict[str, Any]]) -> str:
                 mode="markers",
                 marker={
                     "color": PALETTE[i % len(PALETTE)],
-                    "size": 10,
-                    "symbol": ["circle-open" if r["unstable"] else "circle" for r in mine],
+                    "size": [14 if r["unstable"] else 10 for r in mine],
+                    "symbol": ["diamond" if r["unstable"] else "circle" for r in mine],
+                    "line": {"color": "#333", "width": 1},
                 },
                 name=esc(dev),
                 hovertext=[_hover(r) for r in mine],
@@ -751,7 +752,8 @@ def _problems_table(rows: list[dict[str, Any]]) -> str:
         classes.append("invalid" if not r["valid"] else "unstable")
     headers = ["variant", "device", "runtime", "median ms", "CV", "problem", "measurement id"]
     return (
-        "<p class='note'>Drawn as open (unstable) or grey crosses (invalid) in the charts. "
+        "<p class='note'>Drawn as orange diamonds (unstable) or grey crosses (invalid) in the "
+        "charts. "
         "Re-measure on a quiet device: <code>edgeprune bench MODEL --device NAME</code>.</p>"
         + table(headers, out, row_classes=classes)
     )
