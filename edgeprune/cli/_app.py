@@ -115,21 +115,29 @@ class _LogFormatter(logging.Formatter):
         return f"{record.levelname.lower()}: {record.name}: {record.getMessage()}"
 
 
-_handler: logging.Handler | None = None
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (tests swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+_handler = _StderrHandler()
+_handler.setFormatter(_LogFormatter())
 
 
 def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
     """Send the ``edgeprune`` loggers to stderr: DEBUG with ``verbose``, ERROR with ``quiet``,
-    else WARNING. Calling it again replaces the previous setting."""
-    global _handler
+    else WARNING. Records still propagate to the root logger (pytest's caplog sees them)."""
     root = logging.getLogger("edgeprune")
-    if _handler is not None:
-        root.removeHandler(_handler)
-    _handler = logging.StreamHandler(sys.stderr)
-    _handler.setFormatter(_LogFormatter())
-    root.addHandler(_handler)
+    if _handler not in root.handlers:
+        root.addHandler(_handler)
     root.setLevel(logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING)
-    root.propagate = False
 
 
 def progress(json_out: bool = False) -> AbstractContextManager[None]:
