@@ -113,6 +113,7 @@ TARGET, CRITERION, SEARCH, FINETUNE, DEVICE, OUTPUT, INPUT = (
     "Output",
     "Model and data",
 )
+PANEL_ORDER = (INPUT, TARGET, CRITERION, SEARCH, FINETUNE, DEVICE, OUTPUT)
 PANELS: dict[str, dict[str, str]] = {
     "prune": {
         "--data": INPUT,
@@ -249,6 +250,10 @@ def decorate(command: Any, path: str = "") -> Any:
     panels = PANELS.get(path, {})
     for param in command.params:
         _param(param, path, panels)
+    if panels:  # Typer shows panels in the order their first option appears
+        command.params.sort(
+            key=lambda p: PANEL_ORDER.index(p.rich_help_panel) if p.rich_help_panel else -1
+        )
     _plain_help_option(command)
     for name, sub in (getattr(command, "commands", None) or {}).items():
         decorate(sub, f"{path} {name}".strip())
