@@ -359,6 +359,8 @@ def _rt(r: dict[str, Any]) -> str:
 
 
 def _name(r: dict[str, Any]) -> str:
+    if r["model"] == r["variant"]:  # a measurement without variant facts: its label alone
+        return str(r["model"])
     return f"{r['model']} {r['variant']}" if r["variant"] != "base" else f"{r['model']} (base)"
 
 
