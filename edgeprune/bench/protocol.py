@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeprune._progress import track
 from edgeprune.bench.result import KEY_FIELDS, Measurement, context_key
 from edgeprune.bench.stats import Stats, compute_stats
 from edgeprune.bench.store import Store
@@ -194,28 +195,31 @@ def measure(
             return stored
     attempts: list[tuple[Stats, dict[str, Any]]] = []
     started = time.time()
-    for _attempt in range(cfg.max_repeats):
-        reply = dev.call(
-            "bench",
-            timeout=cfg.deadline(),
-            model=remote,
-            runtime=cfg.runtime,
-            provider=cfg.provider,
-            threads=cfg.threads,
-            batch=cfg.batch,
-            warmup_runs=cfg.warmup_runs,
-            warmup_seconds=cfg.warmup_seconds,
-            min_runs=cfg.min_runs,
-            min_seconds=cfg.min_seconds,
-            max_runs=cfg.max_runs,
-            max_seconds=cfg.max_seconds,
-            seed=cfg.seed,
-            telemetry=dev.telemetry,
-        )
-        stats = compute_stats(reply["times_ms"])
-        attempts.append((stats, reply))
-        if stats.cv <= cfg.cv_threshold:
-            break
+    what = f"measure {label or artifact.name} on {dev.name}"
+    with track(what, total=None) as step:
+        for _attempt in range(cfg.max_repeats):
+            reply = dev.call(
+                "bench",
+                timeout=cfg.deadline(),
+                model=remote,
+                runtime=cfg.runtime,
+                provider=cfg.provider,
+                threads=cfg.threads,
+                batch=cfg.batch,
+                warmup_runs=cfg.warmup_runs,
+                warmup_seconds=cfg.warmup_seconds,
+                min_runs=cfg.min_runs,
+                min_seconds=cfg.min_seconds,
+                max_runs=cfg.max_runs,
+                max_seconds=cfg.max_seconds,
+                seed=cfg.seed,
+                telemetry=dev.telemetry,
+            )
+            stats = compute_stats(reply["times_ms"])
+            attempts.append((stats, reply))
+            step(0, attempt=f"{len(attempts)}/{cfg.max_repeats}", cv=f"{stats.cv:.1%}")
+            if stats.cv <= cfg.cv_threshold:
+                break
     best_stats, best = min(attempts, key=lambda a: a[0].cv)
     ctx = device_context(
         dev, cfg, sha, best.get("runtime_version"), best.get("provider"), input_shape
@@ -272,27 +276,34 @@ def measure_batch(
     per chunk instead of one per file.
     """
     shas = [sha256_file(p) for p in artifacts]
-    remotes = [dev.push_artifact(p, sha)[0] for p, sha in zip(artifacts, shas, strict=True)]
     out: list[tuple[str, Stats, dict[str, Any]]] = []
     per_model = cfg.warmup_seconds + cfg.max_seconds
-    for start in range(0, len(remotes), chunk):
-        part = remotes[start : start + chunk]
-        reply = dev.call(
-            "bench_batch",
-            timeout=per_model * len(part) + cfg.timeout_margin_s,
-            models=part,
-            provider=cfg.provider,
-            threads=cfg.threads,
-            batch=cfg.batch,
-            warmup_runs=cfg.warmup_runs,
-            warmup_seconds=cfg.warmup_seconds,
-            min_runs=cfg.min_runs,
-            min_seconds=cfg.min_seconds,
-            max_runs=cfg.max_runs,
-            max_seconds=cfg.max_seconds,
-            seed=cfg.seed,
-        )
-        state = {"state_before": reply.get("state_before"), "state_after": reply.get("state_after")}
-        for sha, res in zip(shas[start : start + chunk], reply["results"], strict=True):
-            out.append((sha, compute_stats(res["times_ms"]), state))
+    with track(f"measure {len(artifacts)} models on {dev.name}", total=len(artifacts)) as step:
+        step(0, stage="upload")
+        remotes = [dev.push_artifact(p, sha)[0] for p, sha in zip(artifacts, shas, strict=True)]
+        step(0, stage="measure")
+        for start in range(0, len(remotes), chunk):
+            part = remotes[start : start + chunk]
+            reply = dev.call(
+                "bench_batch",
+                timeout=per_model * len(part) + cfg.timeout_margin_s,
+                models=part,
+                provider=cfg.provider,
+                threads=cfg.threads,
+                batch=cfg.batch,
+                warmup_runs=cfg.warmup_runs,
+                warmup_seconds=cfg.warmup_seconds,
+                min_runs=cfg.min_runs,
+                min_seconds=cfg.min_seconds,
+                max_runs=cfg.max_runs,
+                max_seconds=cfg.max_seconds,
+                seed=cfg.seed,
+            )
+            state = {
+                "state_before": reply.get("state_before"),
+                "state_after": reply.get("state_after"),
+            }
+            for sha, res in zip(shas[start : start + chunk], reply["results"], strict=True):
+                out.append((sha, compute_stats(res["times_ms"]), state))
+            step(len(part))
     return out

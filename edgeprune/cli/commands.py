@@ -9,15 +9,29 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from edgeprune._progress import rich_progress
-from edgeprune.cli._app import JSON_HELP, app, console, emit_json, fmt, kv_table, pct
+from edgeprune.cli._app import (
+    JSON_HELP,
+    app,
+    console,
+    emit_json,
+    fmt,
+    kv_table,
+    on_interrupt,
+    pct,
+    progress,
+    styled,
+)
 from edgeprune.errors import UsageError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+INCOMPLETE_MEASUREMENT = (
+    "nothing was stored (a measurement is stored only when complete); rerun the command"
+)
 ModelKwargsOpt = Annotated[
     str | None,
     typer.Option(
-        "--model-kwargs", help="JSON object of keyword arguments for a zoo model or factory."
+        "--model-kwargs",
+        help="""JSON object of keyword arguments for a zoo model or factory, e.g. '{"num_classes": 100, "in_channels": 1}'.""",
     ),
 ]
 ImageSizeOpt = Annotated[
@@ -196,7 +210,8 @@ def train_cmd(
         max_train_samples=max_train_samples,
         device=train_device,
     )
-    with rich_progress():
+    kept = f"{out} keeps the last finished epoch; rerun the same command to resume"
+    with progress(json_out), on_interrupt(kept):
         res = train_checkpoint(
             model, data, cfg, out, _kwargs(model_kwargs), image_size, force=force
         )
@@ -235,7 +250,7 @@ def eval_cmd(
     """Top-1 accuracy of a model on a dataset's test split."""
     from edgeprune.pipeline.flows import evaluate_model
 
-    with rich_progress():
+    with progress(json_out), on_interrupt("nothing was written"):
         res = evaluate_model(model, data, _kwargs(model_kwargs), image_size, max_samples)
     if json_out:
         emit_json(res)
@@ -512,7 +527,11 @@ def prune_cmd(
         devices=tuple(device or ()),
         bench=BenchConfig(min_seconds=bench_seconds, threads=threads),
     )
-    with rich_progress():
+    kept = (
+        f"finished steps are kept in {out.parent / ('.' + out.name + '.partial')}; "
+        "rerun the same command to resume"
+    )
+    with progress(json_out), on_interrupt(kept):
         report = prune_run(
             model, data, cfg, out, _kwargs(model_kwargs), image_size, input_size, force=force
         )
@@ -781,7 +800,12 @@ def bench_cmd(
     runs: Annotated[int, typer.Option("--runs", help="Minimum measured runs.")] = 50,
     duration: Annotated[float, typer.Option("--duration", help="Minimum measured seconds.")] = 2.0,
     warmup: Annotated[
-        int, typer.Option("--warmup", help="Minimum warm-up runs (and at least 1 s).")
+        int,
+        typer.Option(
+            "--warmup",
+            help="Warm-up runs before timing: a count of inferences, not milliseconds as in "
+            "trtexec (and at least 1 s of them).",
+        ),
     ] = 10,
     repeats: Annotated[
         int, typer.Option("--repeats", help="Fresh-process attempts while CV > 2.5%.")
@@ -813,7 +837,7 @@ def bench_cmd(
         warmup_runs=warmup,
         max_repeats=repeats,
     )
-    with rich_progress():
+    with progress(json_out), on_interrupt(INCOMPLETE_MEASUREMENT):
         res = bench_model(model, device, cfg, _kwargs(model_kwargs), input_size, opset, reuse)
     if json_out:
         if not raw:
@@ -868,7 +892,8 @@ def demo_cmd(
     """The main job: ResNet-20 on Fashion-MNIST → prune → fine-tune → export → measure on `local`."""
     from edgeprune.pipeline.demo import DemoConfig, run_demo
 
-    with rich_progress():
+    kept = "the base model's finished epochs and the run's finished steps are kept; rerun `edgeprune demo` to resume"
+    with progress(json_out), on_interrupt(kept):
         report = run_demo(
             DemoConfig(
                 epochs=epochs,
@@ -889,4 +914,4 @@ def demo_cmd(
     console.print(
         f"base model: {d['base_checkpoint']} ({'reused' if d['base_reused'] else 'trained'}); demo took {d['wall_seconds']:.0f} s"
     )
-    console.print(f"[bold]report:[/] {d['report_html']}")
+    console.print(styled("report: ", "bold") + d["report_html"])

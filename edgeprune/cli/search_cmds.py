@@ -8,8 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune._progress import rich_progress
-from edgeprune.cli._app import app, console, emit_json, kv_table, pct
+from edgeprune.cli._app import app, console, emit_json, kv_table, on_interrupt, pct, progress
 from edgeprune.cli.commands import (
     ImageSizeOpt,
     InputSizeOpt,
@@ -109,7 +108,12 @@ def search_cmd(
         search_evals=search_evals,
         max_layer_ratio=max_layer_ratio,
     )
-    with rich_progress():
+    kept = (
+        "candidates measured so far and the stored latency tables are kept in the store; "
+        "a rerun reuses the tables"
+    )
+    pcfg.require_data(data is not None)
+    with progress(json_out), on_interrupt(kept):
         dataset = load_data(data, image_size)
         bundle = load_bundle(model, dataset, _kwargs(model_kwargs), input_size)
         found = search(bundle, pcfg, scfg, dataset)

@@ -155,7 +155,13 @@ def _spec_dict(spec: DeviceSpec) -> dict[str, Any]:
 
 
 def make_engine(name: str, prep_workers: int = 1, ray_address: str | None = None) -> Engine:
-    """``threads`` (default) or ``ray`` (needs ``pip install 'edgeprune[ray]'``)."""
+    """``threads`` (default) or ``ray`` (needs ``pip install 'edgeprune[ray]'``).
+
+    For ``ray`` without ``ray_address``, ``$RAY_ADDRESS`` names the cluster as it does for Ray's
+    own tools; when neither is set a private local instance is started.
+    """
+    import os
+
     from edgeprune.errors import UsageError
 
     if name == "threads":
@@ -165,5 +171,5 @@ def make_engine(name: str, prep_workers: int = 1, ray_address: str | None = None
     if name == "ray":
         from edgeprune.farm.ray_engine import RayEngine
 
-        return RayEngine(ray_address)
+        return RayEngine(ray_address or os.environ.get("RAY_ADDRESS") or None)
     raise UsageError(f"unknown engine {name!r}", hint="use threads or ray")

@@ -144,6 +144,14 @@ def spec_from_ref(ref: str, kwargs: dict[str, Any] | None = None) -> ArchSpec:
             ref = f"{Path(target).expanduser().resolve()}:{ref.rpartition(':')[2]}"
         load_factory(ref)  # fail early with a clear error
         return ArchSpec(factory=ref, kwargs=kwargs, factory_sha256=sha)
+    if ref not in MODELS.names() and Path(ref).is_dir():
+        inside = Path(ref) / "model.pt"
+        raise NotFoundError(
+            f"{ref} is a directory, not a model",
+            hint=f"did you mean {inside}?"
+            if inside.is_file()
+            else "give a checkpoint file, FILE.py:factory or a zoo name; `edgeprune models` lists the zoo",
+        )
     MODELS.entry(ref)  # raises UnknownNameError listing the zoo
     return ArchSpec(name=ref, kwargs=kwargs)
 
@@ -186,11 +194,11 @@ def parse_kwargs(text: str | None) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise UsageError(
             f"--model-kwargs is not valid JSON: {e.msg}",
-            hint="e.g. --model-kwargs '{\"width_mult\": 0.5}'",
+            hint="e.g. --model-kwargs '{\"num_classes\": 100}'",
         ) from e
     if not isinstance(value, dict):
         raise UsageError(
             "--model-kwargs must be a JSON object",
-            hint="e.g. --model-kwargs '{\"width_mult\": 0.5}'",
+            hint="e.g. --model-kwargs '{\"num_classes\": 100}'",
         )
     return value

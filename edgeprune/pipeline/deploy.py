@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeprune._progress import track, track_until
 from edgeprune.bench import BenchConfig, Store, measure
 from edgeprune.bench.protocol import onnx_input_shape
 from edgeprune.device import DeviceSession, Inventory
@@ -113,21 +114,24 @@ def deploy(
     t = phases.add("export", t)
     findings = _lint(artifact, profile)
     t = phases.add("lint", t)
-    sha = sha256_file(artifact)
-    shape = onnx_input_shape(artifact, cfg.bench.batch)
-    x = np.random.default_rng(cfg.seed).standard_normal(shape).astype(np.float32)
-    sess = ort_session(artifact)
-    reference = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    with track("reference outputs with this host's ONNX Runtime"):
+        sha = sha256_file(artifact)
+        shape = onnx_input_shape(artifact, cfg.bench.batch)
+        x = np.random.default_rng(cfg.seed).standard_normal(shape).astype(np.float32)
+        sess = ort_session(artifact)
+        reference = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     phases.add("host_reference", t)
 
     marks: dict[str, float] = {}
     extra_measurements: list[Any] = []
 
     def on_device(dev: DeviceSession) -> dict[str, Any]:
+        connected()
         t = phases.add("connect", marks["open"])
         if cfg.runtime == "trt":
             _require_trtexec(dev)
-        remote, sent = dev.push_artifact(artifact, sha)
+        with track(f"upload {artifact.name} to {dev.name}"):
+            remote, sent = dev.push_artifact(artifact, sha)
         t = phases.add("push", t)
         extra = {"deploy": {"model": model, "opset": opset}}
         if cfg.runtime == "trt":
@@ -135,11 +139,15 @@ def deploy(
                 "skipped": "TensorRT outputs are not compared yet (trtexec --loadInputs/--exportOutput)"
             }
             notes.append(parity["skipped"])
-            m, more = _trt_measure(dev, artifact, sha, profile, cfg, {**extra, "parity": parity})
+            with track(f"build the TensorRT engine and measure on {dev.name}"):
+                m, more = _trt_measure(
+                    dev, artifact, sha, profile, cfg, {**extra, "parity": parity}
+                )
             t = phases.add("build_and_bench", t)
             extra_measurements.extend(more)
         else:
-            parity = _parity(dev, remote, x, reference, cfg)
+            with track(f"parity check on {dev.name}"):
+                parity = _parity(dev, remote, x, reference, cfg)
             t = phases.add("parity", t)
             with Store() as store:
                 m = measure(
@@ -164,7 +172,8 @@ def deploy(
         }
 
     marks["open"] = time.perf_counter()
-    out = run_leased(device, on_device, inventory=inv)
+    with track_until(f"connect to {device}") as connected:
+        out = run_leased(device, on_device, inventory=inv)
     phases.add("close", marks["done"])
     total = phases.total()
     return {

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from edgeprune._progress import track, track_until
 from edgeprune.bench import BenchConfig, Measurement, Store, measure
 from edgeprune.checkpoint import (
     ModelBundle,
@@ -240,7 +241,8 @@ def cached_onnx(
         return hit.path, None
     tmp = cache.root / f".export-{src[:16]}.onnx"
     try:
-        res = onnx_from_torch(bundle.model, bundle.input_shape, tmp, opset=opset, batch=batch)
+        with track(f"export {bundle.label} to ONNX"):
+            res = onnx_from_torch(bundle.model, bundle.input_shape, tmp, opset=opset, batch=batch)
         art = cache.add(tmp, key=key, kind="onnx", source=source, opset=res.opset)
     finally:
         tmp.unlink(missing_ok=True)
@@ -287,12 +289,13 @@ def lease_and_measure(
 
     The session sets the stable clocks the device's profile asks for and restores them after.
     """
-    return run_leased(
-        device,
-        lambda dev: measure(
-            dev, artifact, cfg, store=store, label=label, reuse=reuse, job_id=job_id
-        ),
-    )
+    with track_until(f"connect to {device}") as connected:
+
+        def work(dev: Any) -> Measurement:
+            connected()
+            return measure(dev, artifact, cfg, store=store, label=label, reuse=reuse, job_id=job_id)
+
+        return run_leased(device, work)
 
 
 def bench_model(
@@ -305,6 +308,9 @@ def bench_model(
     reuse: bool = False,
     label: str | None = None,
 ) -> dict[str, Any]:
+    from edgeprune.device import Inventory
+
+    Inventory.load().resolve(device)  # an unknown device fails before the model is exported
     artifact = model_artifact(model, model_kwargs, input_size, opset, cfg.batch)
     with Store() as store:
         m = lease_and_measure(
@@ -355,14 +361,17 @@ def prune_run(
     only when data is given. Raises `EdgePruneError` for bad inputs before anything is written.
     """
     out = Path(out)
+    # Checks that need only the command line, before the (slow) model and data are loaded.
     if cfg.search is None:
         cfg.prune.require_target()
-    data = load_data(data_spec, image_size)
-    bundle = load_bundle(model, data, model_kwargs, input_size)
-    if cfg.finetune is not None and data is None:
+    cfg.prune.require_data(data_spec is not None)
+    if cfg.finetune is not None and data_spec is None:
         raise UsageError(
             "fine-tuning needs --data", hint="pass --data DATASET or drop --finetune-epochs"
         )
+    with track(f"load {model}" + (f" and {data_spec}" if data_spec else "")):
+        data = load_data(data_spec, image_size)
+        bundle = load_bundle(model, data, model_kwargs, input_size)
     run = RunDir(
         out,
         fingerprint(
@@ -487,9 +496,10 @@ def prune_run(
         k: report[k] for k in ("accuracy_after", "flops_after", "params_after") if k in report
     }
     save_checkpoint(pruned, run.path("model.pt"))
-    export = onnx_from_torch(
-        pruned.model, pruned.input_shape, run.path("model.onnx"), opset=cfg.opset
-    )
+    with track("export model.onnx (checker, parity)"):
+        export = onnx_from_torch(
+            pruned.model, pruned.input_shape, run.path("model.onnx"), opset=cfg.opset
+        )
     report["export"] = {**export.to_dict(), "path": str(out / "model.onnx")}
     report["artifacts"] = {
         "model.pt": sha256_file(run.path("model.pt")),
@@ -506,9 +516,10 @@ def prune_run(
     for name in ("pruned.pt", "finetune.pt", "finetuned.pt"):
         run.path(name).unlink(missing_ok=True)
     write_json(run.path("report.json"), report)
-    from edgeprune.pipeline.report_html import write_run_html
+    from edgeprune.pipeline.report import write_run_html
 
-    write_run_html(report, run.path("report.html"))
+    with track("write report.html"):
+        write_run_html(report, run.path("report.html"), run_dir=out)
     run.finish()
     report["run_dir"] = str(out)
     return report

@@ -128,6 +128,15 @@ class PruneConfig:
                 "--latency-budget (QSFM: or --criterion-opt threshold=T)",
             )
 
+    def require_data(self, has_data: bool) -> None:
+        """Raise `UsageError` when the criterion is data-driven and no data is given: a check
+        on the command line alone, made before any model or dataset is loaded."""
+        if not has_data and make_criterion(self.criterion, self.criterion_options).needs_data:
+            raise UsageError(
+                f"criterion {self.criterion} is data-driven and needs --data",
+                hint="pass --data DATASET (e.g. fashion-mnist), or use a weight criterion such as l1",
+            )
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["criterion_options"] = dict(self.criterion_options)

@@ -182,8 +182,7 @@ class LatencyModel:
                     )
                     files.append(path)
                     step(1)
-            with track(f"measure {len(files)} latency blocks on {dev.name}", total=None):
-                results = measure_batch(dev, files, cfg) if files else []
+            results = measure_batch(dev, files, cfg) if files else []
         for (sig, ci, co), (sha, stats, state) in zip(missing, results, strict=True):
             store.lut_add(
                 self.device_key,
