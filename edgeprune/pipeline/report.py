@@ -24,7 +24,7 @@ from typing import Any
 
 from edgeprune.bench import Measurement, Store
 from edgeprune.errors import UsageError
-from edgeprune.pipeline._util import write_json
+from edgeprune.pipeline._util import check_writable, write_json
 from edgeprune.pipeline.report_html import grouped_bar_chart, page, table, xy_chart
 
 COLUMNS = (
@@ -33,6 +33,9 @@ COLUMNS = (
     "flops_after", "flops_reduction", "params_reduction", "accuracy", "speedup", "ideal_speedup",
     "realised_over_ideal", "speedup_basis", "artifact_sha256", "job_id", "measurement_id",
 )  # fmt: skip
+
+
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _row(m: Measurement, facts: dict[str, Any] | None, **known: Any) -> dict[str, Any]:
@@ -407,11 +410,23 @@ def render_html(kind: str, name: str, rows: list[dict[str, Any]]) -> tuple[str, 
     return page(f"edgeprune report: {name}", "".join(body)), derived
 
 
+def csv_cell(value: Any) -> Any:
+    """``value`` safe for a spreadsheet: text starting with ``= + - @``, a tab or a carriage return
+    would be read as a formula (OWASP "CSV injection"), so it gets a leading apostrophe. Numbers
+    stay numbers."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def write_report(source: str | Path | None, out: str | Path) -> dict[str, Any]:
     """Write ``OUT/report.html``, ``OUT/report.csv`` and ``OUT/report.json``; return a summary.
 
-    Raises `UsageError` for a source that is not a run directory or sweep, or has no measurements.
+    Text cells of the CSV that a spreadsheet would run as a formula are escaped (`csv_cell`); the
+    JSON keeps them as they are. Raises `UsageError` for a source that is not a run directory or
+    sweep, has no measurements, or an ``out`` that cannot be written (checked first).
     """
+    check_writable(Path(out), directory=True)
     kind, name, rows = collect_rows(source)
     if not rows:
         raise UsageError(
@@ -425,7 +440,7 @@ def write_report(source: str | Path | None, out: str | Path) -> dict[str, Any]:
     with (out / "report.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows({k: csv_cell(v) for k, v in r.items()} for r in rows)
     write_json(
         out / "report.json",
         {"source": kind, "name": name, "columns": list(COLUMNS), "rows": rows, **derived},
