@@ -16,14 +16,15 @@ from edgeprune.cli import export_cmds as _export_cmds  # noqa: F401  (registers 
 from edgeprune.cli import farm_cmds as _farm_cmds  # noqa: F401  (registers commands)
 from edgeprune.cli import search_cmds as _search_cmds  # noqa: F401  (registers commands)
 from edgeprune.cli._app import app, console_err
-from edgeprune.errors import EdgePruneError
+from edgeprune.errors import EdgePruneError, filesystem_errors
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         # Standalone mode: Typer prints its own usage errors and exits 2 through SystemExit.
-        app(args=args, prog_name="edgeprune")
+        with filesystem_errors():
+            app(args=args, prog_name="edgeprune")
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except EdgePruneError as e:

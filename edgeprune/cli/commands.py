@@ -20,6 +20,14 @@ ModelKwargsOpt = Annotated[
         "--model-kwargs", help="JSON object of keyword arguments for a zoo model or factory."
     ),
 ]
+ModelCodeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model-code",
+        help="The factory (FILE.py:function or pkg.module:function) a checkpoint needs: a checkpoint "
+        "built by user code loads only when you name that code (a file must match its recorded sha256).",
+    ),
+]
 ImageSizeOpt = Annotated[
     int | None,
     typer.Option("--image-size", help="Resize the dataset's images to this square size."),
@@ -153,6 +161,7 @@ def train_cmd(
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     image_size: ImageSizeOpt = None,
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite --out even if it holds another run.")
@@ -177,7 +186,14 @@ def train_cmd(
     )
     with rich_progress():
         res = train_checkpoint(
-            model, data, cfg, out, _kwargs(model_kwargs), image_size, force=force
+            model,
+            data,
+            cfg,
+            out,
+            _kwargs(model_kwargs),
+            image_size,
+            force=force,
+            model_code=model_code,
         )
     if json_out:
         emit_json(res)
@@ -208,6 +224,7 @@ def eval_cmd(
         typer.Option("--max-samples", help="Evaluate on a fixed random subset of the test split."),
     ] = None,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     image_size: ImageSizeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -215,7 +232,9 @@ def eval_cmd(
     from edgeprune.pipeline.flows import evaluate_model
 
     with rich_progress():
-        res = evaluate_model(model, data, _kwargs(model_kwargs), image_size, max_samples)
+        res = evaluate_model(
+            model, data, _kwargs(model_kwargs), image_size, max_samples, model_code=model_code
+        )
     if json_out:
         emit_json(res)
         return
@@ -386,6 +405,7 @@ def prune_cmd(
     ] = 1,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     image_size: ImageSizeOpt = None,
     input_size: InputSizeOpt = None,
     list_groups: Annotated[
@@ -411,6 +431,7 @@ def prune_cmd(
             input_size,
             _split_names(ignore_layers),
             json_out,
+            model_code,
         )
         return
     if out is None:
@@ -479,7 +500,15 @@ def prune_cmd(
     )
     with rich_progress():
         report = prune_run(
-            model, data, cfg, out, _kwargs(model_kwargs), image_size, input_size, force=force
+            model,
+            data,
+            cfg,
+            out,
+            _kwargs(model_kwargs),
+            image_size,
+            input_size,
+            force=force,
+            model_code=model_code,
         )
     if json_out:
         emit_json(report)
@@ -593,11 +622,12 @@ def _list_groups(
     input_size: int | None,
     ignored: tuple[str, ...],
     json_out: bool,
+    model_code: str | None = None,
 ) -> None:
     from edgeprune.pipeline.flows import load_bundle, load_data
     from edgeprune.prune import DependencyIndex
 
-    bundle = load_bundle(model, load_data(data, image_size), kwargs, input_size)
+    bundle = load_bundle(model, load_data(data, image_size), kwargs, input_size, model_code)
     index = DependencyIndex(bundle.model, bundle.example_input(), ignored=list(ignored))
     groups = [g.to_dict() for g in index.groups]
     if json_out:
@@ -660,6 +690,7 @@ def export_cmd(
         ),
     ] = False,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     input_size: InputSizeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -680,6 +711,7 @@ def export_cmd(
         data,
         profile,
         simplify,
+        model_code=model_code,
     )
     if json_out:
         emit_json(res)
@@ -736,6 +768,7 @@ def bench_cmd(
         ),
     ] = False,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     input_size: InputSizeOpt = None,
     raw: Annotated[
         bool, typer.Option("--raw", help="Include raw per-run times in --json output.")
@@ -755,7 +788,16 @@ def bench_cmd(
         max_repeats=repeats,
     )
     with rich_progress():
-        res = bench_model(model, device, cfg, _kwargs(model_kwargs), input_size, opset, reuse)
+        res = bench_model(
+            model,
+            device,
+            cfg,
+            _kwargs(model_kwargs),
+            input_size,
+            opset,
+            reuse,
+            model_code=model_code,
+        )
     if json_out:
         if not raw:
             res.pop("raw_ms", None)

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from edgeprune.cli._app import JSON_HELP, app, console, emit_json, fmt, kv_table
+from edgeprune.cli.commands import ModelCodeOpt
 
 JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 NameArg = Annotated[str, typer.Argument(help="Device name from devices.yaml.")]
@@ -294,6 +295,7 @@ def deploy_cmd(
     input_size: Annotated[
         int | None, typer.Option("--input-size", help="Input size for zoo models/factories.")
     ] = None,
+    model_code: ModelCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Export for the device's profile, lint, push, (build), check parity, benchmark, store."""
@@ -314,7 +316,7 @@ def deploy_cmd(
             max_repeats=repeats,
         ),
     )
-    res = deploy(model, device, cfg, parse_kwargs(model_kwargs), input_size)
+    res = deploy(model, device, cfg, parse_kwargs(model_kwargs), input_size, model_code)
     if json_out:
         res["measurement"].pop("raw_ms", None)
         emit_json(res)

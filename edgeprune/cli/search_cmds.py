@@ -15,6 +15,7 @@ from edgeprune.cli.commands import (
     InputSizeOpt,
     JsonOpt,
     MaxLayerRatioOpt,
+    ModelCodeOpt,
     ModelKwargsOpt,
     TableSecondsOpt,
     _kwargs,
@@ -66,12 +67,14 @@ def search_cmd(
         ),
     ] = None,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     image_size: ImageSizeOpt = None,
     input_size: InputSizeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Search per-layer widths that meet a latency budget measured on a device (no fine-tuning)."""
     from edgeprune.checkpoint import save_checkpoint
+    from edgeprune.pipeline._util import check_writable
     from edgeprune.pipeline.flows import load_bundle, load_data
     from edgeprune.prune import PruneConfig, parse_criterion_opts
     from edgeprune.search import search
@@ -79,6 +82,8 @@ def search_cmd(
 
     if out is not None and out.suffix not in (".json", ".pt"):
         raise UsageError(f"--out must end in .json or .pt, got {out}")
+    if out is not None:
+        check_writable(out)
     scfg = search_config(
         latency_budget,
         device,
@@ -100,7 +105,7 @@ def search_cmd(
     )
     with rich_progress():
         dataset = load_data(data, image_size)
-        bundle = load_bundle(model, dataset, _kwargs(model_kwargs), input_size)
+        bundle = load_bundle(model, dataset, _kwargs(model_kwargs), input_size, model_code)
         found = search(bundle, pcfg, scfg, dataset)
         result: dict[str, Any] = {
             k: v for k, v in found.to_dict().items() if k not in ("base", "pruned")
