@@ -151,6 +151,11 @@ def check_archive(path: str | Path, limit: int | None = None) -> None:
             f"{path} is truncated or not a PyTorch checkpoint (not a readable zip archive: {one_line(e, 80)})",
             hint="re-create or re-download it; a checkpoint from torch older than 1.6 must be re-saved with torch.save",
         ) from e
+    if not any(i.filename == "data.pkl" or i.filename.endswith("/data.pkl") for i in infos):
+        raise CheckpointError(
+            f"{path} is a zip archive but not a PyTorch checkpoint (it has no data.pkl)",
+            hint="pass a .pt file written by torch.save or edgeprune",
+        )
     if len(infos) > MAX_MEMBERS:
         raise CheckpointError(
             f"{path} holds {len(infos)} files; a checkpoint holds a few per tensor"
@@ -239,6 +244,8 @@ def _header(payload: dict[str, Any], path: Path) -> tuple[ArchSpec, PrunePlan, t
         and shape[0] * shape[1] * shape[2] <= MAX_INPUT_ELEMENTS
     ):
         problem = f"input_shape {shape!r} is not [C, H, W] (at most {MAX_INPUT_ELEMENTS} values)"
+    elif not isinstance(payload.get("plan"), (dict, type(None))):
+        problem = "plan is not a mapping"
     elif not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
@@ -249,7 +256,9 @@ def _header(payload: dict[str, Any], path: Path) -> tuple[ArchSpec, PrunePlan, t
     try:
         spec = ArchSpec.from_dict(arch)
         plan = PrunePlan.from_dict(payload.get("plan"))
-    except (UsageError, KeyError, TypeError, ValueError, AttributeError) as e:
+    except KeyError as e:
+        raise CheckpointError(f"{path} has a malformed header: the plan lacks {e}") from e
+    except (UsageError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path} has a malformed header: {one_line(e)}") from e
     return spec, plan, tuple(shape)
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 _SENTENCE_END = re.compile(r"[.!?](?=\s)")
+_MIN_SENTENCE = 16  # a shorter "sentence" ("Error.") says too little to end a message on
 
 
 class EdgePruneError(Exception):
@@ -52,8 +53,8 @@ def one_line(text: object, limit: int = 200) -> str:
     if len(line) <= limit:
         return line
     head = line[: limit + 1]
-    ends = [m.end() for m in _SENTENCE_END.finditer(head)]
-    if ends and ends[-1] >= limit // 3:
+    ends = [m.end() for m in _SENTENCE_END.finditer(head) if m.end() >= _MIN_SENTENCE]
+    if ends:
         return head[: ends[-1]]
     cut = head.rfind(" ")
     return (head[:cut] if cut > 0 else line[:limit]).rstrip(" ,;:") + "…"

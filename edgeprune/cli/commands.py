@@ -11,7 +11,7 @@ from rich.table import Table
 
 from edgeprune._progress import rich_progress
 from edgeprune.cli._app import JSON_HELP, app, console, emit_json, fmt, kv_table, pct
-from edgeprune.errors import UsageError
+from edgeprune.errors import UsageError, one_line
 
 JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 ModelKwargsOpt = Annotated[
@@ -440,8 +440,8 @@ def prune_cmd(
     if ratios_file is not None:
         try:
             ratios = json.loads(ratios_file.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise UsageError(f"cannot read --ratios-file {ratios_file}: {e}") from e
+        except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8 text
+            raise UsageError(f"cannot read --ratios-file {ratios_file}: {one_line(e)}") from e
         if not isinstance(ratios, dict):
             raise UsageError("--ratios-file must hold a JSON object {layer: ratio}")
     target = _target(ratio, flops_reduction, params_reduction)

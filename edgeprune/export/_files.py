@@ -112,16 +112,23 @@ def check_onnx_file(path: str | Path) -> Any:
     """Refuse an ONNX file before anything reads its weights or ships it; return its header.
 
     Raises `NotFoundError`/`ExportError` as `load_onnx_header` does, and `ExportError` when a
-    tensor's external data lies outside the model's folder.
+    tensor's data lives in a side file: outside the model's folder (refused as unsafe, before
+    any path is touched) or beside it (devices receive one file).
     """
     model = load_onnx_header(path)
-    bad = [d for d in external_data(model, path) if d.escape is not None]
-    if bad:
-        d = bad[0]
+    for d in external_data(model, path):
+        if d.escape is not None:
+            raise ExportError(
+                f"{path} keeps tensor {d.tensors[0]!r} in {d.location!r}, {d.escape}; "
+                "refusing to read or ship it",
+                hint="external data must be a file next to the model; better, re-export it "
+                "as one self-contained file (`edgeprune export MODEL --out model.onnx`)",
+            )
+        # Inside the folder, but devices receive the one model file: say so now, not after
+        # the upload when the device's runtime misses the side file.
         raise ExportError(
-            f"{path} keeps tensor {d.tensors[0]!r} in {d.location!r}, {d.escape}; "
-            "refusing to read or ship it",
-            hint="external data must be a file next to the model: re-export it, "
-            "e.g. `edgeprune export MODEL --out model.onnx` (one self-contained file)",
+            f"{path} keeps tensor {d.tensors[0]!r} in the side file {d.location}; "
+            "edgeprune ships single-file models",
+            hint="re-export without --external-data (one self-contained file below 2 GB)",
         )
     return model

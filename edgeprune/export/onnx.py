@@ -85,6 +85,18 @@ def file_opset(model_or_path: Any) -> int:
     raise ExportError(f"{model_or_path} declares no default-domain opset")
 
 
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError behind ``e`` (itself, or in its cause/context chain), if any."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, OSError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def _tensor_specs(values: Any) -> list[TensorSpec]:
     import onnx
 
@@ -188,6 +200,9 @@ def onnx_from_torch(
             try:
                 torch.onnx.export(model, (example,), str(tmp), **kwargs)
             except Exception as e:  # exporter errors are many types; report them as one
+                disk = _os_error(e)
+                if disk is not None:  # a full disk is not the exporter's fault: say so
+                    raise disk from e
                 raise ExportError(
                     f"ONNX export failed ({exporter}): {one_line(e)}",
                     hint="try --exporter torchscript or another --opset",

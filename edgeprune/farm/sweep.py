@@ -185,6 +185,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise SweepError(f"sweep file not found: {p}", hint="pass the path of a SWEEP.yaml")
     try:
         data = yaml.safe_load(p.read_text())
+    except UnicodeDecodeError as e:
+        raise SweepError(f"{p}: not a text file ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
