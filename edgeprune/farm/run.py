@@ -23,6 +23,7 @@ Progress goes to ``$EDGEPRUNE_HOME/farm/<sweep>/status.json`` (read by `sweep_st
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import socket
 import statistics
@@ -480,7 +481,10 @@ def run_sweep(
         try:
             sched.run()
         except BaseException:
-            sched._status(force=True, state="interrupted")
+            # On a full disk the status file cannot be written either; the first error (which
+            # names the saved measurement) is the one to report.
+            with contextlib.suppress(OSError):
+                sched._status(force=True, state="interrupted")
             raise
         finally:
             eng.stop()
