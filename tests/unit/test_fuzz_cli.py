@@ -179,6 +179,8 @@ def test_cli_fuzz_no_traceback_exit_0_1_2_no_payload_runs(
         commands
     )
     assert {"report", "farm run", "farm status"} <= set(commands)
+    # No broken input got as far as a device: nothing was uploaded, nothing measured.
+    assert not (config.home_dir() / "devices").exists()
     db = config.store_path()
     if db.exists():
         with sqlite3.connect(db) as conn:
