@@ -83,3 +83,18 @@ class Measurement:
         if raw:
             d["raw_ms"] = list(self.raw_ms)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Measurement:
+        """Inverse of ``to_dict(raw=True)``, without the store's id and time."""
+        return cls(
+            stats=Stats.from_dict(d["stats"]),
+            context=d["context"],
+            raw_ms=list(d.get("raw_ms") or []),
+            valid=bool(d["valid"]),
+            unstable=bool(d["unstable"]),
+            attempts=[Stats.from_dict(a) for a in d.get("attempts") or []],
+            notes=list(d.get("notes") or []),
+            job_id=d.get("job_id"),
+            label=d.get("label"),
+        )

@@ -3,12 +3,21 @@
 Rows are only ever inserted. A measurement is reused only when its whole context key matches.
 Farm jobs carry a ``job_id`` with a unique index, so a job stored twice (a retry after a lost
 reply) is kept once. WAL mode lets several processes write safely.
+
+A measurement that cannot be written (a full disk, a read-only or locked database) is not lost:
+`Store.add` saves it as JSON in a recovery folder — ``$EDGEPRUNE_HOME/recovery``, or when that
+disk is full too, ``$TMPDIR/edgeprune-recovery`` — and raises `StoreError` naming the file. The
+next `Store` opened on the same database adds every saved measurement and removes its file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +27,7 @@ from typing import Any
 from edgeprune import config
 from edgeprune.bench.result import Measurement
 from edgeprune.bench.stats import Stats
+from edgeprune.errors import StoreError, one_line
 
 SCHEMA_VERSION = 1
 
@@ -86,17 +96,25 @@ class Store:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else config.store_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(
-            str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA busy_timeout=30000")
-        self._conn.executescript(_SCHEMA)
-        self._conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            self._conn.executescript(_SCHEMA)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(
+                f"cannot open the measurement store {self.path}: {one_line(e)}",
+                hint=f"free space or fix permissions under {self.path.parent}, then rerun "
+                "(nothing was measured yet)",
+            ) from e
+        self.recovered = self._add_recovered()
 
     def close(self) -> None:
         self._conn.close()
@@ -112,13 +130,39 @@ class Store:
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
+            self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            # A failed COMMIT (disk full) leaves the transaction open; end it either way.
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
 
     def add(self, m: Measurement) -> Measurement:
-        """Insert ``m`` (sets ``m.id`` and ``m.created_at``). A duplicate ``job_id`` returns the stored row."""
+        """Insert ``m`` (sets ``m.id`` and ``m.created_at``). A duplicate ``job_id`` returns the stored row.
+
+        Raises `StoreError` when the database cannot be written; ``m`` is saved to a recovery
+        file first (see the module docstring), so the measurement is not lost.
+        """
+        try:
+            return self._insert(m)
+        except sqlite3.OperationalError as e:
+            saved = _save_recovery(self.path, m)
+            summary = f"median {m.stats.median:.4g} ms over {m.stats.n} runs"
+            if saved is None:
+                raise StoreError(
+                    f"could not store the measurement ({summary}) in {self.path}, nor save it "
+                    f"to a recovery file: {one_line(e)}",
+                    hint=f"free space under {self.path.parent} and rerun the command",
+                ) from e
+            raise StoreError(
+                f"could not store the measurement ({summary}) in {self.path}: {one_line(e)}; "
+                f"it was saved to {saved}",
+                hint=f"free space under {self.path.parent}; the next edgeprune command that opens "
+                "the store adds it (`edgeprune bench ... --reuse` then returns it unmeasured)",
+                recovery_file=str(saved),
+            ) from e
+
+    def _insert(self, m: Measurement) -> Measurement:
         created = time.time()
         ctx = m.context
         s = m.stats
@@ -238,7 +282,31 @@ class Store:
         stats: Stats,
         context: dict[str, Any],
     ) -> None:
-        """Append one block measurement (a lookup-table entry) under a device context key."""
+        """Append one block measurement (a lookup-table entry) under a device context key.
+
+        Raises `StoreError` when the database cannot be written (entries stored before are kept
+        and reused by the next search)."""
+        try:
+            self._lut_insert(
+                device_key, device, signature, cin, cout, artifact_sha256, stats, context
+            )
+        except sqlite3.OperationalError as e:
+            raise StoreError(
+                f"could not store a latency-table entry in {self.path}: {one_line(e)}",
+                hint=f"free space under {self.path.parent} and rerun: the entries stored so far are reused",
+            ) from e
+
+    def _lut_insert(
+        self,
+        device_key: str,
+        device: str,
+        signature: str,
+        cin: int,
+        cout: int,
+        artifact_sha256: str,
+        stats: Stats,
+        context: dict[str, Any],
+    ) -> None:
         with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO latency_lut (created_at, device_key, device, signature, cin, cout, artifact_sha256, n, median_ms, "
@@ -279,6 +347,69 @@ class Store:
         if device_key is not None:
             q, args = q + " WHERE device_key = ?", [device_key]
         return int(self._conn.execute(q, args).fetchone()[0])
+
+    # ------------------------------------------------------------------ recovery
+
+    def _add_recovered(self) -> int:
+        """Insert the measurements saved for this database when it could not be written."""
+        added = 0
+        for f in _recovery_files(self.path):
+            try:
+                rec = json.loads(f.read_text())
+                m = Measurement.from_dict(rec["measurement"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # unreadable or half-written: left for a person to look at
+            if not self._holds(m):
+                try:
+                    self._insert(m)
+                except sqlite3.OperationalError:
+                    break  # still cannot write: keep the files for the next try
+            f.unlink(missing_ok=True)
+            added += 1
+        return added
+
+    def _holds(self, m: Measurement) -> bool:
+        """True when ``m`` (by job id, else by key and measuring window) is stored already."""
+        if m.job_id is not None:
+            return self.by_job(m.job_id) is not None
+        row = self._conn.execute(
+            "SELECT 1 FROM measurements WHERE context_key = ? AND started_at IS ? AND finished_at IS ?",
+            (m.key, m.context.get("started_at"), m.context.get("finished_at")),
+        ).fetchone()
+        return row is not None
+
+
+def _recovery_dirs(db: Path) -> list[Path]:
+    """Where measurements for ``db`` are saved when it cannot be written: beside it, then in the
+    temporary folder (often another filesystem), in a folder named after the database."""
+    tag = hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:12]
+    return [db.parent / "recovery", Path(tempfile.gettempdir()) / f"edgeprune-recovery-{tag}"]
+
+
+def _recovery_files(db: Path) -> list[Path]:
+    return [f for d in _recovery_dirs(db) if d.is_dir() for f in sorted(d.glob("*.json"))]
+
+
+def _save_recovery(db: Path, m: Measurement) -> Path | None:
+    """Write ``m`` to the first recovery folder that takes it; None when none does."""
+    text = json.dumps({"store": str(db), "measurement": m.to_dict(raw=True)})
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{m.key[:12]}.json"
+    for d in _recovery_dirs(db):
+        target = d / name
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".", suffix=".part", dir=d)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(text)
+                os.replace(tmp, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        except OSError:
+            continue
+        return target
+    return None
 
 
 def _row_to_measurement(row: tuple) -> Measurement:

@@ -22,7 +22,7 @@ from edgeprune.cli import farm_cmds as _farm_cmds  # noqa: F401  (registers comm
 from edgeprune.cli import search_cmds as _search_cmds  # noqa: F401  (registers commands)
 from edgeprune.cli._app import Interrupted, app, console_err, interrupt_note, settings
 from edgeprune.cli._help import decorate
-from edgeprune.errors import EdgePruneError
+from edgeprune.errors import EdgePruneError, filesystem_errors
 
 INTERRUPTED = 130
 
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     settings.quiet = settings.verbose = False
     settings.argv, settings.interrupt_note = tuple(args), None
     try:
-        code = command().main(args=args, prog_name="edgeprune", standalone_mode=False)
+        with filesystem_errors():  # disk full, read-only, permissions: one line, exit 2
+            code = command().main(args=args, prog_name="edgeprune", standalone_mode=False)
     except EdgePruneError as e:
         if json_out:
             print(json.dumps(e.to_dict()))

@@ -21,7 +21,7 @@ from edgeprune.cli._app import (
     progress,
     styled,
 )
-from edgeprune.errors import UsageError
+from edgeprune.errors import UsageError, one_line
 
 JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 INCOMPLETE_MEASUREMENT = (
@@ -32,6 +32,14 @@ ModelKwargsOpt = Annotated[
     typer.Option(
         "--model-kwargs",
         help="""JSON object of keyword arguments for a zoo model or factory, e.g. '{"num_classes": 100, "in_channels": 1}'.""",
+    ),
+]
+ModelCodeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model-code",
+        help="The factory (FILE.py:function or pkg.module:function) a checkpoint needs: a checkpoint "
+        "built by user code loads only when you name that code (a file must match its recorded sha256).",
     ),
 ]
 ImageSizeOpt = Annotated[
@@ -188,6 +196,7 @@ def train_cmd(
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     image_size: ImageSizeOpt = None,
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite --out even if it holds another run.")
@@ -213,7 +222,14 @@ def train_cmd(
     kept = f"{out} keeps the last finished epoch; rerun the same command to resume"
     with progress(json_out), on_interrupt(kept):
         res = train_checkpoint(
-            model, data, cfg, out, _kwargs(model_kwargs), image_size, force=force
+            model,
+            data,
+            cfg,
+            out,
+            _kwargs(model_kwargs),
+            image_size,
+            force=force,
+            model_code=model_code,
         )
     if json_out:
         emit_json(res)
@@ -244,6 +260,7 @@ def eval_cmd(
         typer.Option("--max-samples", help="Evaluate on a fixed random subset of the test split."),
     ] = None,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     image_size: ImageSizeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -251,7 +268,9 @@ def eval_cmd(
     from edgeprune.pipeline.flows import evaluate_model
 
     with progress(json_out), on_interrupt("nothing was written"):
-        res = evaluate_model(model, data, _kwargs(model_kwargs), image_size, max_samples)
+        res = evaluate_model(
+            model, data, _kwargs(model_kwargs), image_size, max_samples, model_code=model_code
+        )
     if json_out:
         emit_json(res)
         return
@@ -425,6 +444,7 @@ def prune_cmd(
     ] = 1,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     image_size: ImageSizeOpt = None,
     input_size: InputSizeOpt = None,
     list_groups: Annotated[
@@ -450,6 +470,7 @@ def prune_cmd(
             input_size,
             _split_names(ignore_layers),
             json_out,
+            model_code,
         )
         return
     if out is None:
@@ -458,8 +479,8 @@ def prune_cmd(
     if ratios_file is not None:
         try:
             ratios = json.loads(ratios_file.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise UsageError(f"cannot read --ratios-file {ratios_file}: {e}") from e
+        except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8 text
+            raise UsageError(f"cannot read --ratios-file {ratios_file}: {one_line(e)}") from e
         if not isinstance(ratios, dict):
             raise UsageError("--ratios-file must hold a JSON object {layer: ratio}")
     target = _target(ratio, flops_reduction, params_reduction)
@@ -533,7 +554,15 @@ def prune_cmd(
     )
     with progress(json_out), on_interrupt(kept):
         report = prune_run(
-            model, data, cfg, out, _kwargs(model_kwargs), image_size, input_size, force=force
+            model,
+            data,
+            cfg,
+            out,
+            _kwargs(model_kwargs),
+            image_size,
+            input_size,
+            force=force,
+            model_code=model_code,
         )
     missed = search_cfg is not None and not report["latency"]["met"]
     if json_out:
@@ -671,11 +700,12 @@ def _list_groups(
     input_size: int | None,
     ignored: tuple[str, ...],
     json_out: bool,
+    model_code: str | None = None,
 ) -> None:
     from edgeprune.pipeline.flows import load_bundle, load_data
     from edgeprune.prune import DependencyIndex
 
-    bundle = load_bundle(model, load_data(data, image_size), kwargs, input_size)
+    bundle = load_bundle(model, load_data(data, image_size), kwargs, input_size, model_code)
     index = DependencyIndex(bundle.model, bundle.example_input(), ignored=list(ignored))
     groups = [g.to_dict() for g in index.groups]
     if json_out:
@@ -738,6 +768,7 @@ def export_cmd(
         ),
     ] = False,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     input_size: InputSizeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -758,6 +789,7 @@ def export_cmd(
         data,
         profile,
         simplify,
+        model_code=model_code,
     )
     if json_out:
         emit_json(res)
@@ -819,6 +851,7 @@ def bench_cmd(
         ),
     ] = False,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     input_size: InputSizeOpt = None,
     raw: Annotated[
         bool, typer.Option("--raw", help="Include raw per-run times in --json output.")
@@ -838,7 +871,16 @@ def bench_cmd(
         max_repeats=repeats,
     )
     with progress(json_out), on_interrupt(INCOMPLETE_MEASUREMENT):
-        res = bench_model(model, device, cfg, _kwargs(model_kwargs), input_size, opset, reuse)
+        res = bench_model(
+            model,
+            device,
+            cfg,
+            _kwargs(model_kwargs),
+            input_size,
+            opset,
+            reuse,
+            model_code=model_code,
+        )
     if json_out:
         if not raw:
             res.pop("raw_ms", None)

@@ -20,6 +20,7 @@ from edgeprune.cli._app import (
     progress,
     styled,
 )
+from edgeprune.cli.commands import ModelCodeOpt
 
 JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 INCOMPLETE_MEASUREMENT = (
@@ -325,6 +326,7 @@ def deploy_cmd(
     input_size: Annotated[
         int | None, typer.Option("--input-size", help="Input size for zoo models/factories.")
     ] = None,
+    model_code: ModelCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Export for the device's profile, lint, push, (build), check parity, benchmark, store."""
@@ -346,7 +348,7 @@ def deploy_cmd(
         ),
     )
     with progress(json_out), on_interrupt(INCOMPLETE_MEASUREMENT):
-        res = deploy(model, device, cfg, parse_kwargs(model_kwargs), input_size)
+        res = deploy(model, device, cfg, parse_kwargs(model_kwargs), input_size, model_code)
     if json_out:
         res["measurement"].pop("raw_ms", None)
         emit_json(res)

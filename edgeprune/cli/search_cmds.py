@@ -15,6 +15,7 @@ from edgeprune.cli.commands import (
     JsonOpt,
     MaxCvOpt,
     MaxLayerRatioOpt,
+    ModelCodeOpt,
     ModelKwargsOpt,
     ProxySamplesOpt,
     SearchEvalsOpt,
@@ -71,12 +72,14 @@ def search_cmd(
         ),
     ] = None,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     image_size: ImageSizeOpt = None,
     input_size: InputSizeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Search per-layer widths that meet a latency budget measured on a device (no fine-tuning)."""
     from edgeprune.checkpoint import save_checkpoint
+    from edgeprune.pipeline._util import check_writable
     from edgeprune.pipeline.flows import load_bundle, load_data
     from edgeprune.prune import PruneConfig, parse_criterion_opts
     from edgeprune.search import search
@@ -84,6 +87,8 @@ def search_cmd(
 
     if out is not None and out.suffix not in (".json", ".pt"):
         raise UsageError(f"--out must end in .json or .pt, got {out}")
+    if out is not None:
+        check_writable(out)
     scfg = search_config(
         latency_budget,
         device,
@@ -115,7 +120,7 @@ def search_cmd(
     pcfg.require_data(data is not None)
     with progress(json_out), on_interrupt(kept):
         dataset = load_data(data, image_size)
-        bundle = load_bundle(model, dataset, _kwargs(model_kwargs), input_size)
+        bundle = load_bundle(model, dataset, _kwargs(model_kwargs), input_size, model_code)
         found = search(bundle, pcfg, scfg, dataset)
         result: dict[str, Any] = {
             k: v for k, v in found.to_dict().items() if k not in ("base", "pruned")

@@ -1,5 +1,6 @@
 """Export: ONNX (checked, parity-tested), TensorRT engines, target lint and artifacts."""
 
+from edgeprune.export._files import check_onnx_file, load_onnx_header
 from edgeprune.export.lint import Finding, has_errors, lint_onnx, opset_for
 from edgeprune.export.onnx import (
     PARITY_TOL,
@@ -37,11 +38,13 @@ __all__ = [
     "TrtVersion",
     "bench_from_trtexec",
     "cached_engine_from_onnx",
+    "check_onnx_file",
     "engine_from_onnx",
     "engine_on_device",
     "file_opset",
     "has_errors",
     "lint_onnx",
+    "load_onnx_header",
     "measure_on_device",
     "onnx_from_torch",
     "opset_for",

@@ -48,7 +48,11 @@ class PrepJob:
 
     @property
     def id(self) -> str:
-        return stable_hash(self.to_dict())
+        # model_code only allows the factory a checkpoint records (whose file must match the
+        # recorded hash): it never changes the variant, so it stays out of the id.
+        d = self.to_dict()
+        d["model"].pop("model_code")
+        return stable_hash(d)
 
     @property
     def label(self) -> str:

@@ -161,7 +161,13 @@ def _base(prep: PrepJob, tmp: Path) -> tuple[dict[str, Any], Path]:
 
     s = prep.settings
     data = load_data(s.get("data"))
-    bundle = load_bundle(prep.model.model, data, prep.model.kwargs or None, prep.model.input_size)
+    bundle = load_bundle(
+        prep.model.model,
+        data,
+        prep.model.kwargs or None,
+        prep.model.input_size,
+        prep.model.model_code,
+    )
     macs, params = count_macs_params(bundle.model, torch.zeros(1, *bundle.input_shape))
     facts: dict[str, Any] = {
         "flops_before": macs,
@@ -242,6 +248,7 @@ def _pruned(prep: PrepJob, tmp: Path, device: str | None) -> tuple[dict[str, Any
         tmp / "run",
         model_kwargs=prep.model.kwargs or None,
         input_size=prep.model.input_size,
+        model_code=prep.model.model_code,
     )
     facts = {k: report[k] for k in FACT_KEYS if k in report}
     if "latency" in report:  # the search's own check of the final model on the device

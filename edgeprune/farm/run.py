@@ -23,6 +23,7 @@ Progress goes to ``$EDGEPRUNE_HOME/farm/<sweep>/status.json`` (read by `sweep_st
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import socket
 import statistics
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune import config
-from edgeprune.bench import Measurement, Stats, Store
+from edgeprune.bench import Measurement, Store
 from edgeprune.device.inventory import DeviceSpec, Inventory
 from edgeprune.device.lock import PidFlock
 from edgeprune.errors import UsageError
@@ -49,21 +50,6 @@ STATUS_EVERY_S = 0.5
 
 def farm_dir(sweep: str) -> Path:
     return config.home_dir() / "farm" / sweep
-
-
-def measurement_from_dict(d: dict[str, Any]) -> Measurement:
-    """Inverse of ``Measurement.to_dict(raw=True)`` (without the store's id and time)."""
-    return Measurement(
-        stats=Stats.from_dict(d["stats"]),
-        context=d["context"],
-        raw_ms=list(d.get("raw_ms") or []),
-        valid=bool(d["valid"]),
-        unstable=bool(d["unstable"]),
-        attempts=[Stats.from_dict(a) for a in d.get("attempts") or []],
-        notes=list(d.get("notes") or []),
-        job_id=d.get("job_id"),
-        label=d.get("label"),
-    )
 
 
 def done_job_ids(store: Store, plan: Plan) -> set[str]:
@@ -335,7 +321,7 @@ class _Scheduler:
     def _store(self, job: BenchJob, r: dict[str, Any], dispatched: float) -> None:
         stored: Measurement | None = None
         for md in r["measurements"]:
-            m = self.store.add(measurement_from_dict(md))
+            m = self.store.add(Measurement.from_dict(md))
             if m.job_id == job.job_id:
                 stored = m
         self.done_now += 1
@@ -495,7 +481,10 @@ def run_sweep(
         try:
             sched.run()
         except BaseException:
-            sched._status(force=True, state="interrupted")
+            # On a full disk the status file cannot be written either; the first error (which
+            # names the saved measurement) is the one to report.
+            with contextlib.suppress(OSError):
+                sched._status(force=True, state="interrupted")
             raise
         finally:
             eng.stop()

@@ -7,6 +7,7 @@ unpruned base model of each model (speed-ups need it). Format::
     models:                        # zoo name, checkpoint or FILE.py:factory; or a mapping
       - resnet20
       - {model: resnet56, kwargs: {in_channels: 1}, input_size: 16}
+      - {model: mine.pt, model_code: my_net.py:build}   # a checkpoint built by your factory
     data: fashion-mnist            # optional: accuracy, data-driven criteria, fine-tuning
     criteria: [l1, {name: fpgm, options: {}}]
     targets:                       # one key each: ratio | flops | params (fractions removed)
@@ -41,6 +42,7 @@ import yaml
 
 from edgeprune.bench import BenchConfig
 from edgeprune.errors import EdgePruneError, UsageError
+from edgeprune.models import is_factory_ref
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 TARGET_KINDS = ("ratio", "flops", "params", "latency")
@@ -78,11 +80,15 @@ class SweepError(UsageError):
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A model to prune: a zoo name, a checkpoint or ``FILE.py:factory``, with its build options."""
+    """A model to prune: a zoo name, a checkpoint or ``FILE.py:factory``, with its build options.
+
+    ``model_code`` names the factory a checkpoint built by user code needs (``--model-code``).
+    """
 
     model: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     input_size: int | None = None
+    model_code: str | None = None
 
     @property
     def label(self) -> str:
@@ -179,6 +185,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise SweepError(f"sweep file not found: {p}", hint="pass the path of a SWEEP.yaml")
     try:
         data = yaml.safe_load(p.read_text())
+    except UnicodeDecodeError as e:
+        raise SweepError(f"{p}: not a text file ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -349,7 +357,7 @@ def _parse(data: Any, src: str) -> SweepSpec:
 def _model(src: str, key: str, v: Any) -> ModelEntry:
     if isinstance(v, str):
         v = {"model": v}
-    m = _mapping(src, key, v, ("model", "kwargs", "input_size"))
+    m = _mapping(src, key, v, ("model", "kwargs", "input_size", "model_code"))
     model = m.get("model")
     if not isinstance(model, str) or not model:
         raise _fail(src, f"{key}.model", "must be a zoo name, a checkpoint path or FILE.py:factory")
@@ -357,7 +365,15 @@ def _model(src: str, key: str, v: Any) -> ModelEntry:
     size = m.get("input_size")
     if size is not None:
         size = _number(src, f"{key}.input_size", size, int, 1)
-    return ModelEntry(model, kwargs, size)
+    code = m.get("model_code")
+    if code is not None and not (isinstance(code, str) and is_factory_ref(code)):
+        raise _fail(
+            src,
+            f"{key}.model_code",
+            f"must be FILE.py:function or package.module:function, got {code!r}",
+            hint="name the factory the checkpoint was built with",
+        )
+    return ModelEntry(model, kwargs, size, code)
 
 
 def _criterion(src: str, key: str, v: Any) -> CriterionEntry:

@@ -61,11 +61,44 @@ def fingerprint(data: Any) -> str:
     ]
 
 
+def check_writable(path: Path, directory: bool = False) -> None:
+    """Raise `UsageError` unless ``path`` (a file, or with ``directory`` a run directory) can be
+    written, before any work is done for it. Creates nothing: a probe file in the nearest existing
+    folder is created and removed (write permission bits do not stop root; a probe does).
+    """
+    path = Path(path)
+    if directory and path.exists() and not path.is_dir():
+        raise UsageError(
+            f"--out {path} exists and is not a directory", hint="pass a directory path as --out"
+        )
+    if not directory and path.is_dir():
+        raise UsageError(f"--out {path} is a directory", hint="pass a file path as --out")
+    anchor = path.parent
+    while not anchor.exists() and anchor != anchor.parent:
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        raise UsageError(
+            f"cannot write --out {path}: {anchor} is not a directory",
+            hint="choose an --out whose parent folders are directories",
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".edgeprune-probe-", dir=anchor)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(
+            f"cannot write --out {path}: {anchor} is not writable ({e.strerror})",
+            hint="choose an --out in a folder you can write to",
+        ) from e
+
+
 class RunDir:
     """A run directory built in ``.<name>.partial`` next to it and moved into place when complete.
 
     Re-running with the same fingerprint resumes from the partial directory's saved steps;
     a different fingerprint starts over. An existing finished run is replaced only with ``force``.
+    The partial directory appears with the first file written into it, so an error found before
+    any work (a usage error) leaves nothing behind.
     """
 
     def __init__(self, final: Path, fp: str, force: bool = False) -> None:
@@ -84,7 +117,6 @@ class RunDir:
                 saved = {}
             if saved.get("fingerprint") != fp:
                 shutil.rmtree(self.partial)
-        self.partial.mkdir(parents=True, exist_ok=True)
         self._state_path = state
         self.state: dict[str, Any] = (
             json.loads(state.read_text()) if state.is_file() else {"fingerprint": fp, "steps": {}}
@@ -92,6 +124,7 @@ class RunDir:
         self.resumed = bool(self.state.get("steps"))
 
     def path(self, name: str) -> Path:
+        """Where ``name`` lives in the partial directory (writers create the directory)."""
         return self.partial / name
 
     def done(self, step: str) -> Any:

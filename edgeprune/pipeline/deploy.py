@@ -84,8 +84,13 @@ def deploy(
     cfg: DeployConfig | None = None,
     model_kwargs: dict[str, Any] | None = None,
     input_size: int | None = None,
+    model_code: str | None = None,
 ) -> dict[str, Any]:
     """Deploy MODEL to ``device`` (a name or a profile) and measure it; returns a JSON-able report.
+
+    ``model_code`` names the factory a checkpoint needs (`edgeprune.checkpoint.allowed_arch`); an
+    ONNX MODEL is refused before anything reads or ships it when it is not a model or keeps weights
+    outside its folder (`edgeprune.export.check_onnx_file`).
 
     Raises `ExportError` when the lint finds errors or the device's outputs differ from the host's
     beyond the precision's tolerance (nothing is stored then), `DeviceError` for device faults
@@ -110,7 +115,7 @@ def deploy(
             hint=f"use one of {', '.join(profile.precisions)}",
         )
     t = time.perf_counter()
-    artifact, opset = _artifact(model, profile, cfg, model_kwargs, input_size)
+    artifact, opset = _artifact(model, profile, cfg, model_kwargs, input_size, model_code)
     t = phases.add("export", t)
     findings = _lint(artifact, profile)
     t = phases.add("lint", t)
@@ -209,6 +214,7 @@ def _artifact(
     cfg: DeployConfig,
     model_kwargs: dict[str, Any] | None,
     input_size: int | None,
+    model_code: str | None,
 ) -> tuple[Path, int | None]:
     from edgeprune.export import file_opset
     from edgeprune.export.lint import opset_for
@@ -217,7 +223,7 @@ def _artifact(
     opset = cfg.opset
     if profile is not None and not model.endswith(".onnx"):
         opset = opset_for(profile, cfg.opset)
-    path = model_artifact(model, model_kwargs, input_size, opset, cfg.bench.batch)
+    path = model_artifact(model, model_kwargs, input_size, opset, cfg.bench.batch, model_code)
     return path, file_opset(path)
 
 

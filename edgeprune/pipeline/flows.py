@@ -28,9 +28,17 @@ from edgeprune.checkpoint import (
 from edgeprune.data import Dataset, load_dataset
 from edgeprune.device.lease import run_leased
 from edgeprune.errors import UsageError
-from edgeprune.export import ExportResult, onnx_from_torch, sha256_file
+from edgeprune.export import ExportResult, check_onnx_file, onnx_from_torch, sha256_file
 from edgeprune.export.artifacts import ArtifactCache, source_key
-from edgeprune.pipeline._util import RunDir, command_line, fingerprint, versions, write_json
+from edgeprune.models import is_factory_ref, spec_from_ref
+from edgeprune.pipeline._util import (
+    RunDir,
+    check_writable,
+    command_line,
+    fingerprint,
+    versions,
+    write_json,
+)
 from edgeprune.prune import PruneConfig, prune
 from edgeprune.search import SearchConfig, search
 from edgeprune.train import TrainConfig, TrainState, evaluate, train
@@ -47,11 +55,17 @@ def load_bundle(
     data: Dataset | None,
     model_kwargs: dict[str, Any] | None = None,
     input_size: int | None = None,
+    model_code: str | None = None,
 ) -> ModelBundle:
-    """Resolve MODEL; zoo models are initialised from a fixed seed so their exports are reproducible."""
+    """Resolve MODEL; zoo models are initialised from a fixed seed so their exports are reproducible.
+
+    ``model_code`` names the factory a checkpoint needs (`edgeprune.checkpoint.allowed_arch`).
+    """
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return resolve_model(model, model_kwargs, data.info if data else None, input_size)
+        return resolve_model(
+            model, model_kwargs, data.info if data else None, input_size, model_code
+        )
 
 
 # --------------------------------------------------------------------------- train / eval
@@ -65,10 +79,13 @@ def train_checkpoint(
     model_kwargs: dict[str, Any] | None = None,
     image_size: int | None = None,
     force: bool = False,
+    model_code: str | None = None,
 ) -> dict[str, Any]:
     """Train MODEL on DATA into checkpoint ``out``, resuming if ``out`` holds an unfinished run of
-    the same configuration. A finished identical run is returned as is (``reused``)."""
+    the same configuration. A finished identical run is returned as is (``reused``). Raises
+    `UsageError` before any work when ``out`` cannot be written."""
     out = Path(out)
+    check_writable(out)
     data = load_dataset(data_spec, image_size)
     fp = fingerprint(
         {
@@ -89,12 +106,12 @@ def train_checkpoint(
                 f"{out} exists and was not written by this exact train command",
                 hint="pass --force to overwrite, or choose another --out",
             )
-        bundle = load_checkpoint(out)
+        bundle = load_checkpoint(out, model_code or _own_factory(model))
         state = TrainState.from_dict(saved)
         if state.epoch >= cfg.epochs and "final_accuracy" in saved:
             return _train_summary(bundle, out, saved, reused=True)
     if bundle is None:
-        bundle = load_bundle(model, data, model_kwargs)
+        bundle = load_bundle(model, data, model_kwargs, model_code=model_code)
     started = time.perf_counter()
 
     def save(st: TrainState) -> None:
@@ -144,9 +161,10 @@ def evaluate_model(
     model_kwargs: dict[str, Any] | None = None,
     image_size: int | None = None,
     max_samples: int | None = None,
+    model_code: str | None = None,
 ) -> dict[str, Any]:
     data = load_dataset(data_spec, image_size)
-    bundle = load_bundle(model, data, model_kwargs)
+    bundle = load_bundle(model, data, model_kwargs, model_code=model_code)
     r = evaluate(bundle.model, data, max_samples=max_samples)
     return {
         "model": bundle.label,
@@ -172,6 +190,7 @@ def export_onnx(
     data_spec: str | None = None,
     profile: str | None = None,
     simplify: bool = False,
+    model_code: str | None = None,
 ) -> dict[str, Any]:
     """Export MODEL to one checked ONNX file; returns the `ExportResult` fields plus, with
     ``profile``, the profile name and its lint findings, and with ``simplify``, what the
@@ -182,11 +201,13 @@ def export_onnx(
     from edgeprune.export.simplify import simplify_onnx
     from edgeprune.profiles import load_profile
 
+    out = Path(out)
+    check_writable(out)
     prof = load_profile(profile) if profile else None
     if prof is not None:
         opset = opset_for(prof, opset)
     data = load_data(data_spec)
-    bundle = load_bundle(model, data, model_kwargs, input_size)
+    bundle = load_bundle(model, data, model_kwargs, input_size, model_code)
     res = onnx_from_torch(
         bundle.model,
         bundle.input_shape,
@@ -256,14 +277,20 @@ def model_artifact(
     input_size: int | None = None,
     opset: int | None = None,
     batch: int = 1,
+    model_code: str | None = None,
 ) -> Path:
-    """An ONNX file for MODEL: itself if it is one, else its cached export."""
+    """An ONNX file for MODEL: itself if it is one (checked by `check_onnx_file` before anything
+    reads its weights or ships it), else its cached export."""
     if model.endswith(".onnx"):
+        if model_kwargs or model_code:
+            raise UsageError(
+                f"{model} is an ONNX file: --model-kwargs and --model-code do not apply",
+                hint="drop them",
+            )
         path = Path(model)
-        if not path.is_file():
-            raise UsageError(f"ONNX file not found: {path}")
+        check_onnx_file(path)
         return path
-    bundle = load_bundle(model, None, model_kwargs, input_size)
+    bundle = load_bundle(model, None, model_kwargs, input_size, model_code)
     path, _ = cached_onnx(
         bundle,
         model if looks_like_checkpoint(model) else f"{model}:{model_kwargs}:{bundle.input_shape}",
@@ -307,11 +334,12 @@ def bench_model(
     opset: int | None = None,
     reuse: bool = False,
     label: str | None = None,
+    model_code: str | None = None,
 ) -> dict[str, Any]:
     from edgeprune.device import Inventory
 
     Inventory.load().resolve(device)  # an unknown device fails before the model is exported
-    artifact = model_artifact(model, model_kwargs, input_size, opset, cfg.batch)
+    artifact = model_artifact(model, model_kwargs, input_size, opset, cfg.batch, model_code)
     with Store() as store:
         m = lease_and_measure(
             device, artifact, cfg, store, label=label or Path(model).name, reuse=reuse
@@ -354,14 +382,17 @@ def prune_run(
     image_size: int | None = None,
     input_size: int | None = None,
     force: bool = False,
+    model_code: str | None = None,
 ) -> dict[str, Any]:
     """Prune MODEL, optionally fine-tune, export ONNX, optionally bench; write the run directory.
 
     Writes ``OUT/report.json``, ``OUT/model.pt`` and ``OUT/model.onnx``. Accuracy fields appear
-    only when data is given. Raises `EdgePruneError` for bad inputs before anything is written.
+    only when data is given. Raises `EdgePruneError` for bad inputs (an ``out`` that cannot be
+    written among them) before anything is written.
     """
     out = Path(out)
     # Checks that need only the command line, before the (slow) model and data are loaded.
+    check_writable(out, directory=True)
     if cfg.search is None:
         cfg.prune.require_target()
     cfg.prune.require_data(data_spec is not None)
@@ -371,7 +402,9 @@ def prune_run(
         )
     with track(f"load {model}" + (f" and {data_spec}" if data_spec else "")):
         data = load_data(data_spec, image_size)
-        bundle = load_bundle(model, data, model_kwargs, input_size)
+        bundle = load_bundle(model, data, model_kwargs, input_size, model_code)
+    # The run's own checkpoints rebuild through the factory that was allowed for MODEL.
+    own_code = bundle.arch.factory
     run = RunDir(
         out,
         fingerprint(
@@ -434,7 +467,7 @@ def prune_run(
             ).accuracy
         run.mark("pruned", facts)
     else:
-        pruned = load_checkpoint(run.path("pruned.pt"))
+        pruned = load_checkpoint(run.path("pruned.pt"), own_code)
     report.update(
         {
             "flops_before": facts["flops_before"],
@@ -460,7 +493,7 @@ def prune_run(
             ft_path = run.path("finetune.pt")
             state = None
             if ft_path.is_file():
-                saved = load_checkpoint(ft_path)
+                saved = load_checkpoint(ft_path, own_code)
                 pruned = saved
                 state = TrainState.from_dict(saved.train_state or {})
             t0 = time.perf_counter()
@@ -489,7 +522,7 @@ def prune_run(
             save_checkpoint(pruned, run.path("finetuned.pt"))
             run.mark("finetune", ft)
         else:
-            pruned = load_checkpoint(run.path("finetuned.pt"))
+            pruned = load_checkpoint(run.path("finetuned.pt"), own_code)
         report["finetune"] = ft
         report["accuracy_after"] = ft["accuracy"]
     pruned.metrics = {
@@ -523,6 +556,14 @@ def prune_run(
     run.finish()
     report["run_dir"] = str(out)
     return report
+
+
+def _own_factory(model: str) -> str | None:
+    """MODEL itself when it is a factory reference: the user named that code, so the checkpoints
+    this run writes from it may be rebuilt through it."""
+    if is_factory_ref(model) and not looks_like_checkpoint(model):
+        return spec_from_ref(model).factory
+    return None
 
 
 def _source_hash(model: str) -> str | None:

@@ -31,7 +31,7 @@ from typing import Any
 
 from edgeprune.bench import Measurement, Stats, Store
 from edgeprune.errors import UsageError
-from edgeprune.pipeline._util import write_json
+from edgeprune.pipeline._util import check_writable, write_json
 from edgeprune.pipeline.report_html import (
     INVALID_COLOR,
     PALETTE,
@@ -69,6 +69,9 @@ def widths_summary(widths: dict[str, Any] | None, limit: int = 8) -> str | None:
     shown = ", ".join(f"{n} {k}/{b}" for n, k, b in pairs[:limit])
     more = f", … ({len(pairs) - limit} more)" if len(pairs) > limit else ""
     return f"{kept / base:.0%} of channels kept: {shown}{more}"
+
+
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _row(m: Measurement, facts: dict[str, Any] | None, **known: Any) -> dict[str, Any]:
@@ -1106,6 +1109,15 @@ def render_html(
     return page(title, subtitle, "".join(body)), derived
 
 
+def csv_cell(value: Any) -> Any:
+    """``value`` safe for a spreadsheet: text starting with ``= + - @``, a tab or a carriage return
+    would be read as a formula (OWASP "CSV injection"), so it gets a leading apostrophe. Numbers
+    stay numbers."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def write_run_html(
     report: dict[str, Any], path: Path, run_dir: str | Path | None = None
 ) -> dict[str, Any]:
@@ -1124,8 +1136,11 @@ def write_report(
 
     ``include_all`` keeps the latency search's probe measurements (``search:…``) in a store
     report. Raises `UsageError` for a source that is not a run directory or sweep, or a sweep or
-    store without measurements.
+    store without measurements, or an ``out`` that cannot be written (checked first). Text
+    cells of the CSV that a spreadsheet would run as a formula are escaped (`csv_cell`); the
+    JSON keeps them as they are.
     """
+    check_writable(Path(out), directory=True)
     kind, name, rows = collect_rows(source, include_all)
     run = None
     if kind == "run":
@@ -1142,7 +1157,7 @@ def write_report(
     with (out / "report.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows({k: csv_cell(v) for k, v in r.items()} for r in rows)
     write_json(
         out / "report.json",
         {"source": kind, "name": name, "columns": list(COLUMNS), "rows": rows, **derived},
