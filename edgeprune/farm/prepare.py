@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune import config
+from edgeprune._files import write_json
 from edgeprune.export.artifacts import ArtifactCache, source_key
 from edgeprune.farm.plan import PrepJob
-from edgeprune.pipeline._util import write_json
 
 FACT_KEYS = (
     "flops_before",

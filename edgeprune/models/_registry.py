@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from edgeprune._files import sha256_file
 from edgeprune._registry import Registry
 from edgeprune.errors import NotFoundError, UsageError
 
@@ -126,20 +127,12 @@ def load_factory(ref: str) -> Callable[..., nn.Module]:
     return fn
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def spec_from_ref(ref: str, kwargs: dict[str, Any] | None = None) -> ArchSpec:
     """An `ArchSpec` from a zoo name or a factory reference (checked to exist)."""
     kwargs = dict(kwargs or {})
     if is_factory_ref(ref):
         target = ref.rpartition(":")[0]
-        sha = file_sha256(target) if Path(target).is_file() else None
+        sha = sha256_file(target) if Path(target).is_file() else None
         if target.endswith(".py") or "/" in target:
             ref = f"{Path(target).expanduser().resolve()}:{ref.rpartition(':')[2]}"
         load_factory(ref)  # fail early with a clear error
