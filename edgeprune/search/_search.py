@@ -363,7 +363,7 @@ def search_in_session(
         scored = score_model(bundle, prune_cfg, data)
         ctx = scored.ctx
         lm = LatencyModel.for_model(ctx.model, ctx.example, ctx.index, ctx.groups)
-        profile = lm.profile(dev, store, scfg.block_bench)
+        profile = lm.measure_tables(dev, store, scfg.block_bench)
         lm.add_point(lm.full(), base_ms, "base")
         verify = _Verifier(dev, store, bundle, scored, prune_cfg, data, scfg, lm, tmp)
         verify.measurements = 1  # the base model
