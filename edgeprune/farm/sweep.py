@@ -41,11 +41,11 @@ import yaml
 
 from edgeprune.bench import BenchConfig
 from edgeprune.errors import EdgePruneError, UsageError
+from edgeprune.vocab import Precision, Runtime, check_choice
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 TARGET_KINDS = ("ratio", "flops", "params", "latency")
-RUNTIMES = ("ort", "trt")
-PRECISIONS = ("fp32", "fp16", "int8")
+RUNTIMES = (Runtime.ORT, Runtime.TRT)
 PRUNE_KEYS = ("round_to", "convention", "mode", "min_channels", "ignored_layers", "calib_batches")
 SEARCH_KEYS = ("strategy", "percentile", "bench_seconds", "table_seconds", "tolerance")
 # Threads and precision are per runtime entry, so a sweep cannot set them twice.
@@ -113,8 +113,8 @@ class TargetEntry:
 
 @dataclass(frozen=True)
 class RuntimeEntry:
-    runtime: str = "ort"
-    precision: str = "fp32"
+    runtime: Runtime = Runtime.ORT
+    precision: Precision = Precision.FP32
     threads: int = 1
 
     @property
@@ -167,9 +167,11 @@ class SweepSpec:
         return _parse(data, source)
 
     def bench_config(self, rt: RuntimeEntry) -> BenchConfig:
-        """The protocol for one runtime entry (TensorRT jobs take their timing fields from it; their
-        precision is the engine's)."""
-        return BenchConfig(threads=rt.threads, **self.bench)
+        """The protocol for one runtime entry: the sweep's timing fields with the entry's
+        runtime, precision and threads."""
+        return BenchConfig(
+            runtime=rt.runtime, precision=rt.precision, threads=rt.threads, **self.bench
+        )
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
@@ -416,23 +418,15 @@ def _runtime(src: str, key: str, v: Any) -> RuntimeEntry:
     if isinstance(v, str):
         v = {"runtime": v}
     r = _mapping(src, key, v, ("runtime", "precision", "threads"))
-    runtime = r.get("runtime", "ort")
-    if runtime not in RUNTIMES:
-        raise _fail(
-            src,
-            f"{key}.runtime",
-            f"unknown runtime {runtime!r}",
-            hint=f"use one of {', '.join(RUNTIMES)}",
-        )
-    precision = r.get("precision", "fp32")
-    if precision not in PRECISIONS:
-        raise _fail(
-            src,
-            f"{key}.precision",
-            f"unknown precision {precision!r}",
-            hint=f"use one of {', '.join(PRECISIONS)}",
-        )
-    if runtime == "ort" and precision != "fp32":
+    try:
+        runtime = check_choice(Runtime.parse(str(r.get("runtime", "ort"))), RUNTIMES, "runtime")
+    except EdgePruneError as e:
+        raise _fail(src, f"{key}.runtime", e.message, e.hint) from None
+    try:
+        precision = Precision.parse(str(r.get("precision", "fp32")))
+    except EdgePruneError as e:
+        raise _fail(src, f"{key}.precision", e.message, e.hint) from None
+    if runtime is Runtime.ORT and precision is not Precision.FP32:
         raise _fail(
             src,
             key,
