@@ -23,7 +23,7 @@ from typing import Any
 from edgeprune import config
 from edgeprune.device.inventory import DeviceSpec
 from edgeprune.errors import DependencyMissingError, UsageError
-from edgeprune.farm.engines import Completion, _spec_dict, make_variant_safe
+from edgeprune.farm.engines import Completion, make_variant_safe, spec_dict
 
 RESOURCE_PREFIX = "edgeprune-device:"
 
@@ -111,7 +111,7 @@ class RayEngine:
                 num_cpus=0,
                 max_restarts=0,
                 name=None,
-            ).remote(_spec_dict(spec), env, inventory, "ray")
+            ).remote(spec_dict(spec), env, inventory, "ray")
         self._prep_fn = ray.remote(_prep_task)
         self._env = env
         self._gpus = float(have.get("GPU", 0))

@@ -38,13 +38,25 @@ from edgeprune.bench import Measurement, Store
 from edgeprune.device.inventory import DeviceSpec, Inventory
 from edgeprune.device.lock import PidFlock
 from edgeprune.errors import UsageError
-from edgeprune.farm.engines import Engine, make_engine
+from edgeprune.farm.engines import Engine, ThreadEngine
 from edgeprune.farm.plan import BenchJob, Plan, plan_sweep
 from edgeprune.farm.prepare import Variant, clean_scratch, load_variant, save_variant
+from edgeprune.farm.ray_engine import RayEngine
 from edgeprune.farm.sweep import SweepSpec
 
 POLL_S = 0.2
 STATUS_EVERY_S = 0.5
+
+
+def make_engine(name: str, prep_workers: int = 1, ray_address: str | None = None) -> Engine:
+    """``threads`` (default) or ``ray`` (needs ``pip install 'edgeprune[ray]'``)."""
+    if name == "threads":
+        if ray_address is not None:
+            raise UsageError("--ray-address needs --engine ray")
+        return ThreadEngine(prep_workers)
+    if name == "ray":
+        return RayEngine(ray_address)
+    raise UsageError(f"unknown engine {name!r}", hint="use threads or ray")
 
 
 def farm_dir(sweep: str) -> Path:
