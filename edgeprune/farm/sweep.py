@@ -41,6 +41,9 @@ import yaml
 
 from edgeprune.bench import BenchConfig
 from edgeprune.errors import EdgePruneError, UsageError
+from edgeprune.prune import PruneConfig, make_criterion
+from edgeprune.search import Budget, SearchConfig
+from edgeprune.train import TrainConfig
 from edgeprune.vocab import Precision, Runtime, check_choice
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -296,8 +299,6 @@ def _parse(data: Any, src: str) -> SweepSpec:
     prune = _mapping(src, "prune", top.get("prune"), PRUNE_KEYS)
     finetune = top.get("finetune")
     if finetune is not None:
-        from edgeprune.train import TrainConfig
-
         finetune = _mapping(src, "finetune", finetune, tuple(f.name for f in fields(TrainConfig)))
         if data_spec is None:
             raise _fail(
@@ -363,8 +364,6 @@ def _model(src: str, key: str, v: Any) -> ModelEntry:
 
 
 def _criterion(src: str, key: str, v: Any) -> CriterionEntry:
-    from edgeprune.prune import make_criterion
-
     if isinstance(v, str):
         v = {"name": v}
     c = _mapping(src, key, v, ("name", "options"))
@@ -395,8 +394,6 @@ def _target(src: str, key: str, v: Any) -> TargetEntry:
         )
     kind, value = next(iter(t.items()))
     if kind == "latency":
-        from edgeprune.search import Budget
-
         try:
             Budget.parse(str(value))
         except EdgePruneError as e:
@@ -438,8 +435,6 @@ def _runtime(src: str, key: str, v: Any) -> RuntimeEntry:
 
 
 def _check_prune(src: str, spec: SweepSpec) -> None:
-    from edgeprune.prune import PruneConfig
-
     opts = dict(spec.prune)
     if "ignored_layers" in opts:
         opts["ignored_layers"] = tuple(opts["ignored_layers"] or ())
@@ -448,8 +443,6 @@ def _check_prune(src: str, spec: SweepSpec) -> None:
     except (TypeError, EdgePruneError) as e:
         raise _fail(src, "prune", str(e)) from None
     if spec.search:
-        from edgeprune.search import SearchConfig
-
         try:
             SearchConfig(
                 budget=_any_budget(),
@@ -464,6 +457,4 @@ def _check_prune(src: str, spec: SweepSpec) -> None:
 
 
 def _any_budget() -> Any:
-    from edgeprune.search import Budget
-
     return Budget(1.0, False)
