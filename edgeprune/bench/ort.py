@@ -16,6 +16,23 @@ from edgeprune.device import DeviceSession
 from edgeprune.errors import DeviceError
 
 CPU_PROVIDER = "CPUExecutionProvider"
+_PROTOCOL_FIELDS = (
+    "provider",
+    "threads",
+    "batch",
+    "warmup_runs",
+    "warmup_seconds",
+    "min_runs",
+    "min_seconds",
+    "max_runs",
+    "max_seconds",
+    "seed",
+)
+
+
+def _protocol(cfg: BenchConfig) -> dict[str, Any]:
+    """The fields of an agent ``bench``/``bench_batch`` request that the protocol decides."""
+    return {name: getattr(cfg, name) for name in _PROTOCOL_FIELDS}
 
 
 def _throttled(state: dict[str, Any] | None) -> bool:
@@ -59,17 +76,8 @@ def measure_ort(
             timeout=cfg.deadline(),
             model=remote,
             runtime=cfg.runtime,
-            provider=cfg.provider,
-            threads=cfg.threads,
-            batch=cfg.batch,
-            warmup_runs=cfg.warmup_runs,
-            warmup_seconds=cfg.warmup_seconds,
-            min_runs=cfg.min_runs,
-            min_seconds=cfg.min_seconds,
-            max_runs=cfg.max_runs,
-            max_seconds=cfg.max_seconds,
-            seed=cfg.seed,
             telemetry=dev.telemetry,
+            **_protocol(cfg),
         )
         stats = compute_stats(reply["times_ms"])
         attempts.append((stats, reply))
@@ -140,16 +148,7 @@ def measure_batch(
             "bench_batch",
             timeout=per_model * len(part) + cfg.timeout_margin_s,
             models=part,
-            provider=cfg.provider,
-            threads=cfg.threads,
-            batch=cfg.batch,
-            warmup_runs=cfg.warmup_runs,
-            warmup_seconds=cfg.warmup_seconds,
-            min_runs=cfg.min_runs,
-            min_seconds=cfg.min_seconds,
-            max_runs=cfg.max_runs,
-            max_seconds=cfg.max_seconds,
-            seed=cfg.seed,
+            **_protocol(cfg),
         )
         state = {"state_before": reply.get("state_before"), "state_after": reply.get("state_after")}
         for sha, res in zip(shas[start : start + chunk], reply["results"], strict=True):
