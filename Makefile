@@ -16,9 +16,10 @@ test: sysdeps $(STAMP)          ## the full test suite (real sshd devices, real 
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check edgeprune tests benchmarks
-	$(BIN)/ruff format --check edgeprune tests benchmarks
+	$(BIN)/ruff check edgeprune tests benchmarks tools
+	$(BIN)/ruff format --check edgeprune tests benchmarks tools
 	$(BIN)/mypy edgeprune
+	$(BIN)/lint-imports
 	$(BIN)/vermin -q --no-tips -t=3.6- devices/agent/edgeprune_agent.py
 	$(BIN)/hadolint docker/host/Dockerfile docker/rpi/Dockerfile docker/jetson/Dockerfile.jp6 docker/jetson/Dockerfile.jp46
 	$(BIN)/shellcheck --shell=sh devices/provision/*.sh docker/agent/entrypoint.sh
@@ -48,4 +49,4 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .grimp_cache .import_linter_cache

@@ -46,7 +46,7 @@ from edgeprune.models import (
     is_factory_ref,
     spec_from_ref,
 )
-from edgeprune.prune._engine import apply_plan
+from edgeprune.prune import apply_plan
 from edgeprune.prune.plan import PrunePlan
 
 FORMAT_VERSION = 1

@@ -8,6 +8,11 @@ A measurement that cannot be written (a full disk, a read-only or locked databas
 `Store.add` saves it as JSON in a recovery folder — ``$EDGEPRUNE_HOME/recovery``, or when that
 disk is full too, ``$TMPDIR/edgeprune-recovery`` — and raises `StoreError` naming the file. The
 next `Store` opened on the same database adds every saved measurement and removes its file.
+
+The file records its schema version. Opening an older store migrates it in one transaction (the
+only time rows change: schema 2 spells runtimes one way, ``trt`` for the ``tensorrt`` of schema
+1, and re-keys those rows so they keep matching new measurements of the same context); a store
+from a newer edgeprune is refused with `StoreError` rather than half-read.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune import config
-from edgeprune.bench.result import Measurement
-from edgeprune.bench.stats import Stats
+from edgeprune.bench.result import Measurement, canonical_context, context_key
+from edgeprune.bench.stats import Stats, compute_stats
 from edgeprune.errors import StoreError, one_line
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -84,6 +90,14 @@ CREATE TABLE IF NOT EXISTS latency_lut (
 CREATE INDEX IF NOT EXISTS latency_lut_key ON latency_lut (device_key, signature, cin, cout, created_at);
 """
 
+
+def _create(conn: sqlite3.Connection) -> None:
+    """Create what is missing (statement by statement: `executescript` would commit first)."""
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 _COLUMNS = (
     "id, created_at, started_at, finished_at, context_key, device, profile, runtime, precision, "
     "artifact_sha256, label, job_id, n, median_ms, p90_ms, p99_ms, mean_ms, std_ms, cv, min_ms, "
@@ -101,20 +115,76 @@ class Store:
             self._conn = sqlite3.connect(
                 str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA busy_timeout=30000")
-            self._conn.executescript(_SCHEMA)
-            self._conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
         except (sqlite3.Error, OSError) as e:
             raise StoreError(
                 f"cannot open the measurement store {self.path}: {one_line(e)}",
                 hint=f"free space or fix permissions under {self.path.parent}, then rerun "
                 "(nothing was measured yet)",
             ) from e
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._open_schema()
+        except sqlite3.OperationalError as e:  # full disk, read-only, locked
+            self._conn.close()
+            raise StoreError(
+                f"cannot open the measurement store {self.path}: {one_line(e)}",
+                hint=f"free space or fix permissions under {self.path.parent}, then rerun "
+                "(nothing was measured yet)",
+            ) from e
+        except sqlite3.DatabaseError as e:  # not a database at all
+            self._conn.close()
+            raise StoreError(
+                f"{self.path} is not a readable edgeprune store: {one_line(e)}",
+                hint="move it away (a new store is created), or set EDGEPRUNE_HOME to another folder",
+            ) from None
+        except BaseException:
+            self._conn.close()
+            raise
         self.recovered = self._add_recovered()
+
+    def _open_schema(self) -> None:
+        """Create a new store, or check an existing one's version and migrate it to this one."""
+        with self.transaction() as conn:
+            found = self._schema_version(conn)
+            if found is None:
+                _create(conn)
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+                return
+            if found > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} was written by a newer edgeprune (store schema {found}; "
+                    f"this version reads schema {SCHEMA_VERSION} and older)",
+                    hint="upgrade edgeprune, or set EDGEPRUNE_HOME to use another store",
+                )
+            for version in range(found, SCHEMA_VERSION):
+                _MIGRATIONS[version](conn)
+            _create(conn)
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int | None:
+        """The stored version; None for an empty file. Raises `StoreError` when unreadable."""
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" not in tables:
+            if tables:
+                raise StoreError(
+                    f"{self.path} is an SQLite file but not an edgeprune store",
+                    hint="set EDGEPRUNE_HOME to another folder",
+                )
+            return None
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        try:
+            return int(row[0]) if row is not None else 1
+        except ValueError:
+            raise StoreError(
+                f"{self.path} records an unknown store schema {row[0]!r}",
+                hint="set EDGEPRUNE_HOME to another folder",
+            ) from None
 
     def close(self) -> None:
         self._conn.close()
@@ -127,6 +197,7 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (taken at once, so concurrent writers queue instead of failing)."""
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
@@ -232,9 +303,9 @@ class Store:
         return _row_to_measurement(row) if row else None
 
     def job_ids(self, prefix: str = "") -> set[str]:
+        """Every stored job id that starts with exactly ``prefix``."""
         rows = self._conn.execute(
-            "SELECT job_id FROM measurements WHERE job_id LIKE ?",
-            (prefix.replace("%", r"\%") + "%",),
+            f"SELECT job_id FROM measurements WHERE job_id {_STARTS_WITH}", (_like_prefix(prefix),)
         ).fetchall()
         return {r[0] for r in rows}
 
@@ -258,8 +329,8 @@ class Store:
             q += " AND label = ?"
             args.append(label)
         if job_prefix is not None:
-            q += " AND job_id LIKE ?"
-            args.append(job_prefix + "%")
+            q += f" AND job_id {_STARTS_WITH}"
+            args.append(_like_prefix(job_prefix))
         q += " ORDER BY created_at, id"
         if limit is not None:
             q += " LIMIT ?"
@@ -443,12 +514,10 @@ def _row_to_measurement(row: tuple) -> Measurement:
     ) = row
     attempts = [Stats.from_dict(a) for a in json.loads(attempts_json)]
     raw = json.loads(raw_json)
-    from edgeprune.bench.stats import compute_stats
-
     stats = compute_stats(raw) if raw else attempts[-1]
     return Measurement(
         stats=stats,
-        context=json.loads(ctx_json),
+        context=canonical_context(json.loads(ctx_json)),
         raw_ms=raw,
         valid=bool(valid),
         unstable=bool(unstable),
@@ -459,3 +528,44 @@ def _row_to_measurement(row: tuple) -> Measurement:
         job_id=job_id,
         label=label,
     )
+
+
+# ``job_id LIKE 'prefix%' ESCAPE '\'`` with the prefix's own wildcards escaped: an exact prefix
+# match that still uses the index (a bare LIKE reads ``_`` and ``%`` in a sweep name as wildcards).
+_STARTS_WITH = "LIKE ? ESCAPE '\\'"
+
+
+def _like_prefix(prefix: str) -> str:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """Schema 1 recorded TensorRT runs as runtime ``tensorrt``: spell it ``trt`` and re-key."""
+    rows = conn.execute(
+        "SELECT id, context_json, notes_json FROM measurements WHERE runtime != ?", ("ort",)
+    ).fetchall()
+    for mid, ctx_json, notes_json in rows:
+        ctx = json.loads(ctx_json)
+        fixed = canonical_context(ctx)
+        if fixed.get("runtime") == ctx.get("runtime"):
+            continue
+        notes = [
+            *json.loads(notes_json),
+            f"store schema 2: runtime {ctx.get('runtime')!r} is spelled {str(fixed['runtime'])!r}",
+        ]
+        conn.execute(
+            "UPDATE measurements SET runtime = ?, context_key = ?, context_json = ?, "
+            "notes_json = ? WHERE id = ?",
+            (
+                str(fixed["runtime"]),
+                context_key(fixed),
+                json.dumps(fixed, sort_keys=True),
+                json.dumps(notes),
+                mid,
+            ),
+        )
+
+
+# _MIGRATIONS[v] turns a schema-v store into schema v + 1 (inside the opening transaction).
+_MIGRATIONS = {1: _migrate_1_to_2}

@@ -13,11 +13,12 @@ from typing import Any
 
 from rich.markup import escape
 
+from edgeprune.vocab import Percentile
+
 # Choices, as the library validates them (tests/unit/test_cli_help.py checks they agree).
 MODES = ("uniform", "global")
 CONVENTIONS = ("all", "internal")
 STRATEGIES = ("latency", "uniform", "netadapt")
-PERCENTILES = ("median", "p90", "p99", "mean", "min")
 DEPLOY_RUNTIMES = ("ort", "trt")
 PRECISIONS = ("fp32", "fp16", "int8")
 EXPORTERS = ("auto", "dynamo", "torchscript")
@@ -35,7 +36,7 @@ METAVARS: dict[str, str] = {
     "--mode": "|".join(MODES),
     "--convention": "|".join(CONVENTIONS),
     "--strategy": "|".join(STRATEGIES),
-    "--percentile": "|".join(PERCENTILES),
+    "--percentile": "|".join(Percentile.choices()),
     "--runtime": "ort",
     "--precision": "fp32",
     "--exporter": "|".join(EXPORTERS),

@@ -333,10 +333,11 @@ def deploy_cmd(
     from edgeprune.bench import BenchConfig
     from edgeprune.models import parse_kwargs
     from edgeprune.pipeline.deploy import DeployConfig, deploy
+    from edgeprune.vocab import Precision, Runtime
 
     cfg = DeployConfig(
-        runtime=runtime,
-        precision=precision,
+        runtime=Runtime.parse(runtime),
+        precision=Precision.parse(precision),
         opset=opset,
         label=label,
         bench=BenchConfig(

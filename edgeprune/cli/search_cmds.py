@@ -78,8 +78,8 @@ def search_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Search per-layer widths that meet a latency budget measured on a device (no fine-tuning)."""
+    from edgeprune._files import check_writable
     from edgeprune.checkpoint import save_checkpoint
-    from edgeprune.pipeline._util import check_writable
     from edgeprune.pipeline.flows import load_bundle, load_data
     from edgeprune.prune import PruneConfig, parse_criterion_opts
     from edgeprune.search import search

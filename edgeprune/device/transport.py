@@ -9,7 +9,6 @@ sent again.
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import shlex
 import uuid
@@ -17,6 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeprune._files import sha256_file
 from edgeprune.errors import DeviceError
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -98,14 +98,6 @@ def _hint_for(result: CommandResult, device: str = "NAME") -> str | None:
     if "permission denied" in text:
         return "the device user cannot write its work directory; fix its permissions or choose another workdir"
     return None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def remote_sha256(t: Transport, path: str, timeout: float = DEFAULT_TIMEOUT_S) -> str | None:

@@ -1,4 +1,7 @@
-"""Export: ONNX (checked, parity-tested), TensorRT engines, target lint and artifacts."""
+"""Export: ONNX (checked, parity-tested), TensorRT engines, target lint and artifacts.
+
+Export builds artifacts and never measures them (that is `edgeprune.bench.measure`).
+"""
 
 from edgeprune.export._files import check_onnx_file, load_onnx_header
 from edgeprune.export.lint import Finding, has_errors, lint_onnx, opset_for
@@ -15,28 +18,25 @@ from edgeprune.export.onnx import (
 )
 from edgeprune.export.simplify import SimplifyResult, simplify_onnx
 from edgeprune.export.trt import (
+    DeviceEngine,
     EngineResult,
-    TrtBench,
     TrtVersion,
-    bench_from_trtexec,
     cached_engine_from_onnx,
     engine_from_onnx,
     engine_on_device,
-    measure_on_device,
     parse_export_times,
     parse_trtexec_log,
 )
 
 __all__ = [
     "PARITY_TOL",
+    "DeviceEngine",
     "EngineResult",
     "ExportResult",
     "Finding",
     "SimplifyResult",
     "TensorSpec",
-    "TrtBench",
     "TrtVersion",
-    "bench_from_trtexec",
     "cached_engine_from_onnx",
     "check_onnx_file",
     "engine_from_onnx",
@@ -45,7 +45,6 @@ __all__ = [
     "has_errors",
     "lint_onnx",
     "load_onnx_header",
-    "measure_on_device",
     "onnx_from_torch",
     "opset_for",
     "ort_session",

@@ -9,7 +9,6 @@ Every file's opset is read back from the file, never trusted from the argument.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import os
@@ -24,7 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeprune._files import sha256_file
 from edgeprune.errors import ExportError, UsageError, one_line
+from edgeprune.vocab import check_choice
 
 DYNAMO_MIN_OPSET = 18
 MIN_OPSET = 9
@@ -60,14 +61,6 @@ class ExportResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_opset(model_or_path: Any) -> int:
@@ -166,10 +159,7 @@ def onnx_from_torch(
     every check passes. Raises `ExportError`. ``check=False`` skips the checker and parity: only
     for measurement probes (latency blocks), never for a model that is deployed.
     """
-    if exporter not in EXPORTERS:
-        raise UsageError(
-            f"unknown exporter {exporter!r}", hint=f"use one of {', '.join(EXPORTERS)}"
-        )
+    check_choice(exporter, EXPORTERS, "exporter")
     if opset is not None and opset < MIN_OPSET:
         raise UsageError(f"opset {opset} is too old", hint=f"use --opset {MIN_OPSET} or newer")
     exporter = resolve_exporter(exporter, opset)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeprune._files import sha256_file
 from edgeprune.farm.sweep import CriterionEntry, ModelEntry, RuntimeEntry, SweepSpec, TargetEntry
 
 
@@ -114,8 +115,6 @@ class Plan:
 
 
 def _source_sha(model: str) -> str | None:
-    from edgeprune.export.onnx import sha256_file
-
     path = Path(model.rpartition(":")[0] if ":" in model and not Path(model).exists() else model)
     return sha256_file(path) if path.is_file() else None
 

@@ -34,18 +34,34 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune import config
+from edgeprune._files import write_json
 from edgeprune.bench import Measurement, Store
 from edgeprune.device.inventory import DeviceSpec, Inventory
 from edgeprune.device.lock import PidFlock
 from edgeprune.errors import UsageError
-from edgeprune.farm.engines import Engine, make_engine
+from edgeprune.farm.engines import Engine, ThreadEngine
 from edgeprune.farm.plan import BenchJob, Plan, plan_sweep
 from edgeprune.farm.prepare import Variant, clean_scratch, load_variant, save_variant
+from edgeprune.farm.ray_engine import RayEngine
 from edgeprune.farm.sweep import SweepSpec
-from edgeprune.pipeline._util import write_json
 
 POLL_S = 0.2
 STATUS_EVERY_S = 0.5
+
+
+def make_engine(name: str, prep_workers: int = 1, ray_address: str | None = None) -> Engine:
+    """``threads`` (default) or ``ray`` (needs ``pip install 'edgeprune[ray]'``).
+
+    For ``ray`` without ``ray_address``, ``$RAY_ADDRESS`` names the cluster as it does for Ray's
+    own tools; when neither is set a private local instance is started.
+    """
+    if name == "threads":
+        if ray_address is not None:
+            raise UsageError("--ray-address needs --engine ray")
+        return ThreadEngine(prep_workers)
+    if name == "ray":
+        return RayEngine(ray_address or os.environ.get("RAY_ADDRESS") or None)
+    raise UsageError(f"unknown engine {name!r}", hint="use threads or ray")
 
 
 def farm_dir(sweep: str) -> Path:
@@ -53,8 +69,8 @@ def farm_dir(sweep: str) -> Path:
 
 
 def done_job_ids(store: Store, plan: Plan) -> set[str]:
-    """Job ids of ``plan`` already in the store (``job_ids`` matches LIKE; keep exact prefixes)."""
-    return {j for j in store.job_ids(plan.prefix) if j.startswith(plan.prefix)}
+    """Job ids of ``plan`` already in the store."""
+    return store.job_ids(plan.prefix)
 
 
 class SweepLock(PidFlock):

@@ -43,11 +43,14 @@ import yaml
 from edgeprune.bench import BenchConfig
 from edgeprune.errors import EdgePruneError, UsageError
 from edgeprune.models import is_factory_ref
+from edgeprune.prune import PruneConfig, make_criterion
+from edgeprune.search import Budget, SearchConfig
+from edgeprune.train import TrainConfig
+from edgeprune.vocab import Precision, Runtime, check_choice
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 TARGET_KINDS = ("ratio", "flops", "params", "latency")
-RUNTIMES = ("ort", "trt")
-PRECISIONS = ("fp32", "fp16", "int8")
+RUNTIMES = (Runtime.ORT, Runtime.TRT)
 PRUNE_KEYS = ("round_to", "convention", "mode", "min_channels", "ignored_layers", "calib_batches")
 SEARCH_KEYS = ("strategy", "percentile", "bench_seconds", "table_seconds", "tolerance")
 # Threads and precision are per runtime entry, so a sweep cannot set them twice.
@@ -119,8 +122,8 @@ class TargetEntry:
 
 @dataclass(frozen=True)
 class RuntimeEntry:
-    runtime: str = "ort"
-    precision: str = "fp32"
+    runtime: Runtime = Runtime.ORT
+    precision: Precision = Precision.FP32
     threads: int = 1
 
     @property
@@ -173,9 +176,11 @@ class SweepSpec:
         return _parse(data, source)
 
     def bench_config(self, rt: RuntimeEntry) -> BenchConfig:
-        """The protocol for one runtime entry (TensorRT jobs take their timing fields from it; their
-        precision is the engine's)."""
-        return BenchConfig(threads=rt.threads, **self.bench)
+        """The protocol for one runtime entry: the sweep's timing fields with the entry's
+        runtime, precision and threads."""
+        return BenchConfig(
+            runtime=rt.runtime, precision=rt.precision, threads=rt.threads, **self.bench
+        )
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
@@ -302,8 +307,6 @@ def _parse(data: Any, src: str) -> SweepSpec:
     prune = _mapping(src, "prune", top.get("prune"), PRUNE_KEYS)
     finetune = top.get("finetune")
     if finetune is not None:
-        from edgeprune.train import TrainConfig
-
         finetune = _mapping(src, "finetune", finetune, tuple(f.name for f in fields(TrainConfig)))
         if data_spec is None:
             raise _fail(
@@ -377,8 +380,6 @@ def _model(src: str, key: str, v: Any) -> ModelEntry:
 
 
 def _criterion(src: str, key: str, v: Any) -> CriterionEntry:
-    from edgeprune.prune import make_criterion
-
     if isinstance(v, str):
         v = {"name": v}
     c = _mapping(src, key, v, ("name", "options"))
@@ -409,8 +410,6 @@ def _target(src: str, key: str, v: Any) -> TargetEntry:
         )
     kind, value = next(iter(t.items()))
     if kind == "latency":
-        from edgeprune.search import Budget
-
         try:
             Budget.parse(str(value))
         except EdgePruneError as e:
@@ -432,23 +431,15 @@ def _runtime(src: str, key: str, v: Any) -> RuntimeEntry:
     if isinstance(v, str):
         v = {"runtime": v}
     r = _mapping(src, key, v, ("runtime", "precision", "threads"))
-    runtime = r.get("runtime", "ort")
-    if runtime not in RUNTIMES:
-        raise _fail(
-            src,
-            f"{key}.runtime",
-            f"unknown runtime {runtime!r}",
-            hint=f"use one of {', '.join(RUNTIMES)}",
-        )
-    precision = r.get("precision", "fp32")
-    if precision not in PRECISIONS:
-        raise _fail(
-            src,
-            f"{key}.precision",
-            f"unknown precision {precision!r}",
-            hint=f"use one of {', '.join(PRECISIONS)}",
-        )
-    if runtime == "ort" and precision != "fp32":
+    try:
+        runtime = check_choice(Runtime.parse(str(r.get("runtime", "ort"))), RUNTIMES, "runtime")
+    except EdgePruneError as e:
+        raise _fail(src, f"{key}.runtime", e.message, e.hint) from None
+    try:
+        precision = Precision.parse(str(r.get("precision", "fp32")))
+    except EdgePruneError as e:
+        raise _fail(src, f"{key}.precision", e.message, e.hint) from None
+    if runtime is Runtime.ORT and precision is not Precision.FP32:
         raise _fail(
             src,
             key,
@@ -460,8 +451,6 @@ def _runtime(src: str, key: str, v: Any) -> RuntimeEntry:
 
 
 def _check_prune(src: str, spec: SweepSpec) -> None:
-    from edgeprune.prune import PruneConfig
-
     opts = dict(spec.prune)
     if "ignored_layers" in opts:
         opts["ignored_layers"] = tuple(opts["ignored_layers"] or ())
@@ -470,8 +459,6 @@ def _check_prune(src: str, spec: SweepSpec) -> None:
     except (TypeError, EdgePruneError) as e:
         raise _fail(src, "prune", str(e)) from None
     if spec.search:
-        from edgeprune.search import SearchConfig
-
         try:
             SearchConfig(
                 budget=_any_budget(),
@@ -486,6 +473,4 @@ def _check_prune(src: str, spec: SweepSpec) -> None:
 
 
 def _any_budget() -> Any:
-    from edgeprune.search import Budget
-
     return Budget(1.0, False)

@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from edgeprune._files import sha256_file
 from edgeprune._registry import Registry
 from edgeprune.errors import NotFoundError, UsageError, one_line
 
@@ -153,11 +154,8 @@ def _where(e: BaseException, path: Path) -> str:
 
 
 def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of a factory file (the digest checkpoints record as ``factory_sha256``)."""
+    return sha256_file(path)
 
 
 def spec_from_ref(ref: str, kwargs: dict[str, Any] | None = None) -> ArchSpec:
@@ -165,7 +163,7 @@ def spec_from_ref(ref: str, kwargs: dict[str, Any] | None = None) -> ArchSpec:
     kwargs = dict(kwargs or {})
     if is_factory_ref(ref):
         path = factory_file(ref)
-        sha = file_sha256(path) if path is not None and path.is_file() else None
+        sha = sha256_file(path) if path is not None and path.is_file() else None
         if path is not None:
             ref = f"{path.resolve()}:{ref.rpartition(':')[2]}"
         load_factory(ref)  # fail early with a clear error

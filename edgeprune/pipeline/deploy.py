@@ -22,17 +22,20 @@ import numpy as np
 
 from edgeprune._progress import track, track_until
 from edgeprune.bench import BenchConfig, Store, measure
-from edgeprune.bench.protocol import onnx_input_shape
+from edgeprune.bench.context import onnx_input_shape
+from edgeprune.bench.trt import require_trtexec
 from edgeprune.device import DeviceSession, Inventory
 from edgeprune.device.lease import run_leased
 from edgeprune.device.transport import download_verified, upload_verified
-from edgeprune.errors import DeviceError, EdgePruneError, ExportError, UsageError
-from edgeprune.export import PARITY_TOL, ort_session, sha256_file
+from edgeprune.errors import EdgePruneError, ExportError, UsageError
+from edgeprune.export import PARITY_TOL, file_opset, ort_session, sha256_file
+from edgeprune.export.lint import Finding, has_errors, lint_onnx, opset_for
+from edgeprune.pipeline.flows import model_artifact
+from edgeprune.profiles import DeviceProfile, load_profile
+from edgeprune.vocab import Precision, Runtime, check_choice
 
-DEPLOY_RUNTIMES = ("ort", "trt")
-PRECISIONS = tuple(PARITY_TOL)
+DEPLOY_RUNTIMES = (Runtime.ORT, Runtime.TRT)
 PARITY_TIMEOUT_S = 300.0
-BUILD_TIMEOUT_S = 3600.0  # engine builds take minutes on a Nano (DEVICES.md: allow 30-60 min)
 
 
 @dataclass(frozen=True)
@@ -40,26 +43,21 @@ class DeployConfig:
     """How to deploy: runtime, precision, the export opset (None: the profile's choice), the
     benchmark protocol and the parity check's fixed input (``seed``)."""
 
-    runtime: str = "ort"
-    precision: str = "fp32"
+    runtime: Runtime = Runtime.ORT
+    precision: Precision = Precision.FP32
     opset: int | None = None
     bench: BenchConfig = field(default_factory=BenchConfig)
     seed: int = 1234
     label: str | None = None
 
     def __post_init__(self) -> None:
-        if self.runtime not in DEPLOY_RUNTIMES:
-            raise UsageError(
-                f"unknown runtime {self.runtime!r}", hint=f"use one of {', '.join(DEPLOY_RUNTIMES)}"
-            )
-        if self.precision not in PRECISIONS:
-            raise UsageError(
-                f"unknown precision {self.precision!r}", hint=f"use one of {', '.join(PRECISIONS)}"
-            )
-        if self.runtime == "ort" and self.precision != "fp32":
-            raise UsageError(
-                f"ONNX Runtime runs the exported fp32 model; --precision {self.precision} needs --runtime trt"
-            )
+        runtime = check_choice(Runtime.parse(self.runtime), DEPLOY_RUNTIMES, "deploy runtime")
+        # The benchmark runs what is deployed: its config carries the runtime and precision
+        # (and refuses the pairs that cannot run, e.g. ONNX Runtime with fp16).
+        bench = replace(self.bench, runtime=runtime, precision=self.precision)
+        object.__setattr__(self, "runtime", runtime)
+        object.__setattr__(self, "precision", bench.precision)
+        object.__setattr__(self, "bench", bench)
 
 
 class _Phases:
@@ -128,42 +126,38 @@ def deploy(
     phases.add("host_reference", t)
 
     marks: dict[str, float] = {}
-    extra_measurements: list[Any] = []
 
     def on_device(dev: DeviceSession) -> dict[str, Any]:
         connected()
         t = phases.add("connect", marks["open"])
-        if cfg.runtime == "trt":
-            _require_trtexec(dev)
+        trt = cfg.runtime is Runtime.TRT
+        if trt:
+            require_trtexec(dev)
         with track(f"upload {artifact.name} to {dev.name}"):
             remote, sent = dev.push_artifact(artifact, sha)
         t = phases.add("push", t)
-        extra = {"deploy": {"model": model, "opset": opset}}
-        if cfg.runtime == "trt":
+        extra: dict[str, Any] = {"deploy": {"model": model, "opset": opset}}
+        if trt:
             parity: dict[str, Any] = {
                 "skipped": "TensorRT outputs are not compared yet (trtexec --loadInputs/--exportOutput)"
             }
             notes.append(parity["skipped"])
-            with track(f"build the TensorRT engine and measure on {dev.name}"):
-                m, more = _trt_measure(
-                    dev, artifact, sha, profile, cfg, {**extra, "parity": parity}
-                )
-            t = phases.add("build_and_bench", t)
-            extra_measurements.extend(more)
         else:
             with track(f"parity check on {dev.name}"):
                 parity = _parity(dev, remote, x, reference, cfg)
             t = phases.add("parity", t)
-            with Store() as store:
-                m = measure(
-                    dev,
-                    artifact,
-                    replace(cfg.bench, precision=cfg.precision),
-                    store=store,
-                    label=cfg.label or Path(model).name,
-                    extra_context={**extra, "parity": parity},
-                )
-            t = phases.add("bench", t)
+        with Store() as store:
+            m = measure(
+                dev,
+                artifact,
+                cfg.bench,
+                store=store,
+                label=cfg.label or Path(model).name,
+                extra_context={**extra, "parity": parity},
+                profile=profile,
+            )
+        # For trt the engine build is part of the measurement (cached on the device).
+        t = phases.add("build_and_bench" if trt else "bench", t)
         marks["done"] = t
         return {
             "device_commands": getattr(dev.transport, "command_count", None),
@@ -173,7 +167,7 @@ def deploy(
             "sent": sent,
             "parity": parity,
             "measurement": m.to_dict(),
-            "other_measurements": [o.to_dict() for o in extra_measurements],
+            "other_measurements": [o.to_dict() for o in m.related],
         }
 
     marks["open"] = time.perf_counter()
@@ -199,9 +193,7 @@ def deploy(
     }
 
 
-def _load_profile(name: str) -> Any:
-    from edgeprune.profiles import load_profile
-
+def _load_profile(name: str) -> DeviceProfile | None:
     try:
         return load_profile(name)
     except EdgePruneError:
@@ -210,15 +202,12 @@ def _load_profile(name: str) -> Any:
 
 def _artifact(
     model: str,
-    profile: Any,
+    profile: DeviceProfile | None,
     cfg: DeployConfig,
     model_kwargs: dict[str, Any] | None,
     input_size: int | None,
     model_code: str | None,
 ) -> tuple[Path, int | None]:
-    from edgeprune.export import file_opset
-    from edgeprune.export.lint import opset_for
-    from edgeprune.pipeline.flows import model_artifact
 
     opset = cfg.opset
     if profile is not None and not model.endswith(".onnx"):
@@ -227,11 +216,9 @@ def _artifact(
     return path, file_opset(path)
 
 
-def _lint(path: Path, profile: Any) -> list[Any]:
+def _lint(path: Path, profile: DeviceProfile | None) -> list[Finding]:
     if profile is None:
         return []
-    from edgeprune.export.lint import has_errors, lint_onnx
-
     findings = lint_onnx(path, profile)
     if has_errors(findings):
         first = next(f for f in findings if f.level == "error")
@@ -240,59 +227,6 @@ def _lint(path: Path, profile: Any) -> list[Any]:
             hint=f"{first.fix} (all findings: `edgeprune lint {path} --profile {profile.name}`)",
         )
     return findings
-
-
-def _require_trtexec(dev: DeviceSession) -> None:
-    if "trtexec" not in (dev.info.get("runtimes") or {}):
-        raise DeviceError(
-            f"TensorRT is not available on {dev.name}: trtexec was not found "
-            "(looked in PATH, /usr/src/tensorrt/bin, /usr/local/tensorrt/bin, /opt/tensorrt/bin)",
-            hint="install TensorRT on the device (JetPack on Jetson boards), or deploy with --runtime ort",
-            device=dev.name,
-        )
-
-
-def _trt_measure(
-    dev: DeviceSession,
-    artifact: Path,
-    sha: str,
-    profile: Any,
-    cfg: DeployConfig,
-    extra: dict[str, Any],
-) -> tuple[Any, list[Any]]:
-    """Build (or reuse) the engine on the device with its trtexec, benchmark it, store host
-    latency (returned first) and GPU compute time as two measurements."""
-    from edgeprune.bench.protocol import device_context, onnx_input_shape
-    from edgeprune.export.trt import measure_on_device
-
-    if profile is None:
-        raise UsageError(f"--runtime trt needs the profile of {dev.name} (it names trtexec)")
-    bench, engine = measure_on_device(
-        dev,
-        artifact,
-        profile,
-        cfg.precision,
-        warmup_ms=int(cfg.bench.warmup_seconds * 1000),
-        duration_s=cfg.bench.min_seconds,
-        iterations=cfg.bench.min_runs,
-        build_timeout_s=BUILD_TIMEOUT_S,
-        telemetry=dev.telemetry,
-    )
-    ctx = device_context(
-        dev,
-        replace(cfg.bench, precision=cfg.precision),
-        sha,
-        None,
-        None,
-        onnx_input_shape(artifact, cfg.bench.batch),
-    )
-    ctx.update({**extra, "engine": engine.to_dict(), "clocks_control": dev.clocks_record})
-    found = bench.measurements(ctx)
-    for m in found.values():
-        m.label = cfg.label or str(extra["deploy"]["model"]).rsplit("/", 1)[-1]
-    with Store() as store:
-        stored = [store.add(found["host_latency"]), store.add(found["gpu_compute"])]
-    return stored[0], stored[1:]
 
 
 def _parity(

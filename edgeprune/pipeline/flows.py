@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from edgeprune._files import check_writable
 from edgeprune._progress import track, track_until
 from edgeprune.bench import BenchConfig, Measurement, Store, measure
 from edgeprune.checkpoint import (
@@ -33,7 +34,6 @@ from edgeprune.export.artifacts import ArtifactCache, source_key
 from edgeprune.models import is_factory_ref, spec_from_ref
 from edgeprune.pipeline._util import (
     RunDir,
-    check_writable,
     command_line,
     fingerprint,
     versions,

@@ -29,9 +29,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from edgeprune._files import check_writable
 from edgeprune.bench import Measurement, Stats, Store
 from edgeprune.errors import UsageError
-from edgeprune.pipeline._util import check_writable, write_json
+from edgeprune.pipeline._util import write_json
 from edgeprune.pipeline.report_html import (
     INVALID_COLOR,
     PALETTE,

@@ -9,7 +9,13 @@ from edgeprune.prune._allocate import (
     TermCost,
     allocate,
 )
-from edgeprune.prune._engine import DependencyIndex, PrunableGroup, apply_plan, count_macs_params
+from edgeprune.prune._engine import (
+    DependencyIndex,
+    LayerCost,
+    PrunableGroup,
+    apply_plan,
+    count_macs_params,
+)
 from edgeprune.prune._prune import (
     PruneConfig,
     PruneResult,
@@ -45,6 +51,7 @@ __all__ = [
     "Criterion",
     "DependencyIndex",
     "GroupPlan",
+    "LayerCost",
     "Option",
     "Plan",
     "ProxyScore",

@@ -39,6 +39,7 @@ from edgeprune.prune._select import (
 from edgeprune.prune.criteria import Criterion, ScoreContext, make_criterion
 from edgeprune.prune.plan import GroupPlan, PrunePlan
 from edgeprune.train import recalibrate_bn, select_device
+from edgeprune.vocab import check_choice
 
 if TYPE_CHECKING:  # the bundle record lives with the checkpoint contract, one layer up
     from edgeprune.checkpoint import ModelBundle
@@ -85,13 +86,9 @@ class PruneConfig:
     max_layer_ratio: float = 0.8
 
     def __post_init__(self) -> None:
-        if self.mode is not None and self.mode not in MODES:
-            raise UsageError(f"unknown mode {self.mode!r}", hint=f"use one of {', '.join(MODES)}")
-        if self.convention not in CONVENTIONS:
-            raise UsageError(
-                f"unknown convention {self.convention!r}",
-                hint=f"use one of {', '.join(CONVENTIONS)}",
-            )
+        if self.mode is not None:
+            check_choice(self.mode, MODES, "mode")
+        check_choice(self.convention, CONVENTIONS, "convention")
         if self.round_to is not None and self.round_to < 1:
             raise UsageError(f"--round-to must be >= 1, got {self.round_to}")
         if self.calib_batches < 1 or self.calib_batch_size < 1:

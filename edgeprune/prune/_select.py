@@ -18,6 +18,7 @@ from edgeprune.errors import UsageError
 from edgeprune.prune._cost import CostModel
 from edgeprune.prune._engine import PrunableGroup
 from edgeprune.prune.plan import GroupPlan, PrunePlan
+from edgeprune.vocab import check_choice
 
 TARGET_KINDS = ("ratio", "flops", "params")
 
@@ -28,10 +29,7 @@ class Target:
     value: float
 
     def __post_init__(self) -> None:
-        if self.kind not in TARGET_KINDS:
-            raise UsageError(
-                f"unknown target kind {self.kind!r}", hint=f"use one of {', '.join(TARGET_KINDS)}"
-            )
+        check_choice(self.kind, TARGET_KINDS, "target kind")
         if not 0.0 <= self.value < 1.0:
             flag = {
                 "ratio": "--ratio",

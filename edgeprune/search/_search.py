@@ -61,6 +61,7 @@ from edgeprune.prune import (
 )
 from edgeprune.search.latency_model import PROBE_EXPORTER, LatencyModel
 from edgeprune.train import TrainConfig, train
+from edgeprune.vocab import Percentile, check_choice
 
 if TYPE_CHECKING:
     from edgeprune.checkpoint import ModelBundle
@@ -68,7 +69,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("latency", "uniform", "netadapt")
-PERCENTILES = ("median", "p90", "p99", "mean", "min")
 _BUDGET_RE = re.compile(r"^\s*(?P<v>\d+(?:\.\d+)?)\s*(?P<u>ms|x)?\s*$", re.IGNORECASE)
 
 
@@ -137,15 +137,8 @@ class SearchConfig:
     unstable_retries: int = 2
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise UsageError(
-                f"unknown strategy {self.strategy!r}", hint=f"use one of {', '.join(STRATEGIES)}"
-            )
-        if self.percentile not in PERCENTILES:
-            raise UsageError(
-                f"unknown percentile {self.percentile!r}",
-                hint=f"use one of {', '.join(PERCENTILES)}",
-            )
+        check_choice(self.strategy, STRATEGIES, "strategy")
+        check_choice(self.percentile, Percentile.choices(), "percentile")
         if not 0.0 < self.tolerance < 0.9:
             raise UsageError(f"tolerance must be in (0, 0.9), got {self.tolerance}")
         if self.max_verifications < 1:
@@ -467,7 +460,7 @@ def search_in_session(
         scored = score_model(bundle, prune_cfg, data)
         ctx = scored.ctx
         lm = LatencyModel.for_model(ctx.model, ctx.example, ctx.index, ctx.groups)
-        profile = lm.profile(dev, store, scfg.block_bench)
+        tables = lm.measure_tables(dev, store, scfg.block_bench)
         lm.add_point(lm.full(), base_ms, "base")
         verify = _Verifier(dev, store, bundle, scored, prune_cfg, data, scfg, lm, tmp)
         verify.measurements = counter.measurements
@@ -527,7 +520,7 @@ def search_in_session(
             base=base_m,
             final=final_m,
             candidates=verify.all_candidates,
-            model={**lm.errors(), **profile, "layers": len(lm.terms)},
+            model={**lm.errors(), **tables, "layers": len(lm.terms)},
             device_measurements=verify.measurements,
             wall_seconds=time.perf_counter() - t0,
             allocation=allocation,

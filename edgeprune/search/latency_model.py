@@ -107,7 +107,7 @@ class LatencyModel:
     beta: float = 0.0
     points: list[ModelPoint] = field(default_factory=list)
     device_key: str | None = None
-    profiled_entries: int = 0
+    measured_entries: int = 0
     reused_entries: int = 0
 
     @classmethod
@@ -152,7 +152,7 @@ class LatencyModel:
                 need.setdefault((sig, ci, co), t)
         return need
 
-    def profile(
+    def measure_tables(
         self, dev: DeviceSession, store: Store, cfg: BenchConfig, opset: int = BLOCK_OPSET
     ) -> dict[str, Any]:
         """Measure every lookup-table entry this model needs that the store does not have yet."""
@@ -195,7 +195,7 @@ class LatencyModel:
                 {"device": dev.name, "protocol": cfg.protocol_id, **state},
             )
             self.lut[(sig, ci, co)] = stats.median
-        self.profiled_entries = len(missing)
+        self.measured_entries = len(missing)
         return {
             "entries": len(need),
             "measured": len(missing),

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from edgeprune._files import check_writable
 from edgeprune.errors import UsageError
-from edgeprune.pipeline._util import RunDir, check_writable
+from edgeprune.pipeline._util import RunDir
 from edgeprune.pipeline.report import csv_cell
 
 
