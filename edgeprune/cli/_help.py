@@ -16,7 +16,7 @@ from rich.markup import escape
 from edgeprune.vocab import Percentile
 
 # Choices, as the library validates them (tests/unit/test_cli_help.py checks they agree).
-MODES = ("uniform", "global")
+MODES = ("uniform", "global", "search")
 CONVENTIONS = ("all", "internal")
 STRATEGIES = ("latency", "uniform", "netadapt")
 DEPLOY_RUNTIMES = ("ort", "trt")
@@ -143,6 +143,10 @@ PANELS: dict[str, dict[str, str]] = {
         "--strategy": SEARCH,
         "--table-seconds": SEARCH,
         "--max-layer-ratio": SEARCH,
+        "--search-evals": TARGET,
+        "--proxy-samples": TARGET,
+        "--model-code": INPUT,
+        "--max-cv": DEVICE,
         "--finetune-epochs": FINETUNE,
         "--finetune-lr": FINETUNE,
         "--finetune-batch-size": FINETUNE,
@@ -163,6 +167,8 @@ PANELS["search"] = {
     "--min-channels": CRITERION,
     "--convention": CRITERION,
     "--device": SEARCH,
+    "--search-evals": SEARCH,
+    "--proxy-samples": SEARCH,
 }
 
 # Examples shown under every command's help (checked by the tests: every command has some).

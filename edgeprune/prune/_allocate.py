@@ -534,19 +534,21 @@ def allocate(
     """Rank the allocator's candidates for ``target`` by ``proxy`` and refine the best (see module
     doc). ``max_evals`` bounds the proxy evaluations (the generated candidates come first)."""
     t0 = time.perf_counter()
-    seeds = alloc.candidates(target)
     if proxy is None:
-        greedy = next(p for p in seeds if p.label == "greedy/mean")
+        # Built directly: in the candidate list it may have been dropped as a duplicate of an
+        # earlier generator's plan.
+        keep = alloc.grow(alloc.shrink(alloc.full(), target, "mean"), target, "mean")
         return AllocationResult(
-            [greedy],
+            [Plan(keep, "greedy/mean", alloc.cost(keep))],
             target,
             unit,
             None,
             0,
             time.perf_counter() - t0,
-            len(seeds),
+            1,
             ["no data for an accuracy proxy: widths from the importance-per-cost rule"],
         )
+    seeds = alloc.candidates(target)
     budget = max(max_evals, 2)
     # Uniform and global are always evaluated; the other seeds as the budget allows.
     seeds = seeds[:budget]

@@ -85,9 +85,13 @@ def test_progress_is_plain_lines_when_stderr_is_a_file_and_ctrl_c_says_how_to_re
             deadline = time.monotonic() + 240
             # An epoch takes seconds here: wait for the first one to be written, then a line
             # of the next, so the interrupt lands mid-epoch with one finished epoch kept.
-            while time.monotonic() < deadline and "epoch 2/30" not in log.read_text():
+            while (
+                time.monotonic() < deadline
+                and proc.poll() is None
+                and "epoch 2/30" not in log.read_text()
+            ):
                 time.sleep(0.5)
-            assert "epoch 2/30" in log.read_text(), log.read_text()
+            assert "epoch 2/30" in log.read_text(), (proc.poll(), log.read_text())
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=60)
         finally:

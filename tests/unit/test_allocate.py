@@ -18,6 +18,7 @@ from edgeprune.prune import (
     PruneConfig,
     Target,
     TermCost,
+    allocate,
     allocation_grids,
     prune,
     score_model,
@@ -79,6 +80,20 @@ def test_every_candidate_meets_the_target_on_its_grid(name: str) -> None:
     # Spending the slack: the filled plans come within one step of the target.
     fill = next(p for p in plans if p.label == "uniform+fill")
     assert fill.cost >= next(p for p in plans if p.label == "uniform").cost
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.5, 0.9, 1.0])
+def test_without_a_proxy_the_greedy_plan_is_returned_even_when_another_generator_matches_it(
+    ratio: float,
+) -> None:
+    # At a loose target several generators return the same plan and only the first label is
+    # kept in the candidate list; the no-proxy path must not depend on that.
+    alloc, cm, grids = _allocator("resnet20")
+    target = ratio * cm.macs(cm.full())
+    res = allocate(alloc, target, None)
+    assert res.best.label == "greedy/mean" and res.evaluations == 0
+    assert res.best.cost <= target * (1 + 1e-9)
+    assert all(w in grids[gi] for gi, w in res.best.keep.items())
 
 
 def test_knapsack_keeps_at_least_the_uniform_importance() -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from edgeprune.cli import _help as help_tables
 from edgeprune.cli import command, main
+from edgeprune.vocab import Precision
 
 
 def _commands(cmd: Any = None, path: str = "") -> list[tuple[str, Any]]:
@@ -65,7 +66,7 @@ def test_prune_options_are_grouped_in_panels_and_choices_shown(
     _, out, _ = run(capsys, "prune", "--help")
     for panel in ("Target", "Criterion", "Latency search", "Fine-tune", "Device", "Output"):
         assert f"─ {panel}" in out, panel
-    for choices in ("uniform|global", "all|internal", "latency|uniform|netadapt"):
+    for choices in ("uniform|global|search", "all|internal", "latency|uniform|netadapt"):
         assert choices in out
     prune = dict(_commands())["prune"]
     unpanelled = [
@@ -75,14 +76,14 @@ def test_prune_options_are_grouped_in_panels_and_choices_shown(
 
 
 def test_choices_in_help_are_the_ones_the_library_accepts() -> None:
-    from edgeprune.pipeline.deploy import DEPLOY_RUNTIMES, PRECISIONS
+    from edgeprune.pipeline.deploy import DEPLOY_RUNTIMES
+    from edgeprune.prune._prune import MODES
     from edgeprune.search import STRATEGIES
-    from edgeprune.search._search import PERCENTILES
 
     assert help_tables.STRATEGIES == STRATEGIES
-    assert help_tables.PERCENTILES == PERCENTILES
     assert help_tables.DEPLOY_RUNTIMES == DEPLOY_RUNTIMES
-    assert set(help_tables.PRECISIONS) == set(PRECISIONS)
+    assert set(help_tables.PRECISIONS) == set(Precision.choices())
+    assert help_tables.MODES == MODES
 
 
 def test_warmup_help_says_it_counts_runs(capsys: pytest.CaptureFixture[str]) -> None:
@@ -234,7 +235,7 @@ def test_a_data_driven_criterion_without_data_fails_before_the_model_is_loaded(
 
 def test_ray_address_environment_variable_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("ray")
-    from edgeprune.farm.engines import make_engine
+    from edgeprune.farm.run import make_engine
 
     monkeypatch.setenv("RAY_ADDRESS", "10.1.2.3:6379")
     assert make_engine("ray").address == "10.1.2.3:6379"  # type: ignore[attr-defined]
