@@ -276,7 +276,10 @@ def test_chip_matches_its_svd_definition(budget: int | None, monkeypatch) -> Non
         got = channel_independence(maps).double()
         scale = max(1.0, float(ref.abs().max()))
         assert torch.allclose(got, ref, atol=1e-6 * scale, rtol=0)
-    assert torch.get_num_threads() == threads  # the one-thread LAPACK section restored it
+    dead = _chip_cases()[2][:, 0:1].expand(-1, 3, -1, -1).clone()
+    assert torch.equal(channel_independence(_chip_cases()[2])[:, 0], torch.zeros(3))  # not noise
+    assert torch.equal(channel_independence(dead), torch.zeros(3, 3))
+    assert torch.get_num_threads() == threads  # the one-thread section restored it
 
 
 def _old_channel_independence(maps: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
@@ -32,14 +30,16 @@ from edgeprune.prune.criteria._fmaps import (
     calibration_batches,
     stream_feature_maps,
 )
+from edgeprune.prune.criteria._threads import one_thread
 
 # Elements of CHIP's per-chunk tensors (images × C × max(rank, nodes)), ~32 MB of float64 each.
 _CHIP_BUDGET = 4_000_000
-# Trapezoid nodes in s = log(t / σ_max) for CHIP's integral: below e⁻³⁰σ_max the integrand is
-# flat (added as one rectangle), above e¹²σ_max what remains after the closed-form tail is
-# ~e⁻³⁶; with a step of 0.25 the rule's error is below 1e-12 of σ_max (measured: 1e-10 at 0.4).
-_LOG_T_STEP = 0.25
-_LOG_T = torch.arange(-30.0, 12.0 + _LOG_T_STEP / 2, _LOG_T_STEP, dtype=torch.float64)
+# Trapezoid nodes in s = log(t / σ_max) for CHIP's integral: below e⁻²⁰σ_max the integrand is
+# flat (added as one rectangle), above e¹⁰σ_max what remains after the closed-form tail is
+# ~e⁻³⁰; with a step of 0.4 the error measured against the definition is ~1e-10 of σ_max (the
+# Gram-eigenvalue route used before: ~3e-8); halving the step buys little and doubles the work.
+_LOG_T_STEP = 0.4
+_LOG_T = torch.arange(-20.0, 10.0 + _LOG_T_STEP / 2, _LOG_T_STEP, dtype=torch.float64)
 
 
 def _tp_scores(ctx: ScoreContext, kind: str) -> dict[int, torch.Tensor]:
@@ -121,25 +121,9 @@ class Taylor(Criterion):
             model.zero_grad(set_to_none=True)
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run the enclosed batched LAPACK calls on one thread.
-
-    Torch loops over a batch of small matrices and lets MKL thread each one; on a few busy cores
-    the per-matrix thread hand-offs cost more than the work (measured: a 128×49×49 eigh took 40×
-    longer on 2 threads than on 1). The setting is process-wide, so it is restored at once.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def batched_matrix_rank(maps: torch.Tensor) -> torch.Tensor:
     """Rank of each H×W map of an N×C×H×W tensor → N×C (float)."""
-    with _one_thread():
+    with one_thread():
         return torch.linalg.matrix_rank(maps.double()).float()
 
 
@@ -174,43 +158,48 @@ def channel_independence(maps: torch.Tensor) -> torch.Tensor:
     every term non-negative (no cancellation). The integral is a trapezoid rule in log t, whose
     error falls as exp(−π²/h) because the integrand's poles lie π/2 off the real axis there; the
     part decaying like ‖a_c‖²/t² is integrated in closed form. Same values as the definition
-    (one SVD per zeroed row) to ~1e-13 of the image's largest singular value (measured; the
-    Gram-eigenvalue route used before was within ~1e-8).
+    (one SVD per zeroed row) to ~1e-10 of the image's largest singular value (measured; the
+    Gram-eigenvalue route used before was within ~3e-8).
     """
     n, c = maps.shape[:2]
     a = maps.reshape(n, c, -1).double()
     chunk = max(1, _CHIP_BUDGET // max(1, c * max(min(c, a.shape[-1]), _LOG_T.numel())))
-    return torch.cat([_channel_independence(a[i : i + chunk]) for i in range(0, n, chunk)]).float()
+    with one_thread():
+        drop = torch.cat([_channel_independence(a[i : i + chunk]) for i in range(0, n, chunk)])
+    # 0 ≤ drop ≤ ‖a_c‖ (interlacing; triangle inequality). Clamping to the row norm taken from
+    # the maps themselves makes a dead channel's score exactly 0, not rounding noise.
+    return torch.minimum(drop.clamp_min(0.0), a.norm(dim=-1)).float()
 
 
 def _channel_independence(a: torch.Tensor) -> torch.Tensor:
-    with _one_thread():
-        if a.shape[1] <= a.shape[2]:
-            # Aᵀ = QR, so A = Rᵀ Qᵀ has the singular values and left vectors of the small Rᵀ.
-            r = torch.linalg.qr(a.transpose(1, 2), mode="r")[1]
-            u, sv, _ = torch.linalg.svd(r.transpose(1, 2))  # n×C×C, n×C
-        else:
-            u, sv, _ = torch.linalg.svd(a, full_matrices=False)  # n×C×r, n×r
+    if a.shape[1] <= a.shape[2]:
+        # Aᵀ = QR, so A = Rᵀ Qᵀ has the singular values and left vectors of the small Rᵀ.
+        r = torch.linalg.qr(a.transpose(1, 2), mode="r")[1]
+        u, sv, _ = torch.linalg.svd(r.transpose(1, 2))  # n×C×C, n×C
+    else:
+        u, sv, _ = torch.linalg.svd(a, full_matrices=False)  # n×C×r, n×r
     d = sv * sv
     u2 = u * u
-    # Row c's share outside span(U): exactly 0 when U is square (C ≤ HW), where the rounding of
-    # 1 − ‖u‖² would otherwise swamp the integrand's denominator near t = 0.
-    if u.shape[1] <= u.shape[2]:
-        rho = torch.zeros(()).to(u)
-    else:
-        rho = (1.0 - u2.sum(-1)).clamp_min(0.0)[:, :, None]
     top = sv[:, :1]  # n×1, largest singular value
     scale = torch.where(top > 0, top, torch.ones_like(top))
     t = scale * _LOG_T.exp()[None]  # n×T
     t2 = (t * t)[:, None, :]  # n×1×T
     w = 1.0 / (d[:, :, None] + t2)  # n×r×T
-    f = t2 * (u2 @ (d[:, :, None] * w * w)) / (rho + t2 * (u2 @ w))
+    nodes = t.shape[1]
+    pq = u2 @ torch.cat([d[:, :, None] * w * w, w], -1)  # n×C×2T: Σ d u² w², Σ u² w
+    num, den = pq[..., :nodes], pq[..., nodes:]
+    # Row c's share outside span(U), ρ = 1 − ‖u‖², enters as ρ/t²; it is exactly 0 when U is
+    # square (C ≤ HW), where the rounding of 1 − ‖u‖² would swamp the denominator near t = 0.
+    if u.shape[1] > u.shape[2]:
+        den = den + (1.0 - u2.sum(-1)).clamp_min(0.0)[:, :, None] / t2
+    f = num / den  # the integrand, per unit t
     row2 = (u2 * d[:, None, :]).sum(-1)  # ‖a_c‖²
-    a2 = (scale * scale)[:, :, None]
-    tail = row2[:, :, None] * t2 / (t2 + a2) ** 2  # ∫₀^∞ of this is π‖a_c‖²/(4σ_max)
-    # Trapezoid over the nodes, plus [0, t_lo] where the integrand is flat.
-    integral = ((f - tail) * t[:, None, :]).sum(-1) * _LOG_T_STEP + f[..., 0] * t[:, None, 0]
-    return 2 / math.pi * integral + row2 / (2 * scale)
+    # Trapezoid in log t (dt = t ds) of f minus row2·t²/(t²+σ²)², whose integral is row2·π/(4σ),
+    # plus [0, t_lo] where f is flat.
+    tail = ((t2 / (t2 + (scale * scale)[:, :, None]) ** 2)[:, 0] * t).sum(-1, keepdim=True)
+    integral = (f @ t[:, :, None])[..., 0] * _LOG_T_STEP - row2 * tail * _LOG_T_STEP
+    integral = integral + f[..., 0] * t[:, :1] + row2 * math.pi / (4 * scale)
+    return 2 / math.pi * integral
 
 
 @register_criterion
