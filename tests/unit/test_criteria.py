@@ -128,6 +128,60 @@ def test_similarity_matrices() -> None:
     assert c[0, 1] == pytest.approx(1.0, abs=1e-5) and abs(float(c[0, 2])) < 0.5
 
 
+def _conv_ssim_matrix(maps: torch.Tensor) -> torch.Tensor:
+    """SSIM matrix as edgeprune computed it up to 483c111: one 2-D convolution per row of pairs."""
+    import torch.nn.functional as F
+
+    from edgeprune.prune.criteria.similarity import _mark_dead, _normalise
+
+    x, dead = _normalise(maps)
+    _n, c, h, w = x.shape
+    size = min(11, h, w)
+    size = max(1, size if size % 2 == 1 else size - 1)
+    g = torch.exp(-((torch.arange(size, dtype=torch.float32) - (size - 1) / 2) ** 2) / 4.5)
+    g = g / g.sum()
+    win = (g[:, None] * g[None, :])[None, None].to(x)
+
+    def filt(t: torch.Tensor) -> torch.Tensor:
+        out = F.conv2d(t.reshape(-1, 1, h, w), win)
+        return out.reshape(t.shape[0], t.shape[1], *out.shape[-2:])
+
+    c1, c2 = 0.01**2, 0.03**2
+    mu = filt(x)
+    sig2 = filt(x * x) - mu * mu
+    rows = []
+    for i in range(c):
+        xi, mui, sig2i = x[:, i : i + 1], mu[:, i : i + 1], sig2[:, i : i + 1]
+        sigxy = filt(xi * x) - mui * mu
+        num = (2 * mui * mu + c1) * (2 * sigxy + c2)
+        den = (mui * mui + mu * mu + c1) * (sig2i + sig2 + c2)
+        rows.append((num / den).mean((2, 3)))
+    return _mark_dead(torch.stack(rows, 1), dead)
+
+
+@pytest.mark.parametrize("block", [None, 500])
+def test_ssim_matrix_matches_the_direct_convolution(block: int | None, monkeypatch) -> None:
+    from edgeprune.prune.criteria import similarity
+
+    if block is not None:  # images and rows of pairs in blocks
+        monkeypatch.setattr(similarity, "_SSIM_BLOCK", block)
+    torch.manual_seed(0)
+    shapes = [
+        (3, 5, 28, 20),
+        (2, 4, 12, 12),
+        (2, 6, 7, 7),
+        (2, 3, 4, 4),
+        (2, 3, 1, 9),
+        (2, 3, 9, 2),
+    ]
+    for shape in shapes:  # separable and dense filters, windows 11, 7, 3, 1
+        maps = torch.relu(torch.randn(shape))
+        maps[0, 1] = 0.0  # a dead map
+        got, ref = ssim_matrix(maps), _conv_ssim_matrix(maps)
+        assert torch.allclose(got, ref, atol=2e-5), shape
+        assert torch.equal(got, got.transpose(1, 2))
+
+
 def test_greedy_removal_drops_one_twin_and_respects_threshold() -> None:
     s = torch.tensor(
         [[1.0, 0.95, 0.2, 0.1], [0.95, 1.0, 0.3, 0.1], [0.2, 0.3, 1.0, 0.6], [0.1, 0.1, 0.6, 1.0]]
@@ -191,19 +245,98 @@ def test_fss_removes_both_members_of_a_duplicate_first(digits) -> None:
     assert res.plan.groups[0].root == "conv1" and res.plan.groups[0].keep == (0, 2)
 
 
-def test_chip_matches_its_svd_definition() -> None:
+def _svd_channel_independence(maps: torch.Tensor) -> torch.Tensor:
+    """CHIP's definition, one SVD per zeroed row (float64)."""
+    a = maps.reshape(maps.shape[0], maps.shape[1], -1).double()
+    full = torch.linalg.svdvals(a).sum(-1)
+    out = torch.zeros(a.shape[:2], dtype=torch.float64)
+    for c in range(a.shape[1]):
+        z = a.clone()
+        z[:, c] = 0
+        out[:, c] = full - torch.linalg.svdvals(z).sum(-1)
+    return out
+
+
+def _chip_cases() -> list[torch.Tensor]:
     torch.manual_seed(0)
-    for shape in [(2, 6, 4, 4), (2, 12, 2, 2)]:
-        maps = torch.relu(torch.randn(shape))
-        a = maps.reshape(shape[0], shape[1], -1).double()
-        ref = torch.zeros(shape[0], shape[1], dtype=torch.float64)
-        for i in range(shape[0]):
-            full = torch.linalg.svdvals(a[i]).sum()
-            for c in range(shape[1]):
-                z = a[i].clone()
-                z[c] = 0
-                ref[i, c] = full - torch.linalg.svdvals(z).sum()
-        assert torch.allclose(channel_independence(maps).double(), ref, atol=1e-5)
+    dup = torch.relu(torch.randn(3, 7, 5, 5))
+    dup[:, 0] = 0.0  # a dead channel
+    dup[:, 4] = 2.0 * dup[:, 3]  # a scaled twin
+    low = (torch.randn(3, 12, 2) @ torch.randn(3, 2, 9)).reshape(3, 12, 3, 3)  # rank 2 < C, HW
+    return [
+        torch.relu(torch.randn(2, 6, 4, 4)),  # C ≤ HW
+        torch.relu(torch.randn(2, 12, 2, 2)),  # C > HW
+        dup,
+        low,
+        torch.zeros(2, 5, 3, 3),
+    ]
+
+
+@pytest.mark.parametrize("budget", [None, 40])
+def test_chip_matches_its_svd_definition(budget: int | None, monkeypatch) -> None:
+    from edgeprune.prune.criteria import baselines_data
+
+    if budget is not None:  # images in chunks
+        monkeypatch.setattr(baselines_data, "_CHIP_BUDGET", budget)
+    threads = torch.get_num_threads()
+    for maps in _chip_cases():
+        ref = _svd_channel_independence(maps)
+        got = channel_independence(maps).double()
+        scale = max(1.0, float(ref.abs().max()))
+        assert torch.allclose(got, ref, atol=1e-6 * scale, rtol=0)
+    dead = _chip_cases()[2][:, 0:1].expand(-1, 3, -1, -1).clone()
+    assert torch.equal(channel_independence(_chip_cases()[2])[:, 0], torch.zeros(3))  # not noise
+    assert torch.equal(channel_independence(dead), torch.zeros(3, 3))
+    assert torch.get_num_threads() == threads  # the one-thread section restored it
+
+
+def _old_channel_independence(maps: torch.Tensor) -> torch.Tensor:
+    """CHIP as edgeprune computed it up to 483c111: one Gram eigendecomposition per channel."""
+    n, c = maps.shape[:2]
+    a = maps.reshape(n, c, -1).double()
+    if c <= a.shape[-1]:
+        gram = a @ a.transpose(1, 2)
+        keep = 1.0 - torch.eye(c, dtype=a.dtype)
+        reduced = gram[:, None] * (keep[:, :, None] * keep[:, None, :])[None]
+    else:
+        gram = a.transpose(1, 2) @ a
+        reduced = gram[:, None] - a[:, :, :, None] * a[:, :, None, :]
+
+    def nuclear(g: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.eigvalsh(g).clamp_min(0.0).sqrt().sum(-1)
+
+    return (nuclear(gram)[:, None] - nuclear(reduced)).float()
+
+
+def _same_ranking(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's ρ of two score vectors; 1.0 when both are the same constant."""
+    from scipy.stats import spearmanr
+
+    if torch.equal(a, b) or (a.max() == a.min() and b.max() == b.min()):
+        return 1.0
+    return float(spearmanr(a.numpy(), b.numpy()).statistic)
+
+
+@pytest.mark.parametrize("name, kernel", [("qsfm", "ssim"), ("chip", "chip")])
+def test_fast_kernels_keep_todays_scores(name: str, kernel: str, fmnist, monkeypatch) -> None:
+    # ResNet-20 at 28×28 has maps of 28², 14² and 7² (both SSIM filters; CHIP with C ≤ HW and C > HW).
+    from edgeprune.prune._prune import score_model
+    from edgeprune.prune.criteria import baselines_data, similarity
+
+    torch.manual_seed(0)
+    b = resolve_model("resnet20", data_info=fmnist.info)
+    cfg = PruneConfig(
+        criterion=name, target=Target("ratio", 0.5), calib_batches=1, calib_batch_size=8
+    )
+    new = score_model(b, cfg, fmnist).scores
+    if kernel == "ssim":
+        monkeypatch.setitem(similarity.SIMILARITIES, "ssim", _conv_ssim_matrix)
+    else:
+        monkeypatch.setattr(baselines_data, "channel_independence", _old_channel_independence)
+    old = score_model(b, cfg, fmnist).scores
+    for gi, ref in old.items():
+        assert _same_ranking(new[gi], ref) >= 0.999
+        assert torch.allclose(new[gi], ref, atol=1e-4 * max(1.0, float(ref.abs().max())))
 
 
 # --------------------------------------------------------------------------- EasiEdge / FPAR

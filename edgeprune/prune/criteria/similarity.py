@@ -28,16 +28,16 @@ the papers do not say.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgeprune.prune._select import round_keep, topk_plan
 from edgeprune.prune.criteria._base import Criterion, Option, ScoreContext, register_criterion
 from edgeprune.prune.criteria._fmaps import GroupSums, as_maps, stream_feature_maps
+from edgeprune.prune.criteria._threads import one_thread
 from edgeprune.prune.plan import PrunePlan
 
 _DEAD_EPS = 1e-6
@@ -56,38 +56,88 @@ def _normalise(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ), dead
 
 
-def _gaussian_window(size: int, sigma: float = 1.5) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+# Elements of one block of pair products (images × rows × C × H × W): bounds SSIM's memory to a
+# few tens of MB whatever the layer width (pairs grow with C²).
+_SSIM_BLOCK = 4_000_000
+# Maps at most this small (H·W × Ho·Wo) are filtered by one dense 2-D matrix; larger maps by two
+# 1-D passes (a batched matmul of tiny matrices costs more than the dense product there).
+_DENSE_FILTER = 4096
+
+
+def _gaussian_1d(size: int, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
+    return g / g.sum()
 
 
-def _filter(x: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
-    n, c, h, w = x.shape
-    return F.conv2d(x.reshape(n * c, 1, h, w), win).reshape(
-        n, c, h - win.shape[-2] + 1, w - win.shape[-1] + 1
-    )
+def _valid_filter(n: int, g: torch.Tensor) -> torch.Tensor:
+    """(n−k+1)×n matrix applying the 1-D window ``g`` without padding ('valid' correlation)."""
+    k = g.numel()
+    m = torch.zeros(n - k + 1, n, dtype=g.dtype)
+    for i in range(n - k + 1):
+        m[i, i : i + k] = g
+    return m
+
+
+def _window_filter(h: int, w: int, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The SSIM window as a function on …×H×W tensors → …×Ho×Wo ('valid', as a 2-D conv).
+
+    The Gaussian window is separable, so the 2-D filter is ``Fh · X · Fwᵀ`` with banded 1-D
+    matrices: two matmuls over a whole batch of maps instead of a single-channel convolution.
+    """
+    size = min(11, h, w)
+    size = max(1, size if size % 2 == 1 else size - 1)
+    g = _gaussian_1d(size)
+    fh, fw = _valid_filter(h, g), _valid_filter(w, g)
+    ho, wo = fh.shape[0], fw.shape[0]
+    if h * w * ho * wo <= _DENSE_FILTER:
+        dense = torch.kron(fh, fw).T.to(dtype)  # H·W × Ho·Wo
+
+        def filt(t: torch.Tensor) -> torch.Tensor:
+            return (t.flatten(-2) @ dense).unflatten(-1, (ho, wo))
+
+        return filt
+    fh_, fwt = fh.to(dtype), fw.T.to(dtype)
+
+    def filt2(t: torch.Tensor) -> torch.Tensor:
+        return fh_ @ (t @ fwt)
+
+    return filt2
 
 
 def ssim_matrix(maps: torch.Tensor) -> torch.Tensor:
-    """N×C×C SSIM between all pairs of min-max-normalised maps of each image (data range 1)."""
+    """N×C×C SSIM between all pairs of min-max-normalised maps of each image (data range 1).
+
+    Gaussian window σ=1.5, size min(11, H, W) made odd, no padding; the mean of the SSIM map.
+    All pairs i ≤ j of a block of rows are filtered at once; the matrix is symmetric by
+    construction. Memory is bounded by ``_SSIM_BLOCK`` elements per block.
+    """
     x, dead = _normalise(maps)
-    _n, c, h, w = x.shape
-    size = min(11, h, w)
-    size = size if size % 2 == 1 else size - 1
-    win = _gaussian_window(max(1, size)).to(x)
+    n, c, h, w = x.shape
+    filt = _window_filter(h, w, x.dtype)
     c1, c2 = 0.01**2, 0.03**2
-    mu = _filter(x, win)
-    sig2 = _filter(x * x, win) - mu * mu
-    rows = []
-    for i in range(c):
-        xi, mui, sig2i = x[:, i : i + 1], mu[:, i : i + 1], sig2[:, i : i + 1]
-        sigxy = _filter(xi * x, win) - mui * mu
-        num = (2 * mui * mu + c1) * (2 * sigxy + c2)
-        den = (mui * mui + mu * mu + c1) * (sig2i + sig2 + c2)
-        rows.append((num / den).mean((2, 3)))
-    s = torch.stack(rows, 1)
+    s = x.new_empty(n, c, c)
+    per_image = c * h * w
+    step = max(1, _SSIM_BLOCK // per_image)
+    for n0 in range(0, n, step):
+        xb = x[n0 : n0 + step]
+        nb = xb.shape[0]
+        mu = filt(xb)
+        mu2 = mu * mu + c1 / 2
+        sig2 = filt(xb * xb) - mu * mu + c2 / 2
+        rows = max(1, _SSIM_BLOCK // (nb * per_image))
+        for i0 in range(0, c, rows):
+            i1 = min(c, i0 + rows)
+            # Pairs (i, j) with i in [i0, i1) and j ≥ i0; the mirror fills j < i0 of later rows.
+            exy = filt(xb[:, i0:i1, None] * xb[:, None, i0:])
+            mm = mu[:, i0:i1, None] * mu[:, None, i0:]
+            num = exy.sub_(mm).mul_(2).add_(c2).mul_(mm.mul_(2).add_(c1))
+            den = (mu2[:, i0:i1, None] + mu2[:, None, i0:]).mul_(
+                sig2[:, i0:i1, None] + sig2[:, None, i0:]
+            )
+            v = num.div_(den).mean((-2, -1))
+            s[n0 : n0 + nb, i0:i1, i0:] = v
+            s[n0 : n0 + nb, i0:, i0:i1] = v.transpose(1, 2)
     return _mark_dead(s, dead)
 
 
@@ -139,10 +189,11 @@ def collect_similarity(
 
     def sink(gi: int, out: torch.Tensor) -> None:
         maps = as_maps(out)
-        sims.add(gi, fn(maps).sum(0), maps.shape[0])
-        if gram:
-            flat = maps.transpose(0, 1).reshape(maps.shape[1], -1).double()
-            grams.add(gi, flat @ flat.T, 1)
+        with one_thread():
+            sims.add(gi, fn(maps).sum(0), maps.shape[0])
+            if gram:
+                flat = maps.transpose(0, 1).reshape(maps.shape[1], -1).double()
+                grams.add(gi, flat @ flat.T, 1)
 
     stream_feature_maps(ctx, sink)
     out_s = {g.index: sims.mean(g.index) for g in ctx.groups}
