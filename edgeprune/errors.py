@@ -132,3 +132,8 @@ class RemoteTimeoutError(DeviceError):
 
 class BudgetInfeasibleError(EdgePruneError):
     """The latency budget cannot be met by any allowed model."""
+
+
+class PruningError(EdgePruneError):
+    """A model or plan cannot be pruned as asked (Torch-Pruning fails on it, or the result would
+    not fit together); the hint names the layer to protect."""

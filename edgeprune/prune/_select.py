@@ -44,8 +44,15 @@ class Target:
 
 
 def _step(g: PrunableGroup, round_to: int | None) -> int:
+    """Keep counts move in steps of this: whole chunks of a grouped conv, and ``round_to``.
+
+    A grouped conv's kernels see one chunk at a time, so where the unpruned chunks are multiples
+    of ``round_to`` each chunk stays one (ONNX Runtime's blocked layout needs that per group)."""
     step = g.channel_groups
     if round_to:
+        chunk = g.width // g.channel_groups
+        if g.channel_groups > 1 and chunk % round_to == 0:
+            return g.channel_groups * round_to
         step = step * round_to // math.gcd(step, round_to)
     return step
 
@@ -100,9 +107,12 @@ def solve_uniform(
     max_keep = uniform_keep(groups, 1.0, round_to, min_channels)
     if _reduction(cost, target.kind, max_keep, base) < target.value - 1e-9:
         reached = _reduction(cost, target.kind, max_keep, base)
+        limited = [g.limit() for g in groups if g.limit()]
         raise UsageError(
-            f"a {target.kind} reduction of {target.value:.0%} cannot be reached by pruning these groups (at most {reached:.1%})",
-            hint="lower the target, prune more groups (--convention all) or use --mode global",
+            f"a {target.kind} reduction of {target.value:.0%} cannot be reached by pruning these groups (at most {reached:.1%})"
+            + (f"; {len(limited)} group(s) limited, e.g. {limited[0]}" if limited else ""),
+            hint="lower the target, prune more groups (--convention all) or use --mode global; "
+            "`--list-groups` shows what limits each group",
         )
     # Pick whichever side of the step is closer to the target.
     lower = uniform_keep(groups, lo, round_to, min_channels)
