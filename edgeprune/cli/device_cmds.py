@@ -315,6 +315,9 @@ def deploy_cmd(
         ),
     )
     res = deploy(model, device, cfg, parse_kwargs(model_kwargs), input_size)
+    from edgeprune.cli.commands import warn_slowdowns
+
+    warn_slowdowns(res)
     if json_out:
         res["measurement"].pop("raw_ms", None)
         emit_json(res)
@@ -336,6 +339,11 @@ def deploy_cmd(
                     else f"not checked: {p.get('skipped')}",
                 ),
                 ("median (ms)", s["median"]),
+                *(
+                    [("vs unpruned", f"{v['base_median_ms']:.4g} ms base, {v['speedup']:.2f}×")]
+                    if (v := res.get("versus_base"))
+                    else []
+                ),
                 ("p90 / p99 (ms)", f"{s['p90']:.4g} / {s['p99']:.4g}"),
                 ("CV / runs", f"{s['cv']:.2%} / {s['n']}"),
                 ("valid / unstable", f"{m['valid']} / {m['unstable']}"),

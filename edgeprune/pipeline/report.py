@@ -15,6 +15,7 @@ vs realised speed-up against the ideal 1/(1 − r).
 from __future__ import annotations
 
 import csv
+import html
 import json
 import statistics
 from collections import defaultdict
@@ -31,7 +32,8 @@ COLUMNS = (
     "label", "model", "variant", "criterion", "target", "entry", "device", "profile", "runtime",
     "precision", "threads", "median_ms", "p90_ms", "cv", "valid", "unstable", "flops_before",
     "flops_after", "flops_reduction", "params_reduction", "accuracy", "speedup", "ideal_speedup",
-    "realised_over_ideal", "speedup_basis", "artifact_sha256", "job_id", "measurement_id",
+    "realised_over_ideal", "speedup_basis", "not_faster", "artifact_sha256", "job_id",
+    "measurement_id",
 )  # fmt: skip
 
 
@@ -64,6 +66,7 @@ def _row(m: Measurement, facts: dict[str, Any] | None, **known: Any) -> dict[str
         "ideal_speedup": None,
         "realised_over_ideal": None,
         "speedup_basis": None,
+        "not_faster": None,
         "artifact_sha256": ctx.get("artifact_sha256"),
         "job_id": m.job_id,
         "measurement_id": m.id,
@@ -233,10 +236,27 @@ def _derive(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ):
             if b and r["median_ms"]:
                 r["speedup"], r["speedup_basis"] = statistics.median(b) / r["median_ms"], basis
+                r["not_faster"] = r["variant"] != "base" and r["speedup"] <= 1.0
                 if r["ideal_speedup"]:
                     r["realised_over_ideal"] = r["speedup"] / r["ideal_speedup"]
                 break
     return rows
+
+
+def slowdowns(rows: list[dict[str, Any]]) -> str:
+    """One line naming the pruned variants that measured no faster than their base, with the
+    fix; empty when every one paid off."""
+    slow = [r for r in rows if r.get("not_faster")]
+    if not slow:
+        return ""
+    names = "; ".join(
+        f"{r['model']} {r['variant']} on {r['device']} ({r['speedup']:.2f}x)" for r in slow[:6]
+    )
+    more = f" and {len(slow) - 6} more" if len(slow) > 6 else ""
+    return (
+        f"{names}{more}. Prune against measured latency (a latency target, --latency-budget) "
+        "or to the device's fast width multiple (prune: {round_to: N})."
+    )
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -399,7 +419,15 @@ def render_html(kind: str, name: str, rows: list[dict[str, Any]]) -> tuple[str, 
         "leasing measured the base on a sibling, on the devices of the same profile: column speedup_basis) divided by this median. "
         "FLOPs are multiply-accumulates per image. The same numbers are in report.csv and report.json.</p>",
     ]
+    slower = slowdowns(rows)
+    if slower:
+        body.insert(
+            0,
+            "<p class='note' style='color:#b00'><b>Not faster than the base:</b> "
+            f"{html.escape(slower)}</p>",
+        )
     derived = {
+        "not_faster": [r["label"] for r in rows if r.get("not_faster")],
         "pareto_fronts": {d: [list(p) for p in f] for d, f in fronts.items()},
         "devices": devices,
         "runtimes": runtimes,

@@ -167,6 +167,10 @@ def write_run_html(report: dict[str, Any], path: Path) -> Path:
         f"<div class='charts'>{''.join(charts)}</div>",
         table(["", "base", "pruned", "change"], rows),
     ]
+    body[1:1] = [
+        f"<p class='note' style='color:#b00'><b>{_esc(w)}</b></p>"
+        for w in report.get("warnings") or []
+    ]
     if ctx:
         keep = (
             "device",

@@ -11,6 +11,7 @@ from edgeprune.prune._prune import (
     prunable_groups,
     prune,
     score_model,
+    with_round_to,
 )
 from edgeprune.prune._select import Target
 from edgeprune.prune.criteria import (
@@ -22,6 +23,7 @@ from edgeprune.prune.criteria import (
     parse_criterion_opts,
     register_criterion,
 )
+from edgeprune.prune.granularity import RoundTo, resolve_round_to
 from edgeprune.prune.plan import GroupPlan, PrunePlan
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "PruneConfig",
     "PrunePlan",
     "PruneResult",
+    "RoundTo",
     "ScoreContext",
     "Scored",
     "Target",
@@ -47,5 +50,7 @@ __all__ = [
     "prunable_groups",
     "prune",
     "register_criterion",
+    "resolve_round_to",
     "score_model",
+    "with_round_to",
 ]

@@ -24,6 +24,7 @@ from edgeprune.prune._select import (
     topk_plan,
 )
 from edgeprune.prune.criteria import Criterion, ScoreContext, make_criterion
+from edgeprune.prune.granularity import RoundTo, resolve_round_to
 from edgeprune.prune.plan import GroupPlan, PrunePlan
 from edgeprune.train import recalibrate_bn, select_device
 
@@ -44,7 +45,9 @@ class PruneConfig:
     ``convention='internal'`` prunes only block-internal groups (HRank/CHIP's ResNet convention);
     ``'all'`` also prunes residual/shared groups (DepGraph). ``mode`` None uses the criterion's
     default (global for EasiEdge, uniform otherwise). ``finetune`` is the training a criterion may
-    do before the hard prune (EasiEdge's ADMM rounds); None forbids it.
+    do before the hard prune (EasiEdge's ADMM rounds); None forbids it. ``round_to`` None takes
+    the width granularity of the target the model will run on, ``runs_on`` (a device or profile
+    name; None: this host), from `resolve_round_to`; 1 means no rounding.
     """
 
     criterion: str = "l1"
@@ -55,6 +58,7 @@ class PruneConfig:
     mode: str | None = None
     convention: str = "all"
     round_to: int | None = None
+    runs_on: str | None = None
     min_channels: int = 1
     ignored_layers: tuple[str, ...] = ()
     calib_batches: int = 5
@@ -260,9 +264,18 @@ def prune(bundle: ModelBundle, config: PruneConfig, data: Dataset | None = None)
     Raises `UsageError` for impossible targets or unknown layers.
     """
     config.require_target()
+    config, granularity = with_round_to(config)
     scored = score_model(bundle, config, data)
     keep = choose_keep(scored.ctx, config, scored.scores, scored.criterion)
-    return materialize(bundle, scored, keep, config, data, fresh_copy=False)
+    result = materialize(bundle, scored, keep, config, data, fresh_copy=False)
+    result.facts["round_to"] = granularity.to_dict()
+    return result
+
+
+def with_round_to(config: PruneConfig) -> tuple[PruneConfig, RoundTo]:
+    """``config`` with its width granularity resolved (`resolve_round_to`), and the resolution."""
+    granularity = resolve_round_to(config.round_to, config.runs_on)
+    return replace(config, round_to=granularity.value), granularity
 
 
 def fresh_context(scored: Scored) -> ScoreContext:
@@ -273,7 +286,9 @@ def fresh_context(scored: Scored) -> ScoreContext:
     """
     ctx = scored.ctx
     model = copy.deepcopy(ctx.model)
-    index = DependencyIndex(model, ctx.example, ignored=list(ctx.index.ignored))
+    index = DependencyIndex(
+        model, ctx.example, ignored=list(ctx.index.ignored), verify=False, refused=ctx.index.refused
+    )
     by_index = {g.index for g in ctx.groups}
     groups = [g for g in index.groups if g.index in by_index]
     if [g.root for g in groups] != [g.root for g in ctx.groups]:
