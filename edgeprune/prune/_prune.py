@@ -17,6 +17,7 @@ from edgeprune.prune._cost import CostModel
 from edgeprune.prune._engine import DependencyIndex, PrunableGroup, count_macs_params
 from edgeprune.prune._select import (
     Target,
+    balance_to_target,
     normalized,
     round_keep,
     solve_global,
@@ -229,7 +230,10 @@ def choose_keep(
             config.min_channels,
             normalize=norm,
         )
-    return solve_uniform(groups, cost, config.target, config.round_to, config.min_channels)
+    keep = solve_uniform(groups, cost, config.target, config.round_to, config.min_channels)
+    return balance_to_target(
+        groups, keep, cost, config.target, config.round_to, config.min_channels
+    )
 
 
 def _group_containing(index: DependencyIndex, layer: str) -> PrunableGroup | None:
