@@ -206,8 +206,11 @@ def choose_keep(
                     f"no prunable group has layer {root!r}",
                     hint="list groups with `edgeprune prune MODEL --list-groups`",
                 )
-            want = value if root in (config.widths or {}) else g.width * (1.0 - float(value))
-            keep[g.index] = round_keep(g, float(want), config.round_to, config.min_channels)
+            exact = root in (config.widths or {})
+            want = value if exact else g.width * (1.0 - float(value))
+            # Explicit widths are kept as given (only a grouped conv's chunks round them).
+            step = None if exact else config.round_to
+            keep[g.index] = round_keep(g, float(want), step, config.min_channels)
         return keep
     own = criterion.keep_counts(ctx, scores)
     if own is not None:
@@ -221,7 +224,7 @@ def choose_keep(
         # Scores in one unit across groups (EasiEdge's information gain) are ranked as they are;
         # others are divided by their group's mean first.
         norm = (lambda s: s.double()) if criterion.comparable_scores else normalized
-        return solve_global(
+        keep = solve_global(
             groups,
             scores,
             cost,
@@ -230,7 +233,8 @@ def choose_keep(
             config.min_channels,
             normalize=norm,
         )
-    keep = solve_uniform(groups, cost, config.target, config.round_to, config.min_channels)
+    else:
+        keep = solve_uniform(groups, cost, config.target, config.round_to, config.min_channels)
     return balance_to_target(
         groups, keep, cost, config.target, config.round_to, config.min_channels
     )

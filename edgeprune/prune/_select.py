@@ -221,36 +221,37 @@ def balance_to_target(
     min_channels: int,
     tolerance: float = 0.02,
 ) -> dict[int, int]:
-    """Move a uniform solution to within ``tolerance`` of a FLOPs/params target one step at a time.
+    """Move a uniform solution toward a FLOPs/params target one step at a time.
 
     Coarse steps (``round_to`` 8 on 16-channel groups) can leave every uniform ratio far from the
-    target; the next step is taken from the least-pruned group (or given back to the most-pruned
-    one), so the ratios stay as even as the steps allow."""
+    target. Each move takes a step from the least-pruned group that brings the reduction closer
+    (or gives one back to the most-pruned group), so the ratios stay as even as the steps allow;
+    it stops within ``tolerance`` or when no move helps."""
     out = dict(keep)
     if target.kind == "ratio":
         return out
     base = cost.macs(cost.full()) if target.kind == "flops" else cost.params(cost.full())
 
-    def reduction(k: Mapping[int, int]) -> float:
-        return _reduction(cost, target.kind, k, base)
+    def error(k: Mapping[int, int]) -> float:
+        return _reduction(cost, target.kind, k, base) - target.value
 
-    while reduction(out) < target.value - tolerance:
-        open_ = [
-            g
-            for g in groups
-            if out[g.index] - _step(g, round_to) >= min_keep(g, round_to, min_channels)
-        ]
-        if not open_:
+    while abs(err := error(out)) > tolerance:
+        if err < 0:  # not pruned enough: take from the least-pruned group first
+            order = sorted(groups, key=lambda g: (-out[g.index] / g.width, -g.width))
+            moves = [
+                {**out, g.index: out[g.index] - _step(g, round_to)}
+                for g in order
+                if out[g.index] - _step(g, round_to) >= min_keep(g, round_to, min_channels)
+            ]
+        else:  # pruned too much: give back to the most-pruned group first
+            order = sorted(groups, key=lambda g: (out[g.index] / g.width, -g.width))
+            moves = [
+                {**out, g.index: out[g.index] + _step(g, round_to)}
+                for g in order
+                if out[g.index] + _step(g, round_to) <= g.width
+            ]
+        better = next((m for m in moves if abs(error(m)) < abs(err)), None)
+        if better is None:
             break
-        g = max(open_, key=lambda g: (out[g.index] / g.width, g.width))
-        out[g.index] -= _step(g, round_to)
-    while reduction(out) > target.value + tolerance:
-        open_ = [g for g in groups if out[g.index] + _step(g, round_to) <= g.width]
-        if not open_:
-            break
-        g = min(open_, key=lambda g: (out[g.index] / g.width, -g.width))
-        trial = {**out, g.index: out[g.index] + _step(g, round_to)}
-        if reduction(trial) < target.value - tolerance:
-            break
-        out = trial
+        out = better
     return out
