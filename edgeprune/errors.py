@@ -200,3 +200,8 @@ class BudgetInfeasibleError(EdgePruneError):
 class UnstableMeasurementError(EdgePruneError):
     """A latency measurement stayed above the protocol's CV threshold after repeats: the device
     is too noisy for the number to mean anything."""
+
+
+class PruningError(EdgePruneError):
+    """A model or plan cannot be pruned as asked (Torch-Pruning fails on it, or the result would
+    not fit together); the hint names the layer to protect."""

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from edgeprune.cli._app import (
     JSON_HELP,
     app,
     console,
+    console_err,
     emit_json,
     fmt,
     kv_table,
@@ -358,7 +360,12 @@ def prune_cmd(
         ),
     ] = "all",
     round_to: Annotated[
-        int | None, typer.Option("--round-to", help="Keep channel counts multiples of N.")
+        int | None,
+        typer.Option(
+            "--round-to",
+            help="Keep channel counts multiples of N (default: the target's fast multiple, from "
+            "--device's profile or measured on this host; 1: no rounding).",
+        ),
     ] = None,
     min_channels: Annotated[int, typer.Option("--min-channels")] = 1,
     ignore_layers: Annotated[
@@ -565,6 +572,7 @@ def prune_cmd(
             model_code=model_code,
         )
     missed = search_cfg is not None and not report["latency"]["met"]
+    warn_slowdowns(report)
     if json_out:
         emit_json(report)
     else:
@@ -618,6 +626,12 @@ def search_config(
         max_layer_ratio=max_layer_ratio,
         proxy_evals=search_evals,
     )
+
+
+def warn_slowdowns(report: dict[str, Any]) -> None:
+    """Say loudly, on stderr, where the pruned model measured no faster than its base."""
+    for w in report.get("warnings") or []:
+        console_err.print(f"[bold red]warning:[/] {escape(w)}")
 
 
 def print_prune_report(report: dict[str, Any]) -> None:
@@ -708,22 +722,31 @@ def _list_groups(
     bundle = load_bundle(model, load_data(data, image_size), kwargs, input_size, model_code)
     index = DependencyIndex(bundle.model, bundle.example_input(), ignored=list(ignored))
     groups = [g.to_dict() for g in index.groups]
+    refused = [r.to_dict() for r in index.refused]
     if json_out:
-        emit_json({"model": bundle.label, "ignored": index.ignored, "groups": groups})
+        emit_json(
+            {"model": bundle.label, "ignored": index.ignored, "groups": groups, "refused": refused}
+        )
         return
     t = Table(
         "root",
         "width",
         "shared",
         "layers",
+        "limit",
         title=f"prunable groups of {bundle.label} (protected: {', '.join(index.ignored)})",
     )
     for g in groups:
         t.add_row(
-            g["root"],
+            escape(g["root"]),
             str(g["width"]),
             "yes" if g["shared"] else "",
             str(len(g["members"]) + len(g["consumers"])),
+            escape(g["limit"] or ""),
+        )
+    for r in refused:
+        t.add_row(
+            escape(r["root"]), str(r["width"]), "", "", escape(f"not prunable: {r['reason']}")
         )
     console.print(t)
 
@@ -941,13 +964,14 @@ def demo_cmd(
                 epochs=epochs,
                 finetune_epochs=finetune_epochs,
                 flops_reduction=flops_reduction,
-                round_to=round_to or None,
+                round_to=1 if round_to == 0 else round_to,
                 criterion=criterion,
                 device=device,
                 out=out,
                 latency_budget=latency_budget,
             )
         )
+    warn_slowdowns(report)
     if json_out:
         emit_json(report)
         return

@@ -350,6 +350,9 @@ def deploy_cmd(
     )
     with progress(json_out), on_interrupt(INCOMPLETE_MEASUREMENT):
         res = deploy(model, device, cfg, parse_kwargs(model_kwargs), input_size, model_code)
+    from edgeprune.cli.commands import warn_slowdowns
+
+    warn_slowdowns(res)
     if json_out:
         res["measurement"].pop("raw_ms", None)
         emit_json(res)
@@ -371,6 +374,11 @@ def deploy_cmd(
                     else f"not checked: {p.get('skipped')}",
                 ),
                 ("median (ms)", s["median"]),
+                *(
+                    [("vs unpruned", f"{v['base_median_ms']:.4g} ms base, {v['speedup']:.2f}×")]
+                    if (v := res.get("versus_base"))
+                    else []
+                ),
                 ("p90 / p99 (ms)", f"{s['p90']:.4g} / {s['p99']:.4g}"),
                 ("CV / runs", f"{s['cv']:.2%} / {s['n']}"),
                 ("valid / unstable", f"{m['valid']} / {m['unstable']}"),

@@ -58,6 +58,9 @@ class ExportResult:
     parity_samples: int
     seconds: float
     notes: list[str] = field(default_factory=list)
+    # False when the model's output is the same for every parity input: the parity check then
+    # proves nothing (a randomly initialised net whose activations vanish does this).
+    parity_input_sensitive: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -226,9 +229,15 @@ def onnx_from_torch(
                 onnx.checker.check_model(str(tmp), full_check=True)
             except Exception as e:
                 raise ExportError(f"ONNX checker rejected the export: {one_line(e)}") from e
-            diff, scale = parity(model, tmp, input_shape, batch, parity_samples, seed)
+            diff, scale, spread = parity(model, tmp, input_shape, batch, parity_samples, seed)
+            sensitive: bool | None = spread > INPUT_SENSITIVITY * max(1.0, scale)
+            if not sensitive:
+                notes.append(
+                    "the output does not depend on the input (identical for every parity input): "
+                    "the parity check is vacuous; check the model's weights"
+                )
         else:
-            diff, scale, parity_samples = float("nan"), float("nan"), 0
+            diff, scale, parity_samples, sensitive = float("nan"), float("nan"), 0, None
         if check and not diff <= tolerance * max(1.0, scale):
             raise ExportError(
                 f"ONNX Runtime output differs from PyTorch by {diff:.3g} (tolerance {tolerance:g} × max(1, |output| {scale:.3g}))",
@@ -262,7 +271,11 @@ def onnx_from_torch(
         parity_samples=parity_samples,
         seconds=time.perf_counter() - t0,
         notes=notes,
+        parity_input_sensitive=sensitive,
     )
+
+
+INPUT_SENSITIVITY = 1e-6  # outputs closer than this (× max(1, |output|)) count as identical
 
 
 def ort_session(path: str | Path, threads: int = 1) -> Any:
@@ -303,8 +316,10 @@ def parity(
     batch: int = 1,
     samples: int = 3,
     seed: int = 0,
-) -> tuple[float, float]:
-    """Max abs difference between ONNX Runtime and PyTorch outputs, and the largest |output|.
+) -> tuple[float, float, float]:
+    """Max abs difference between ONNX Runtime and PyTorch outputs, the largest |output|, and the
+    largest difference between PyTorch's outputs for different inputs (0: the output ignores its
+    input, and a difference of 0 proves nothing; use two or more samples).
 
     The check passes when ``diff <= tol * max(1, scale)``: an absolute tolerance for outputs of
     order one (trained classifiers), relative for the huge logits of randomly initialised deep nets.
@@ -312,11 +327,16 @@ def parity(
     sess = ort_session(path)
     name = sess.get_inputs()[0].name
     gen = torch.Generator().manual_seed(seed + 1)
-    worst, scale = 0.0, 0.0
+    worst, scale, spread = 0.0, 0.0, 0.0
+    first: np.ndarray | None = None
     for _ in range(max(1, samples)):
         x = torch.randn((batch, *input_shape), generator=gen)
         with torch.no_grad():
             ref = model(x).numpy()
+        if first is None:
+            first = ref
+        elif first.shape == ref.shape:
+            spread = max(spread, float(np.max(np.abs(ref - first))))
         got = sess.run(None, {name: x.numpy()})[0]
         if got.shape != ref.shape:
             raise ExportError(
@@ -324,4 +344,4 @@ def parity(
             )
         worst = max(worst, float(np.max(np.abs(got - ref))))
         scale = max(scale, float(np.max(np.abs(ref))))
-    return worst, scale
+    return worst, scale, spread

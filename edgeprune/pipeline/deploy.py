@@ -114,6 +114,7 @@ def deploy(
         )
     t = time.perf_counter()
     artifact, opset = _artifact(model, profile, cfg, model_kwargs, input_size, model_code)
+    base = _base_artifact(model, opset, cfg, model_kwargs, input_size, model_code)
     t = phases.add("export", t)
     findings = _lint(artifact, profile)
     t = phases.add("lint", t)
@@ -126,8 +127,10 @@ def deploy(
     phases.add("host_reference", t)
 
     marks: dict[str, float] = {}
+    versus: dict[str, Any] | None = None
 
     def on_device(dev: DeviceSession) -> dict[str, Any]:
+        nonlocal versus
         connected()
         t = phases.add("connect", marks["open"])
         trt = cfg.runtime is Runtime.TRT
@@ -158,6 +161,9 @@ def deploy(
             )
         # For trt the engine build is part of the measurement (cached on the device).
         t = phases.add("build_and_bench" if trt else "bench", t)
+        if base is not None:
+            versus = _versus_base(dev, base, m, cfg)
+            t = phases.add("bench_base", t)
         marks["done"] = t
         return {
             "device_commands": getattr(dev.transport, "command_count", None),
@@ -168,6 +174,7 @@ def deploy(
             "parity": parity,
             "measurement": m.to_dict(),
             "other_measurements": [o.to_dict() for o in m.related],
+            "versus_base": versus,
         }
 
     marks["open"] = time.perf_counter()
@@ -190,6 +197,42 @@ def deploy(
             total - phases.seconds.get("bench", phases.seconds.get("build_and_bench", 0.0)), 4
         ),
         "notes": notes,
+        "warnings": [out["versus_base"]["warning"]]
+        if out.get("versus_base") and out["versus_base"]["warning"]
+        else [],
+    }
+
+
+def _base_artifact(
+    model: str,
+    opset: int | None,
+    cfg: DeployConfig,
+    model_kwargs: dict[str, Any] | None,
+    input_size: int | None,
+    model_code: str | None,
+) -> Path | None:
+    """For a pruned checkpoint measured with ONNX Runtime, its unpruned architecture's ONNX file."""
+    if cfg.runtime is not Runtime.ORT:
+        return None
+    from edgeprune.pipeline.flows import base_artifact
+
+    return base_artifact(model, model_kwargs, input_size, opset, cfg.bench.batch, model_code)
+
+
+def _versus_base(dev: DeviceSession, base: Path, pruned: Any, cfg: DeployConfig) -> dict[str, Any]:
+    """Measure the unpruned architecture in the same session and compare medians."""
+    from edgeprune.pipeline.flows import slowdown_warning
+
+    with Store() as store:
+        mb = measure(dev, base, cfg.bench, store=store, label="base")
+    b, p = mb.stats.median, pruned.stats.median
+    return {
+        "base": mb.to_dict(),
+        "base_median_ms": b,
+        "pruned_median_ms": p,
+        "speedup": b / p,
+        "not_faster": p >= b,
+        "warning": slowdown_warning(dev.name, b, p, None),
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from edgeprune.checkpoint import (
     save_checkpoint,
 )
 from edgeprune.data import Dataset, load_dataset
+from edgeprune.device import Inventory
 from edgeprune.device.lease import run_leased
 from edgeprune.errors import UsageError
 from edgeprune.export import ExportResult, check_onnx_file, onnx_from_torch, sha256_file
@@ -39,7 +40,7 @@ from edgeprune.pipeline._util import (
     versions,
     write_json,
 )
-from edgeprune.prune import PruneConfig, prune
+from edgeprune.prune import PruneConfig, prune, with_round_to
 from edgeprune.search import SearchConfig, search
 from edgeprune.train import TrainConfig, TrainState, evaluate, train
 
@@ -224,7 +225,9 @@ def export_onnx(
         if res.external_data:
             raise UsageError("--simplify cannot be combined with --external-data")
         simplified = simplify_onnx(res.path)
-        diff, scale = parity(bundle.model, res.path, bundle.input_shape, 1, res.parity_samples)
+        diff, scale, _spread = parity(
+            bundle.model, res.path, bundle.input_shape, 1, res.parity_samples
+        )
         if not diff <= res.parity_tolerance * max(1.0, scale):
             Path(res.path).unlink(missing_ok=True)
             raise ExportError(
@@ -300,6 +303,51 @@ def model_artifact(
     return path
 
 
+def runs_on_profile(name: str | None) -> str | None:
+    """The profile of what a pruned model will run on: a device's profile for a device name (the
+    ``local`` device: None, this host), the name itself for a profile. Raises `UnknownNameError`
+    for a name that is neither."""
+    if name is None or name == "local":
+        return None
+    from edgeprune.profiles import list_profiles
+
+    inv = Inventory.load()
+    if name in inv.devices:
+        profile = inv.get(name).profile
+        return None if profile == "local" else profile
+    if name in {p.name for p in list_profiles()}:
+        return name
+    inv.resolve(name)  # raises UnknownNameError listing the choices
+    return None
+
+
+def base_artifact(
+    model: str,
+    model_kwargs: dict[str, Any] | None = None,
+    input_size: int | None = None,
+    opset: int | None = None,
+    batch: int = 1,
+    model_code: str | None = None,
+) -> Path | None:
+    """The unpruned architecture of a pruned checkpoint as an ONNX file (cached), else None:
+    what a pruned model's latency is compared with. A factory-built checkpoint's base is built
+    through the factory ``model_code`` allows, as the checkpoint itself is."""
+    if model.endswith(".onnx") or not looks_like_checkpoint(model):
+        return None
+    bundle = load_bundle(model, None, model_kwargs, input_size, model_code)
+    if not bundle.plan.groups:
+        return None
+    from edgeprune.models import build_model
+    from edgeprune.prune import PrunePlan
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        base = copy.copy(bundle)
+        base.model, base.plan = build_model(bundle.arch).eval(), PrunePlan()
+    path, _ = cached_onnx(base, f"{bundle.arch.to_dict()}:base:{bundle.input_shape}", opset, batch)
+    return path
+
+
 # --------------------------------------------------------------------------- bench
 
 
@@ -336,8 +384,6 @@ def bench_model(
     label: str | None = None,
     model_code: str | None = None,
 ) -> dict[str, Any]:
-    from edgeprune.device import Inventory
-
     Inventory.load().resolve(device)  # an unknown device fails before the model is exported
     artifact = model_artifact(model, model_kwargs, input_size, opset, cfg.batch, model_code)
     with Store() as store:
@@ -396,6 +442,16 @@ def prune_run(
     if cfg.search is None:
         cfg.prune.require_target()
     cfg.prune.require_data(data_spec is not None)
+    runs_on = runs_on_profile(
+        cfg.prune.runs_on
+        or (
+            cfg.search.device
+            if cfg.search is not None
+            else (cfg.devices[0] if cfg.devices else None)
+        )
+    )
+    prune_cfg, granularity = with_round_to(replace(cfg.prune, runs_on=runs_on))
+    cfg = replace(cfg, prune=prune_cfg)
     if cfg.finetune is not None and data_spec is None:
         raise UsageError(
             "fine-tuning needs --data", hint="pass --data DATASET or drop --finetune-epochs"
@@ -431,6 +487,7 @@ def prune_run(
             "dataset": data.info.name if data else None,
         },
         "criterion": cfg.prune.criterion,
+        "round_to": granularity.to_dict(),
         "config": cfg.to_dict(),
         "versions": versions(),
     }
@@ -545,6 +602,15 @@ def prune_run(
         report["latency"] = bench_pair(
             bundle, model, run.path("model.onnx"), cfg.devices, cfg.bench, cfg.opset
         )
+    warnings = (
+        slowdown_warnings(report["latency"], granularity.value) if "latency" in report else []
+    )
+    if export.parity_input_sensitive is False:
+        warnings.append(
+            "model.onnx: the output does not depend on the input, so its parity check proves "
+            "nothing (a randomly initialised model whose activations vanish does this)"
+        )
+    report["warnings"] = warnings
     report["wall_seconds"] = time.perf_counter() - t_start
     for name in ("pruned.pt", "finetune.pt", "finetuned.pt"):
         run.path(name).unlink(missing_ok=True)
@@ -581,7 +647,35 @@ def _latency_entry(
         "base": base,
         "pruned": pruned,
         "speedup": b / p,
+        "not_faster": p >= b,
     }
+
+
+def slowdown_warning(
+    device: str, base_ms: float, pruned_ms: float, round_to: int | None, what: str = "median"
+) -> str | None:
+    """The warning for a pruned model that is not faster than its base on ``device``, or None."""
+    if pruned_ms < base_ms:
+        return None
+    multiple = max(8, 2 * (round_to or 1))
+    return (
+        f"the pruned model is NOT faster than the base on {device}: {what} {pruned_ms:.3f} ms vs "
+        f"{base_ms:.3f} ms ({base_ms / pruned_ms:.2f}x); prune against the device's latency "
+        f"(--latency-budget 0.8x --device {device}) or to coarser widths (--round-to {multiple})"
+    )
+
+
+def slowdown_warnings(latency: dict[str, Any], round_to: int | None) -> list[str]:
+    """A warning for every device in ``report["latency"]`` where pruning did not pay."""
+    out = []
+    for e in [latency, *latency.get("others", {}).values()]:
+        pct = e.get("percentile", "median")
+        w = slowdown_warning(
+            e["device"], e["base"]["stats"][pct], e["pruned"]["stats"][pct], round_to, pct
+        )
+        if w:
+            out.append(w)
+    return out
 
 
 def bench_pair(

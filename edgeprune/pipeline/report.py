@@ -51,8 +51,8 @@ COLUMNS = (
     "label", "model", "variant", "criterion", "target", "entry", "device", "profile", "runtime",
     "precision", "threads", "median_ms", "p90_ms", "cv", "valid", "unstable", "flops_before",
     "flops_after", "flops_reduction", "params_reduction", "accuracy", "speedup", "ideal_speedup",
-    "realised_over_ideal", "speedup_basis", "widths", "budget", "budget_ms", "deploy_model",
-    "artifact_sha256", "job_id", "measurement_id",
+    "realised_over_ideal", "speedup_basis", "not_faster", "widths", "budget", "budget_ms",
+    "deploy_model", "artifact_sha256", "job_id", "measurement_id",
 )  # fmt: skip
 
 SEARCH_PROBE_PREFIX = "search:"
@@ -113,6 +113,7 @@ def _row(m: Measurement, facts: dict[str, Any] | None, **known: Any) -> dict[str
         "budget_ms": searched.get("budget_ms"),
         "budget_device": searched.get("device"),
         "deploy_model": known.get("deploy_model") or deploy_ctx.get("model"),
+        "not_faster": None,
         "artifact_sha256": ctx.get("artifact_sha256"),
         "job_id": m.job_id,
         "measurement_id": m.id,
@@ -320,10 +321,27 @@ def _derive(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ):
             if b and r["median_ms"]:
                 r["speedup"], r["speedup_basis"] = statistics.median(b) / r["median_ms"], basis
+                r["not_faster"] = r["variant"] != "base" and r["speedup"] <= 1.0
                 if r["ideal_speedup"]:
                     r["realised_over_ideal"] = r["speedup"] / r["ideal_speedup"]
                 break
     return rows
+
+
+def slowdowns(rows: list[dict[str, Any]]) -> str:
+    """One line naming the pruned variants that measured no faster than their base, with the
+    fix; empty when every one paid off."""
+    slow = [r for r in rows if r.get("not_faster")]
+    if not slow:
+        return ""
+    names = "; ".join(
+        f"{r['model']} {r['variant']} on {r['device']} ({r['speedup']:.2f}x)" for r in slow[:6]
+    )
+    more = f" and {len(slow) - 6} more" if len(slow) > 6 else ""
+    return (
+        f"{names}{more}. Prune against measured latency (a latency target, --latency-budget) "
+        "or to the device's fast width multiple (prune: {round_to: N})."
+    )
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -1032,7 +1050,11 @@ def _run_html(report: dict[str, Any], run_dir: str | Path | None) -> tuple[str, 
     if report.get("created_at"):
         bits.append(time.strftime("%Y-%m-%d %H:%M", time.localtime(report["created_at"])))
     subtitle = ", ".join(bits) + "."
-    body = ["<h2>Base vs pruned</h2>", _run_summary(report)]
+    body = [
+        f"<p class='note' style='color:#b00'><b>{esc(w)}</b></p>"
+        for w in report.get("warnings") or []
+    ]
+    body += ["<h2>Base vs pruned</h2>", _run_summary(report)]
     body.append(
         _widths_html(report.get("widths"), "Channels per layer: the pruned model against the base")
     )
@@ -1100,8 +1122,15 @@ def render_html(
             "profile: column speedup_basis in report.csv) divided by this median. FLOPs are "
             "multiply-accumulates per image.</p>"
         )
+    slower = slowdowns(rows)
+    if slower:
+        body.insert(
+            0,
+            f"<p class='note' style='color:#b00'><b>Not faster than the base:</b> {esc(slower)}</p>",
+        )
     title = f"edgeprune report: {name}"
     derived = {
+        "not_faster": [r["label"] for r in rows if r.get("not_faster")],
         "recommendations": recs,
         "pareto_fronts": fronts,
         "devices": devices,

@@ -30,6 +30,7 @@ from edgeprune.prune._prune import (
     prune,
     resolve_mode,
     score_model,
+    with_round_to,
 )
 from edgeprune.prune._select import Target, normalized, round_keep
 from edgeprune.prune.criteria import (
@@ -41,6 +42,7 @@ from edgeprune.prune.criteria import (
     parse_criterion_opts,
     register_criterion,
 )
+from edgeprune.prune.granularity import RoundTo, resolve_round_to
 from edgeprune.prune.plan import GroupPlan, PrunePlan
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "PruneConfig",
     "PrunePlan",
     "PruneResult",
+    "RoundTo",
     "ScoreContext",
     "Scored",
     "Target",
@@ -79,6 +82,8 @@ __all__ = [
     "prune",
     "register_criterion",
     "resolve_mode",
+    "resolve_round_to",
     "round_keep",
     "score_model",
+    "with_round_to",
 ]

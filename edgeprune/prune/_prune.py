@@ -28,6 +28,7 @@ from edgeprune.prune._cost import CostModel
 from edgeprune.prune._engine import DependencyIndex, PrunableGroup, count_macs_params
 from edgeprune.prune._select import (
     Target,
+    balance_to_target,
     group_step,
     min_keep,
     normalized,
@@ -37,6 +38,7 @@ from edgeprune.prune._select import (
     topk_plan,
 )
 from edgeprune.prune.criteria import Criterion, ScoreContext, make_criterion
+from edgeprune.prune.granularity import RoundTo, resolve_round_to
 from edgeprune.prune.plan import GroupPlan, PrunePlan
 from edgeprune.train import recalibrate_bn, select_device
 from edgeprune.vocab import check_choice
@@ -61,8 +63,11 @@ class PruneConfig:
     BN-recalibrated accuracy on ``proxy_samples`` held-out training images, at most
     ``search_evals`` evaluations, no group losing more than ``max_layer_ratio`` of its channels);
     ``mode`` None means ``search`` for FLOPs/params targets when data is given, else the
-    criterion's default (global for EasiEdge, uniform otherwise). ``finetune`` is the training a criterion may
-    do before the hard prune (EasiEdge's ADMM rounds); None forbids it.
+    criterion's default (global for EasiEdge, uniform otherwise). ``finetune`` is the training a
+    criterion may do before the hard prune (EasiEdge's ADMM rounds); None forbids it.
+    ``round_to`` None takes the width granularity of the target the model will run on,
+    ``runs_on`` (a profile name; None: this host), from `resolve_round_to`; 1 means no
+    rounding.
     """
 
     criterion: str = "l1"
@@ -73,6 +78,7 @@ class PruneConfig:
     mode: str | None = None
     convention: str = "all"
     round_to: int | None = None
+    runs_on: str | None = None
     min_channels: int = 1
     ignored_layers: tuple[str, ...] = ()
     calib_batches: int = 5
@@ -236,8 +242,11 @@ def choose_keep(
                     f"no prunable group has layer {root!r}",
                     hint="list groups with `edgeprune prune MODEL --list-groups`",
                 )
-            want = value if root in (config.widths or {}) else g.width * (1.0 - float(value))
-            keep[g.index] = round_keep(g, float(want), config.round_to, config.min_channels)
+            exact = root in (config.widths or {})
+            want = value if exact else g.width * (1.0 - float(value))
+            # Explicit widths are kept as given (only a grouped conv's chunks round them).
+            step = None if exact else config.round_to
+            keep[g.index] = round_keep(g, float(want), step, config.min_channels)
         return keep
     own = criterion.keep_counts(ctx, scores)
     if own is not None:
@@ -251,7 +260,7 @@ def choose_keep(
         # Scores in one unit across groups (EasiEdge's information gain) are ranked as they are;
         # others are divided by their group's mean first.
         norm = (lambda s: s.double()) if criterion.comparable_scores else normalized
-        return solve_global(
+        keep = solve_global(
             groups,
             scores,
             cost,
@@ -260,7 +269,11 @@ def choose_keep(
             config.min_channels,
             normalize=norm,
         )
-    return solve_uniform(groups, cost, config.target, config.round_to, config.min_channels)
+    else:
+        keep = solve_uniform(groups, cost, config.target, config.round_to, config.min_channels)
+    return balance_to_target(
+        groups, keep, cost, config.target, config.round_to, config.min_channels
+    )
 
 
 def _group_containing(index: DependencyIndex, layer: str) -> PrunableGroup | None:
@@ -413,6 +426,7 @@ def prune(bundle: ModelBundle, config: PruneConfig, data: Dataset | None = None)
     Raises `UsageError` for impossible targets or unknown layers.
     """
     config.require_target()
+    config, granularity = with_round_to(config)
     scored = score_model(bundle, config, data)
     allocation = None
     explicit = config.widths is not None or config.ratios is not None
@@ -422,10 +436,17 @@ def prune(bundle: ModelBundle, config: PruneConfig, data: Dataset | None = None)
     else:
         keep = choose_keep(scored.ctx, config, scored.scores, scored.criterion)
     result = materialize(bundle, scored, keep, config, data, fresh_copy=False)
+    result.facts["round_to"] = granularity.to_dict()
     if allocation is not None:
         roots = {g.index: g.root for g in scored.ctx.groups}
         result.facts["allocation"] = allocation.to_dict(roots)
     return result
+
+
+def with_round_to(config: PruneConfig) -> tuple[PruneConfig, RoundTo]:
+    """``config`` with its width granularity resolved (`resolve_round_to`), and the resolution."""
+    granularity = resolve_round_to(config.round_to, config.runs_on)
+    return replace(config, round_to=granularity.value), granularity
 
 
 def fresh_context(scored: Scored) -> ScoreContext:
@@ -436,7 +457,9 @@ def fresh_context(scored: Scored) -> ScoreContext:
     """
     ctx = scored.ctx
     model = copy.deepcopy(ctx.model)
-    index = DependencyIndex(model, ctx.example, ignored=list(ctx.index.ignored))
+    index = DependencyIndex(
+        model, ctx.example, ignored=list(ctx.index.ignored), verify=False, refused=ctx.index.refused
+    )
     by_index = {g.index for g in ctx.groups}
     groups = [g for g in index.groups if g.index in by_index]
     if [g.root for g in groups] != [g.root for g in ctx.groups]:

@@ -42,9 +42,16 @@ class Target:
 
 
 def group_step(g: PrunableGroup, round_to: int | None) -> int:
-    """A group's width step: its grouped-conv chunk count, made a multiple of ``round_to``."""
+    """Keep counts move in steps of this: whole chunks of a grouped conv, and ``round_to``.
+
+    A grouped conv's kernels see one chunk at a time, so where the unpruned chunks are multiples
+    of ``round_to`` (and can lose one) each chunk stays one: ONNX Runtime's blocked layout needs
+    that per group."""
     step = g.channel_groups
     if round_to:
+        chunk = g.width // g.channel_groups
+        if g.channel_groups > 1 and chunk % round_to == 0 and chunk >= 2 * round_to:
+            return g.channel_groups * round_to
         step = step * round_to // math.gcd(step, round_to)
     return step
 
@@ -99,9 +106,15 @@ def solve_uniform(
     max_keep = uniform_keep(groups, 1.0, round_to, min_channels)
     if _reduction(cost, target.kind, max_keep, base) < target.value - 1e-9:
         reached = _reduction(cost, target.kind, max_keep, base)
+        limited = [str(g.limit()) for g in groups if g.limit()]
+        why = [f"{len(limited)} group(s) limited, e.g. {limited[0]}"] if limited else []
+        if round_to and round_to > 1:
+            why.append(f"widths move in steps of --round-to {round_to} (1: channel by channel)")
         raise UsageError(
-            f"a {target.kind} reduction of {target.value:.0%} cannot be reached by pruning these groups (at most {reached:.1%})",
-            hint="lower the target, prune more groups (--convention all) or use --mode global",
+            f"a {target.kind} reduction of {target.value:.0%} cannot be reached by pruning these groups (at most {reached:.1%})"
+            + "".join(f"; {w}" for w in why),
+            hint="lower the target, prune more groups (--convention all) or use --mode global; "
+            "`--list-groups` shows what limits each group",
         )
     # Pick whichever side of the step is closer to the target.
     lower = uniform_keep(groups, lo, round_to, min_channels)
@@ -195,3 +208,48 @@ def topk_plan(
         kept = sorted(c * chunk + j for c in range(cg) for j in top)
         plans.append(GroupPlan(g.root, g.width, tuple(kept)))
     return PrunePlan(tuple(plans), list(ignored))
+
+
+def balance_to_target(
+    groups: list[PrunableGroup],
+    keep: Mapping[int, int],
+    cost: CostModel,
+    target: Target,
+    round_to: int | None,
+    min_channels: int,
+    tolerance: float = 0.02,
+) -> dict[int, int]:
+    """Move a uniform solution toward a FLOPs/params target one step at a time.
+
+    Coarse steps (``round_to`` 8 on 16-channel groups) can leave every uniform ratio far from the
+    target. Each move takes a step from the least-pruned group that brings the reduction closer
+    (or gives one back to the most-pruned group), so the ratios stay as even as the steps allow;
+    it stops within ``tolerance`` or when no move helps."""
+    out = dict(keep)
+    if target.kind == "ratio":
+        return out
+    base = cost.macs(cost.full()) if target.kind == "flops" else cost.params(cost.full())
+
+    def error(k: Mapping[int, int]) -> float:
+        return _reduction(cost, target.kind, k, base) - target.value
+
+    while abs(err := error(out)) > tolerance:
+        if err < 0:  # not pruned enough: take from the least-pruned group first
+            order = sorted(groups, key=lambda g: (-out[g.index] / g.width, -g.width))
+            moves = [
+                {**out, g.index: out[g.index] - group_step(g, round_to)}
+                for g in order
+                if out[g.index] - group_step(g, round_to) >= min_keep(g, round_to, min_channels)
+            ]
+        else:  # pruned too much: give back to the most-pruned group first
+            order = sorted(groups, key=lambda g: (out[g.index] / g.width, -g.width))
+            moves = [
+                {**out, g.index: out[g.index] + group_step(g, round_to)}
+                for g in order
+                if out[g.index] + group_step(g, round_to) <= g.width
+            ]
+        better = next((m for m in moves if abs(error(m)) < abs(err)), None)
+        if better is None:
+            break
+        out = better
+    return out

@@ -214,3 +214,21 @@ def test_farm_sweep_smoke(tmp_path: Path) -> None:
         assert num(r["latency / all devices' median for the same variant (median)"]) > 0
         assert num(r["Pareto-front points"]) >= 0
     assert f"{jobs} rows" in text
+
+
+def test_zoo_smoke(tmp_path: Path) -> None:
+    # --smoke needs no kuangliu checkout: edgeprune's resnet20 and the in-house shuffle model.
+    out = tmp_path / "zoo"
+    _run([str(BENCH / "zoo.py"), "--smoke", "--out", str(out)], tmp_path)
+    rows = [json.loads(line) for line in (out / "zoo.jsonl").read_text().splitlines()]
+    assert {(r["model"], r["criterion"]) for r in rows} == {
+        (m, c) for m in ("resnet20", "SplitShuffleNet") for c in ("l1", "fss")
+    }
+    for r in rows:
+        assert r["prunes"] and r["exports"] and r["lint_tx2"]
+        assert r["base_ms"] > 0 and r["pruned_ms"] > 0
+        assert r["speedup"] == r["base_ms"] / r["pruned_ms"]
+    shuffle = next(r for r in rows if r["model"] == "SplitShuffleNet")
+    assert shuffle["refused_groups"] and all(g["reason"] for g in shuffle["refused_groups"])
+    text = (out / "zoo.md").read_text()
+    assert "| resnet20 | l1 | yes |" in text and "median speed-up" in text

@@ -24,7 +24,14 @@ from edgeprune.prune.criteria.similarity import (
 from edgeprune.train import TrainConfig, evaluate, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from odd_models import DenseBlockNet, DepthwiseGroupedSE
+from odd_models import (
+    DenseBlockNet,
+    DepthwiseGroupedSE,
+    GhostNet,
+    PreActDenseNet,
+    SlicedResidualNet,
+    SplitShuffleNet,
+)
 
 ALL = CRITERIA.names()
 FAST_OPTS = {"fpar": {"attention_steps": 5}}
@@ -74,13 +81,23 @@ def test_criterion_on_the_zoo_runs_and_exports(name: str, digits_r20, digits, tm
     assert exp.parity_max_abs_diff <= 1e-4 * max(1.0, exp.parity_output_scale)
 
 
-@pytest.mark.parametrize("model_cls", [DepthwiseGroupedSE, DenseBlockNet])
+UNSEEN = [
+    DepthwiseGroupedSE,
+    DenseBlockNet,
+    PreActDenseNet,
+    SplitShuffleNet,
+    SlicedResidualNet,
+    GhostNet,
+]
+
+
+@pytest.mark.parametrize("model_cls", UNSEEN, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("name", ALL)
 def test_criterion_on_unseen_models(name: str, model_cls, digits, tmp_path) -> None:
     torch.manual_seed(0)
     model = model_cls(in_channels=1, num_classes=10).eval()
     b = ModelBundle(model, ArchSpec(factory=f"odd_models:{model_cls.__name__}"), (1, 8, 8))
-    res = prune(b, _cfg(name, target=Target("ratio", 0.4)), digits)
+    res = prune(b, _cfg(name, target=Target("ratio", 0.4), round_to=1), digits)
     pruned = res.bundle.model.eval()
     assert res.macs_after < res.macs_before
     out = pruned(torch.randn(3, 1, 8, 8))

@@ -1,13 +1,19 @@
 """The Torch-Pruning wrapper: groups, plans, replay, composition, cost model, odd models."""
 
+import copy
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
 from edgeprune.checkpoint import ModelBundle, load_checkpoint, save_checkpoint
+from edgeprune.errors import PruningError, UsageError
 from edgeprune.models import ArchSpec, build_model, list_models
 from edgeprune.prune import (
     DependencyIndex,
+    GroupPlan,
     PruneConfig,
     PrunePlan,
     Target,
@@ -16,6 +22,26 @@ from edgeprune.prune import (
     prune,
 )
 from edgeprune.prune._cost import CostModel
+from edgeprune.prune._flow import Perturbation, channel_reach
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from odd_models import (
+    DenseBlockNet,
+    DepthwiseGroupedSE,
+    GhostNet,
+    PreActDenseNet,
+    SlicedResidualNet,
+    SplitShuffleNet,
+)
+
+TOPOLOGIES = [
+    SplitShuffleNet,
+    PreActDenseNet,
+    SlicedResidualNet,
+    GhostNet,
+    DenseBlockNet,
+    DepthwiseGroupedSE,
+]
 
 
 def _bundle(name: str, size: int = 28, **kw) -> ModelBundle:
@@ -73,7 +99,7 @@ def test_cost_model_tracks_the_real_counter(name: str) -> None:
     assert abs(cost.macs(full) - macs) / macs < 0.03
     assert abs(cost.params(full) - params) / params < 0.03
     half = {g: max(1, w // 2) for g, w in full.items()}
-    res = prune(b, PruneConfig(widths={g.root: half[g.index] for g in idx.groups}))
+    res = prune(b, PruneConfig(widths={g.root: half[g.index] for g in idx.groups}, round_to=1))
     assert abs(cost.macs(half) - res.macs_after) / res.macs_after < 0.05
 
 
@@ -133,3 +159,135 @@ def test_plan_json_roundtrip() -> None:
     b = _bundle("resnet20")
     plan = prune(b, PruneConfig(target=Target("ratio", 0.25))).plan
     assert PrunePlan.from_dict(plan.to_dict()) == plan
+
+
+# --------------------------------------------------------------------------- odd topologies
+
+
+def _randomised(model: nn.Module) -> nn.Module:
+    """Non-trivial BatchNorm statistics and affine terms, so zeroed channels are not the norm."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.randn(m.num_features, generator=gen))
+                m.bias.copy_(torch.randn(m.num_features, generator=gen))
+    return model.eval()
+
+
+def _zero_removed(model: nn.Module, index: DependencyIndex, plan: PrunePlan) -> nn.Module:
+    """A copy of ``model`` whose producers of the plan's removed channels output exact zeros."""
+    zeroed = copy.deepcopy(model)
+    modules = dict(zeroed.named_modules())
+    with torch.no_grad():
+        for gp in plan.groups:
+            g = index.group(gp.root)
+            gone = set(range(g.width)) - set(gp.keep)
+            for name, cm in g.out_maps.items():
+                mod = modules[name]
+                rows = sorted(cm.of(gone))
+                if isinstance(mod, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)) and rows:
+                    mod.weight[rows] = 0.0
+                    if mod.bias is not None:
+                        mod.bias[rows] = 0.0
+    return zeroed
+
+
+@pytest.mark.parametrize("cls", TOPOLOGIES, ids=lambda c: c.__name__)
+def test_pruning_equals_zeroing_the_removed_channels(cls) -> None:
+    # A pruned model must be the original network minus the removed channels: zeroing those
+    # channels where they are produced gives the same outputs. A channel map that routes a
+    # channel wrongly (a shuffle, a slice of a concatenation) breaks this.
+    torch.manual_seed(0)
+    model = _randomised(cls())
+    b = ModelBundle(model, ArchSpec(factory=f"odd_models:{cls.__name__}"), (1, 8, 8))
+    res = prune(b, PruneConfig(criterion="random", target=Target("ratio", 0.4), round_to=1))
+    assert res.plan.groups and res.macs_after < res.macs_before
+    index = DependencyIndex(model, b.example_input())
+    zeroed = _zero_removed(model, index, res.plan)
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        want, got = zeroed(x), res.bundle.model.eval()(x)
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_shuffled_groups_are_refused_with_a_reason() -> None:
+    torch.manual_seed(0)
+    idx = DependencyIndex(SplitShuffleNet().eval(), torch.randn(1, 1, 8, 8))
+    refused = {r.root: r.reason for r in idx.refused}
+    assert "stem.0" in refused and "down_left.2" in refused
+    assert all("Torch-Pruning" in why for why in refused.values())
+    # the branches' inner channels never reach a shuffle: they stay prunable
+    assert {"branches.0.3", "branches.1.3"} <= {g.root for g in idx.groups}
+
+
+def test_broken_channel_maps_are_refused_and_the_rest_prunes() -> None:
+    # Eight dual-path blocks: Torch-Pruning's concat mapping raises (a TypeError summing channel
+    # counts it could not infer) and maps the residual+dense group onto too many channels.
+    torch.manual_seed(0)
+    model = _randomised(SlicedResidualNet(blocks=8))
+    idx = DependencyIndex(model, torch.randn(1, 1, 8, 8))
+    assert any("update_concat_index_mapping" in v for v in idx._faults.values())
+    assert idx.refused and idx.groups
+    b = ModelBundle(model, ArchSpec(factory="odd_models:SlicedResidualNet"), (1, 8, 8))
+    res = prune(b, PruneConfig(target=Target("ratio", 0.4), round_to=1))
+    assert res.bundle.model(torch.randn(2, 1, 8, 8)).shape == (2, 5)
+
+
+def test_channel_reach_follows_a_shuffle() -> None:
+    class Shuffle(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(1, 8, 1)
+            self.bn = nn.BatchNorm2d(8)
+            self.b = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(self.bn(self.a(x)))
+            n, c, h, w = y.shape
+            y = y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+            return self.b(y)
+
+    m = Shuffle().eval()
+    reach = channel_reach(m, torch.randn(1, 1, 6, 6), [[Perturbation("a", c)] for c in range(8)])
+    for c, hits in enumerate(reach):
+        assert hits["bn"] == {c}
+        assert hits["b"] == {(c % 4) * 2 + c // 4}
+        assert "a" not in hits
+
+
+def test_graph_deadline_is_a_clear_error() -> None:
+    b = _bundle("resnet20")
+    with pytest.raises(PruningError, match="did not finish within 0 s"):
+        DependencyIndex(b.model, b.example_input(), timeout=0.0)
+
+
+def test_inconsistent_plan_is_refused_before_pruning() -> None:
+    b = _bundle("resnet20")
+    idx = DependencyIndex(b.model, b.example_input())
+    g = next(g for g in idx.groups if not g.shared)
+    before = copy.deepcopy(b.model.state_dict())
+    plan = PrunePlan((GroupPlan(g.root, g.width, (0,)),))
+    with pytest.raises(UsageError, match="width"):
+        idx.apply(PrunePlan((GroupPlan(g.root, g.width + 1, (0,)),)))
+    idx.check_plan(plan)  # a valid plan passes
+    assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in before.items())
+
+
+def test_grouped_conv_limit_is_explained() -> None:
+    class DepthMultiplier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(1, 8, 3, padding=1)
+            self.mult = nn.Conv2d(8, 16, 3, padding=1, groups=8)  # two outputs per input
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.mult(self.stem(x)).mean((2, 3)))
+
+    idx = DependencyIndex(DepthMultiplier().eval(), torch.randn(1, 1, 6, 6))
+    stem = idx.group("stem")
+    assert stem.limit() is not None and "not prunable" in stem.limit()
+    assert "mult" in stem.limit()

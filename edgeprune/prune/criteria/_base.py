@@ -190,20 +190,26 @@ def filter_weight_norm(module: nn.Module, p: float) -> torch.Tensor:
     return w.flatten(1).abs().pow(p).sum(1).pow(1.0 / p)
 
 
-def member_layers(
-    ctx: ScoreContext,
-    group: PrunableGroup,
-    kinds: tuple[type, ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear),
-) -> list[nn.Module]:
-    return [ctx.module(n) for n in group.members if isinstance(ctx.module(n), kinds)]
-
-
 def weight_scores(
     ctx: ScoreContext, fn: Callable[[nn.Module], torch.Tensor]
 ) -> dict[int, torch.Tensor]:
-    """Average a per-filter function over each group's coupled producer layers."""
+    """Average a per-filter function over each group's coupled producer layers.
+
+    A producer may hold more channels than the group (a layer after a concatenation) or only
+    some of them (a slice): each of its filters counts toward the group channel it carries."""
     out = {}
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
     for g in ctx.groups:
-        layers = member_layers(ctx, g)
-        out[g.index] = torch.stack([fn(m).float().cpu() for m in layers]).mean(0)
+        total = torch.zeros(g.width)
+        count = torch.zeros(g.width)
+        for name in g.members:
+            mod = ctx.module(name)
+            cm = g.out_maps.get(name)
+            if not isinstance(mod, kinds) or cm is None:
+                continue
+            values = fn(mod).float().cpu()
+            root = torch.tensor(cm.root, dtype=torch.long)
+            total.index_add_(0, root, values[torch.tensor(cm.local, dtype=torch.long)])
+            count.index_add_(0, root, torch.ones(len(root)))
+        out[g.index] = total / count.clamp_min(1.0)
     return out

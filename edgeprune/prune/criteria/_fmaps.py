@@ -7,6 +7,10 @@ output-channel member of a group (the BN if there is one, else the conv) the rep
 that module's output, or the output of an activation module that consumes it directly. Residual
 (shared) groups have several members; their statistics are accumulated over all of them.
 Activations applied as functions (``F.relu``) cannot be hooked; there the BN output is used.
+A member may hold more channels than the group (a BatchNorm after a concatenation, which holds
+several groups' channels): its maps are sliced to the group's channels, in the group's order, and
+a replacement (a mask) is written back into just those channels. Members that carry only some of
+the group's channels are not used.
 
 Maps are handed to accumulators batch by batch and dropped: memory stays at one batch of
 activations whatever the number of calibration batches.
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -41,9 +45,14 @@ def calibration_batches(ctx: ScoreContext, with_labels: bool = False) -> Iterato
         yield (x.to(ctx.device), y.to(ctx.device)) if with_labels else x.to(ctx.device)
 
 
-Tap = tuple[
-    str, str
-]  # (source module: BN or conv, module whose output is the map: source or activation)
+class Tap(NamedTuple):
+    """Where a group's maps are read: ``source`` (a BN or conv member), ``rep`` (the module whose
+    output is the map: the source or an activation after it) and ``channels`` (the source's
+    channel for each group channel; None when they are the same)."""
+
+    source: str
+    rep: str
+    channels: torch.Tensor | None = None
 
 
 def representative_modules(ctx: ScoreContext) -> dict[int, list[Tap]]:
@@ -53,7 +62,10 @@ def representative_modules(ctx: ScoreContext) -> dict[int, list[Tap]]:
     modules = dict(model.named_modules())
     result: dict[int, list[Tap]] = {}
     for g in ctx.groups:
-        members = [n for n in g.members if isinstance(modules[n], PRODUCERS)]
+        channels = {n: g.local_channels(n) for n in g.members}
+        members = [
+            n for n in g.members if isinstance(modules[n], PRODUCERS) and channels[n] is not None
+        ]
         bns = [n for n in members if isinstance(modules[n], nn.modules.batchnorm._BatchNorm)]
         sources = bns or [
             n
@@ -67,7 +79,13 @@ def representative_modules(ctx: ScoreContext) -> dict[int, list[Tap]]:
                 if c != src and isinstance(modules[c], ACTIVATIONS):
                     rep = c
                     break
-            taps.append((src, rep))
+            ch = channels[src]
+            same = (
+                ch is not None
+                and _width(modules[src]) == g.width
+                and bool((ch == torch.arange(g.width)).all())
+            )
+            taps.append(Tap(src, rep, None if same else ch))
         result[g.index] = taps
     return result
 
@@ -87,25 +105,32 @@ def hooked(
     """
     modules = dict(model.named_modules())
     latest: dict[str, torch.Tensor] = {}
-    direct: dict[str, list[int]] = {}
-    via: dict[str, list[tuple[str, int]]] = {}
+    direct: dict[str, list[tuple[int, torch.Tensor | None]]] = {}
+    via: dict[str, list[tuple[str, int, torch.Tensor | None]]] = {}
     for gi, taps in reps.items():
         if groups is not None and gi not in groups:
             continue
-        for src, rep in taps:
+        for src, rep, channels in taps:
             if rep == src:
-                direct.setdefault(src, []).append(gi)
+                direct.setdefault(src, []).append((gi, channels))
             else:
-                via.setdefault(rep, []).append((src, gi))
-    sources = {src for entries in via.values() for src, _ in entries}
+                via.setdefault(rep, []).append((src, gi, channels))
+    sources = {src for entries in via.values() for src, _, _ in entries}
     handles = []
+
+    def feed(gi: int, out: torch.Tensor, channels: torch.Tensor | None) -> torch.Tensor:
+        if channels is None:
+            replaced = sink(gi, out)
+            return out if replaced is None else replaced
+        channels = channels.to(out.device)
+        replaced = sink(gi, out.index_select(1, channels))
+        return out if replaced is None else out.index_copy(1, channels, replaced)
+
     for name in sorted(set(direct) | sources):
 
         def on_source(_m: nn.Module, _i: Any, out: torch.Tensor, name: str = name) -> torch.Tensor:
-            for gi in direct.get(name, []):
-                replaced = sink(gi, out)
-                if replaced is not None:
-                    out = replaced
+            for gi, channels in direct.get(name, []):
+                out = feed(gi, out, channels)
             if name in sources:
                 latest[name] = out
             return out
@@ -114,13 +139,14 @@ def hooked(
     for rep, entries in via.items():
 
         def on_activation(
-            _m: nn.Module, inp: tuple, out: torch.Tensor, entries: list[tuple[str, int]] = entries
+            _m: nn.Module,
+            inp: tuple,
+            out: torch.Tensor,
+            entries: list[tuple[str, int, torch.Tensor | None]] = entries,
         ) -> torch.Tensor:
-            for src, gi in entries:
+            for src, gi, channels in entries:
                 if latest.get(src) is inp[0]:
-                    replaced = sink(gi, out)
-                    if replaced is not None:
-                        out = replaced
+                    out = feed(gi, out, channels)
             return out
 
         handles.append(modules[rep].register_forward_hook(on_activation))
@@ -130,6 +156,14 @@ def hooked(
         for h in handles:
             h.remove()
         latest.clear()
+
+
+def _width(module: nn.Module) -> int:
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return int(module.num_features)
+    if isinstance(module, nn.Linear):
+        return int(module.out_features)
+    return int(getattr(module, "out_channels", 0))
 
 
 def stream_feature_maps(

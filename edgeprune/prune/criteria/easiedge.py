@@ -89,18 +89,23 @@ def information_gain(
     return {gi: (s / max(1, count)).float() for gi, s in sums.items()}
 
 
-def _filter_slices(ctx: ScoreContext, gi: int) -> list[tuple[nn.Parameter, int]]:
-    """(parameter, output-channel dim) pairs holding group ``gi``'s filters (convs, linears, BN)."""
+def _filter_slices(
+    ctx: ScoreContext, gi: int, channels: torch.Tensor
+) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """(parameter, rows) pairs holding the filters of group ``gi``'s ``channels`` (convs,
+    linears, BN): the rows of a member's weight and bias that carry those group channels."""
     out = []
     g = next(g for g in ctx.groups if g.index == gi)
     for name in g.members:
         mod = ctx.module(name)
-        if isinstance(
+        cm = g.out_maps.get(name)
+        if cm is not None and isinstance(
             mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.modules.batchnorm._BatchNorm)
         ):
+            rows = torch.tensor(sorted(cm.of(set(channels.tolist()))), dtype=torch.long)
             for p in (mod.weight, mod.bias):
-                if isinstance(p, nn.Parameter):
-                    out.append((p, 0))
+                if isinstance(p, nn.Parameter) and len(rows):
+                    out.append((p, rows))
     return out
 
 
@@ -150,7 +155,9 @@ class EasiEdge(Criterion):
                 k = keep.get(g.index, g.width)
                 if k < g.width:
                     pruned[g.index] = torch.argsort(scores[g.index])[: g.width - k]
-            slices = [(p, idx) for gi, idx in pruned.items() for p, _dim in _filter_slices(ctx, gi)]
+            slices = [
+                (p, rows) for gi, idx in pruned.items() for p, rows in _filter_slices(ctx, gi, idx)
+            ]
             masks: dict[int, torch.Tensor] = {}
             for p, idx in slices:
                 m = torch.zeros(p.shape[0], dtype=torch.bool)
