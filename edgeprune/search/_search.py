@@ -58,6 +58,7 @@ from edgeprune.prune import (
     normalized,
     round_keep,
     score_model,
+    with_round_to,
 )
 from edgeprune.search.latency_model import PROBE_EXPORTER, LatencyModel
 from edgeprune.train import TrainConfig, train
@@ -432,9 +433,17 @@ def search_in_session(
     scfg: SearchConfig,
     data: Dataset | None = None,
 ) -> SearchResult:
-    """`search` on an already open device session (``scfg.device`` is not used)."""
+    """`search` on an already open device session (``scfg.device`` is not used). A
+    ``prune_cfg.round_to`` of None becomes the device profile's width granularity."""
     t0 = time.perf_counter()
     notes: list[str] = []
+    if prune_cfg.round_to is None:
+        profile = None if dev.spec.profile == "local" else dev.spec.profile
+        try:
+            prune_cfg, _ = with_round_to(replace(prune_cfg, runs_on=prune_cfg.runs_on or profile))
+        except UsageError:  # a device whose profile file is missing: no rounding
+            prune_cfg = replace(prune_cfg, round_to=1)
+            notes.append(f"profile {profile!r} not found: widths are not rounded (--round-to 1)")
     with Store() as store, tempfile.TemporaryDirectory(prefix="edgeprune-search-") as tmpdir:
         tmp = Path(tmpdir)
         counter = _Counter()
