@@ -146,6 +146,22 @@ def test_latency_search_smoke(tmp_path: Path) -> None:
     assert "## resnet20" in text and "| local | 0.6x | search |" in text
 
 
+def test_qsfm_claim_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "qsfm"
+    _run([str(BENCH / "qsfm_claim.py"), "--smoke", "--out", str(out)], tmp_path)
+    rows = {r["row"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert set(rows) == {"qsfm threshold", "qsfm search", "qsfm uniform", "l1 search", "l1 uniform"}
+    for name, r in rows.items():
+        # Every row removes the share of FLOPs asked for: the threshold row within its ±1 pp,
+        # the others at least that much (their widths are multiples of the host's channel block).
+        assert r["flops_reduction"] >= 0.487 - 0.01, (name, r["flops_reduction"])
+        assert 0.0 <= r["acc_no_ft"] <= 1.0
+    assert 0.0 < rows["qsfm threshold"]["threshold"] < 1.0
+    assert rows["qsfm search"]["chosen"]  # the allocator named the plan it kept
+    text = (out / "qsfm.md").read_text()
+    assert "| qsfm threshold |" in text and "Base accuracy" in text
+
+
 def test_device_overhead_smoke(tmp_path: Path) -> None:
     if not Path("/usr/sbin/sshd").exists():
         pytest.skip("needs openssh-server (make sysdeps installs it)")

@@ -149,7 +149,14 @@ def test_proxy_uses_disjoint_training_slices_and_never_the_test_split(digits16) 
 def test_search_mode_is_never_worse_than_uniform_or_global_on_the_proxy(digits16) -> None:
     res = prune(
         _bundle("resnet20"),
-        PruneConfig(criterion="l1", target=Target("flops", 0.5), search_evals=8, proxy_samples=400),
+        # round_to 1: on the host's 8-channel grid ResNet-20's 16-wide stage cannot land near 50%.
+        PruneConfig(
+            criterion="l1",
+            target=Target("flops", 0.5),
+            search_evals=8,
+            proxy_samples=400,
+            round_to=1,
+        ),
         digits16,
     )
     alloc = res.facts["allocation"]
