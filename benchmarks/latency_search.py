@@ -94,6 +94,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--epochs", type=int, default=8, help="baseline epochs when a checkpoint must be trained"
     )
+    p.add_argument(
+        "--base", type=Path, help="a trained checkpoint of the (single) model: no training"
+    )
     p.add_argument("--ckpt-dir", type=Path, default=Path("benchmarks/results/criteria/ckpt"))
     p.add_argument("--finetune-epochs", type=int, default=1)
     p.add_argument("--finetune-samples", type=int, default=20000)
@@ -387,18 +390,21 @@ def main(argv: list[str] | None = None) -> Path:
         for token in args.models.split(","):
             label, name, kwargs = model_spec(token)
             ckpt = args.ckpt_dir / f"{label}-{args.data}-e{args.epochs}.pt"
-            train_checkpoint(
-                name,
-                args.data,
-                TrainConfig(
-                    epochs=args.epochs,
-                    lr=0.1,
-                    warmup_epochs=0.3,
-                    max_train_samples=2048 if args.smoke else None,
-                ),
-                ckpt,
-                model_kwargs=kwargs or None,
-            )
+            if args.base is not None:
+                ckpt = args.base
+            else:
+                train_checkpoint(
+                    name,
+                    args.data,
+                    TrainConfig(
+                        epochs=args.epochs,
+                        lr=0.1,
+                        warmup_epochs=0.3,
+                        max_train_samples=2048 if args.smoke else None,
+                    ),
+                    ckpt,
+                    model_kwargs=kwargs or None,
+                )
             base = load_checkpoint(ckpt)
             for device in devices:
                 run_leased(
