@@ -19,7 +19,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check edgeprune tests benchmarks
 	$(BIN)/ruff format --check edgeprune tests benchmarks
 	$(BIN)/mypy edgeprune
-	$(BIN)/vermin -q --no-tips -t=3.6- devices/agent/edgeprune_agent.py
+	$(BIN)/vermin -q --no-tips -t=3.6- devices/agent/edgeprune_agent.py devices/agent/bootstrap.py
 	$(BIN)/hadolint docker/host/Dockerfile docker/rpi/Dockerfile docker/jetson/Dockerfile.jp6 docker/jetson/Dockerfile.jp46
 	$(BIN)/shellcheck --shell=sh devices/provision/*.sh docker/agent/entrypoint.sh
 

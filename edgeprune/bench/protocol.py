@@ -12,6 +12,7 @@ is stored but marked invalid. Every result is stored with its full context.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from edgeprune.bench.result import KEY_FIELDS, Measurement, context_key
 from edgeprune.bench.stats import Stats, compute_stats
 from edgeprune.bench.store import Store
 from edgeprune.device import DeviceSession, agent_sha256
-from edgeprune.errors import UsageError
+from edgeprune.device.agent import npy_b64, npy_from_b64
+from edgeprune.errors import DeviceError, UsageError
 from edgeprune.export.onnx import sha256_file
 
 RUNTIMES = ("ort",)
@@ -151,6 +153,31 @@ def _throttled(state: dict[str, Any] | None) -> bool:
     return bool(((state or {}).get("throttle") or {}).get("active"))
 
 
+@dataclass(frozen=True)
+class ParityProbe:
+    """Check a model's outputs on the device in the benchmark's own request.
+
+    The first attempt runs the model once on ``inputs`` before its warm-up and returns the first
+    output; ``check(outputs)`` judges it (raise to stop: nothing is stored) and returns the record
+    kept in the measurement's context under ``parity``.
+    """
+
+    inputs: Any
+    check: Callable[[Any], dict[str, Any]]
+
+
+def require_onnxruntime(dev: DeviceSession) -> dict[str, Any]:
+    """The device's ONNX Runtime facts; `DeviceError` naming the provisioning command without it."""
+    rt = (dev.info.get("runtimes") or {}).get("onnxruntime") or {}
+    if "missing" in rt or not rt:
+        raise DeviceError(
+            f"onnxruntime is missing on {dev.name} ({rt.get('missing', 'not reported')})",
+            hint=f"run `edgeprune devices provision {dev.name}` (installs it in a venv on the device)",
+            device=dev.name,
+        )
+    return rt
+
+
 def measure(
     dev: DeviceSession,
     artifact: str | Path,
@@ -160,29 +187,24 @@ def measure(
     job_id: str | None = None,
     reuse: bool = False,
     extra_context: dict[str, Any] | None = None,
+    parity: ParityProbe | None = None,
 ) -> Measurement:
     """Benchmark an ONNX file on an open device session by the protocol; store and return the result.
 
     With ``reuse`` a stored valid measurement whose whole context key matches is returned instead
-    of measuring again (the device is still asked for its current context to build the key).
-    ``extra_context`` is recorded with the result (e.g. a parity check); it is not part of the
-    context key. When the session has a telemetry logger (e.g. tegrastats), its log is recorded.
+    of measuring again (nothing is sent to the device). ``extra_context`` is recorded with the
+    result (it is not part of the context key). ``parity`` checks the device's outputs in the
+    first attempt's request. The artifact travels only when the device's cache lacks it (a
+    session agent says so in its reply to the benchmark request itself). Attempts after the
+    first run in a fresh process. When the session has a telemetry logger (e.g. tegrastats), its
+    log is recorded.
     """
     cfg = cfg or BenchConfig()
     artifact = Path(artifact)
     if not artifact.is_file():
         raise UsageError(f"model file not found: {artifact}")
     sha = sha256_file(artifact)
-    remote, _sent = dev.push_artifact(artifact, sha)
-    rt = (dev.info.get("runtimes") or {}).get("onnxruntime") or {}
-    if "missing" in rt:
-        from edgeprune.errors import DeviceError
-
-        raise DeviceError(
-            f"onnxruntime is missing on {dev.name}: {rt['missing']}",
-            hint=f"run `edgeprune devices provision {dev.name}`",
-            device=dev.name,
-        )
+    rt = require_onnxruntime(dev)
     provider = cfg.provider or "CPUExecutionProvider"
     input_shape = onnx_input_shape(artifact, cfg.batch)
     if reuse and store is not None:
@@ -193,25 +215,29 @@ def measure(
             stored.notes.append("reused from the store (same context key)")
             return stored
     attempts: list[tuple[Stats, dict[str, Any]]] = []
+    parity_record: dict[str, Any] | None = None
     started = time.time()
-    for _attempt in range(cfg.max_repeats):
-        reply = dev.call(
-            "bench",
-            timeout=cfg.deadline(),
-            model=remote,
-            runtime=cfg.runtime,
-            provider=cfg.provider,
-            threads=cfg.threads,
-            batch=cfg.batch,
-            warmup_runs=cfg.warmup_runs,
-            warmup_seconds=cfg.warmup_seconds,
-            min_runs=cfg.min_runs,
-            min_seconds=cfg.min_seconds,
-            max_runs=cfg.max_runs,
-            max_seconds=cfg.max_seconds,
-            seed=cfg.seed,
-            telemetry=dev.telemetry,
-        )
+    for attempt in range(cfg.max_repeats):
+        request: dict[str, Any] = {
+            "runtime": cfg.runtime,
+            "provider": cfg.provider,
+            "threads": cfg.threads,
+            "batch": cfg.batch,
+            "warmup_runs": cfg.warmup_runs,
+            "warmup_seconds": cfg.warmup_seconds,
+            "min_runs": cfg.min_runs,
+            "min_seconds": cfg.min_seconds,
+            "max_runs": cfg.max_runs,
+            "max_seconds": cfg.max_seconds,
+            "seed": cfg.seed,
+            "telemetry": dev.telemetry,
+            "fresh_process": attempt > 0,
+        }
+        if parity is not None and attempt == 0:
+            request["parity_inputs_b64"] = npy_b64(parity.inputs)
+        reply = dev.call_with_artifact("bench", cfg.deadline(), artifact, sha, **request)
+        if parity is not None and attempt == 0:
+            parity_record = parity.check(npy_from_b64((reply.get("parity") or {})["outputs_b64"]))
         stats = compute_stats(reply["times_ms"])
         attempts.append((stats, reply))
         if stats.cv <= cfg.cv_threshold:
@@ -224,16 +250,25 @@ def measure(
         {
             "started_at": started,
             "finished_at": time.time(),
+            # The device's own time in warm-up + timed loops, all attempts: the rest of a job's
+            # wall time is the device layer's overhead.
+            "bench_window_s": round(
+                sum(float(a[1].get("bench_seconds") or 0.0) for a in attempts), 4
+            ),
             "command": best.get("_command"),
             "state_before": best.get("state_before"),
             "state_after": best.get("state_after"),
             "warmup_runs_done": best.get("warmup_runs"),
             "artifact_name": artifact.name,
+            "artifact_sent": bool(attempts[0][1].get("_sent")),
+            "agent_mode": dev.spec.agent_mode,
             "clocks_control": dev.clocks_record,
             "telemetry": best.get("telemetry"),
             **(extra_context or {}),
         }
     )
+    if parity_record is not None:
+        ctx["parity"] = parity_record
     valid = not (_throttled(best.get("state_before")) or _throttled(best.get("state_after")))
     unstable = best_stats.cv > cfg.cv_threshold
     notes = []
@@ -272,7 +307,7 @@ def measure_batch(
     per chunk instead of one per file.
     """
     shas = [sha256_file(p) for p in artifacts]
-    remotes = [dev.push_artifact(p, sha)[0] for p, sha in zip(artifacts, shas, strict=True)]
+    remotes = [r for r, _ in dev.push_artifacts(list(zip(artifacts, shas, strict=True)))]
     out: list[tuple[str, Stats, dict[str, Any]]] = []
     per_model = cfg.warmup_seconds + cfg.max_seconds
     for start in range(0, len(remotes), chunk):

@@ -18,9 +18,31 @@ from edgeprune.cli import search_cmds as _search_cmds  # noqa: F401  (registers 
 from edgeprune.cli._app import app, console_err
 from edgeprune.errors import EdgePruneError
 
+# Options whose value is optional (``--wait`` alone = until free): click needs the value, so a bare
+# one is given its default here.
+OPTIONAL_VALUES = {"--wait": "inf"}
+
+
+def _fill_optional_values(args: list[str]) -> list[str]:
+    out = []
+    for i, a in enumerate(args):
+        nxt = args[i + 1] if i + 1 < len(args) else None
+        if a in OPTIONAL_VALUES and (nxt is None or not _is_number(nxt)):
+            a = f"{a}={OPTIONAL_VALUES[a]}"
+        out.append(a)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _fill_optional_values(list(sys.argv[1:] if argv is None else argv))
     try:
         # Standalone mode: Typer prints its own usage errors and exits 2 through SystemExit.
         app(args=args, prog_name="edgeprune")

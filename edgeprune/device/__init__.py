@@ -3,7 +3,7 @@
 `edgeprune.device.ssh` is the only module that imports fabric/paramiko (loaded lazily).
 """
 
-from edgeprune.device.agent import AgentClient, agent_sha256, agent_source
+from edgeprune.device.agent import AgentClient, SessionAgent, agent_sha256, agent_source
 from edgeprune.device.inventory import LOCAL, DeviceSpec, Inventory, local_device, validate_name
 from edgeprune.device.local import LocalTransport
 from edgeprune.device.lock import DeviceLock
@@ -19,6 +19,7 @@ __all__ = [
     "DeviceSpec",
     "Inventory",
     "LocalTransport",
+    "SessionAgent",
     "Transport",
     "agent_sha256",
     "agent_source",

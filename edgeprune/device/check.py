@@ -72,6 +72,9 @@ class DeviceCheck:
             "throttled": bool(throttle.get("active")),
             "governor": (state.get("clocks") or {}).get("governor"),
             "disk_free_bytes": info.get("disk_free_bytes"),
+            # Partial uploads a killed host left behind (swept by the next locked session).
+            "stale_parts_bytes": (info.get("stale_parts") or {}).get("bytes"),
+            "stale_parts_files": (info.get("stale_parts") or {}).get("files"),
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,12 +16,18 @@ Rules this module enforces (checked on these machines, see DEVICES.md):
 - Files go over SFTP, or, when the server has no sftp subsystem (dropbear), over the exec channel
   (``cat > PATH`` fed from the channel). Verification and atomic renames are done by the generic
   `upload_verified`/`download_verified` on top of `put`/`get`.
+- `open_channel` starts one long-lived process (the session agent) on its own exec channel with
+  no ``timeout`` wrapper: its protocol carries the deadlines, and it exits when the channel closes.
+- A server that accepts TCP but never sends an SSH banner (a hung board, another service on the
+  port) is one line saying so. paramiko's own log records stay out of the terminal unless logging
+  is configured (``-v``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
 import math
 import posixpath
 import shlex
@@ -38,9 +44,20 @@ from invoke.exceptions import CommandTimedOut
 from paramiko.config import SSHConfig
 
 from edgeprune.device.inventory import DeviceSpec
-from edgeprune.device.transport import DEFAULT_TIMEOUT_S, CommandResult, Transport, _hint_for
+from edgeprune.device.transport import (
+    DEFAULT_TIMEOUT_S,
+    Channel,
+    CommandResult,
+    Transport,
+    _hint_for,
+    log,
+)
 from edgeprune.device.trust import known_hosts_path
 from edgeprune.errors import DeviceError, HostKeyError, RemoteTimeoutError, UsageError
+
+# paramiko logs transport failures (with a traceback) on its own logger; without a handler Python's
+# last-resort handler prints them to stderr under our one-line error. -v configures logging.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 KEEPALIVE_S = 15
 KILL_GRACE_S = 5
@@ -182,8 +199,8 @@ def _connect_error(spec: DeviceSpec, e: BaseException) -> DeviceError:
         return HostKeyError(
             f"the host key of {spec.name} ({where}) CHANGED: it offers {e.key.get_name()} "
             f"{e.key.fingerprint}, the pinned key is {e.expected_key.fingerprint}",
-            hint="if the device was reinstalled, verify the new fingerprint and run "
-            f"`edgeprune devices trust {spec.name}`; otherwise someone may be intercepting the connection",
+            hint="if the device was reinstalled, verify the new fingerprint on it and run "
+            f"`edgeprune devices trust {spec.name} --replace`; otherwise someone may be intercepting the connection",
             device=spec.name,
             fingerprint=e.key.fingerprint,
             pinned_fingerprint=e.expected_key.fingerprint,
@@ -199,6 +216,13 @@ def _connect_error(spec: DeviceSpec, e: BaseException) -> DeviceError:
         return DeviceError(
             f"cannot connect to {spec.name} ({where}): no answer within {spec.connect_timeout:g}s",
             hint="check that the device is on and reachable (host, port, network)",
+            device=spec.name,
+        )
+    if isinstance(e, paramiko.SSHException) and "protocol banner" in str(e):
+        return DeviceError(
+            f"cannot connect to {spec.name} ({where}): the host accepted TCP but did not speak SSH "
+            f"(no SSH banner within {spec.connect_timeout:g}s)",
+            hint="check host and port in devices.yaml (another service, or a hung board, answers there)",
             device=spec.name,
         )
     if isinstance(e, (OSError, paramiko.SSHException, EOFError)):
@@ -272,6 +296,7 @@ class SSHTransport(Transport):
         line = self.remote_command(argv, timeout)
         conn = self.connection
         self.command_count += 1
+        log.debug("%s: run %s", self.device, line)
         t0 = time.perf_counter()
         try:
             res = conn.run(
@@ -310,10 +335,39 @@ class SSHTransport(Transport):
 
     # ------------------------------------------------------------------ files
 
+    def open_channel(self, argv: list[str]) -> Channel:
+        """Start ``argv`` (quoted, no ``timeout`` wrapper) on its own exec channel; see `Channel`."""
+        line = " ".join(shlex.quote(a) for a in argv)
+        self.command_count += 1
+        log.debug("%s: open channel %s", self.device, line)
+        try:
+            chan = self.connection.transport.open_session(timeout=self.spec.connect_timeout)
+            chan.exec_command(line)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise self._lost(f"opening the agent channel ({e})", line) from None
+
+        def write(data: bytes) -> None:
+            if chan.closed or chan.exit_status_ready():
+                raise EOFError("the channel is closed")
+            chan.sendall(data)
+
+        def exit_status() -> int | None:
+            return chan.exit_status if chan.exit_status_ready() else None
+
+        return Channel(
+            self.device,
+            chan.makefile("rb"),
+            _StderrReader(chan),
+            write,
+            chan.close,
+            exit_status,
+        )
+
     def sftp_available(self) -> bool:
         """Whether the server has an sftp subsystem (asked once per connection)."""
         with self._lock:
             if self._sftp_ok is None:
+                self.command_count += 1  # the subsystem starts through the user's shell too
                 try:
                     self.connection.sftp().get_channel().settimeout(IO_STALL_S)
                     self._sftp_ok = True
@@ -347,6 +401,7 @@ class SSHTransport(Transport):
 
     def _exec_channel(self, argv: list[str], timeout: float) -> paramiko.Channel:
         self.command_count += 1
+        log.debug("%s: exec %s", self.device, self.remote_command(argv, timeout))
         try:
             chan = self.connection.transport.open_session(timeout=self.spec.connect_timeout)
             chan.settimeout(IO_STALL_S)
@@ -439,6 +494,16 @@ class SSHTransport(Transport):
             device=self.device,
             stderr_tail=detail,
         )
+
+
+class _StderrReader:
+    """``read1`` over a paramiko channel's stderr: returns what has arrived (b"" at the end)."""
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self.chan = chan
+
+    def read1(self, n: int) -> bytes:
+        return bytes(self.chan.recv_stderr(n))
 
 
 def fetch_host_key(spec: DeviceSpec, inventory: Any = None) -> tuple[str, str, str]:
