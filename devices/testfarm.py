@@ -9,9 +9,10 @@ own login ``HOME`` with a ``.bashrc``: empty, or sleeping ``shell_startup_s`` se
 a slow shell start-up (a pyenv/conda ``.bashrc`` costs ~250 ms on every SSH command). A device can
 be slowed with a cgroup v1 CPU quota (``/sys/fs/cgroup/cpu/<group>/cpu.cfs_quota_us``): its server
 runs in the group, so everything it spawns (the agent, ONNX Runtime) is slowed too. A ``dropbear``
-device has no SFTP subsystem (Debian's dropbear looks for one where openssh has none); it reads the
-login user's ``~/.ssh/authorized_keys``, so it runs in a private mount namespace with the farm's
-files bind-mounted over ``~/.ssh`` (and ``~/.bashrc``): needs root. Teardown kills every process
+device serves SFTP only when ``/usr/lib/sftp-server`` exists (Debian's openssh package provides
+it; ``sftp=False`` hides it); it reads the login user's ``~/.ssh/authorized_keys``, so it runs in a
+private mount namespace with the farm's files bind-mounted over ``~/.ssh`` (and ``~/.bashrc``,
+``/usr/lib/sftp-server``): needs root. Teardown kills every process
 the device started (the whole cgroup when there is one) and removes its files.
 
 Library use (the pytest fixture in ``tests/integration/conftest.py``)::
@@ -51,6 +52,7 @@ from typing import Any
 SSHD = "/usr/sbin/sshd"
 DROPBEAR = "/usr/sbin/dropbear"
 DROPBEAR_KEY = "/usr/bin/dropbearkey"
+DROPBEAR_SFTP = "/usr/lib/sftp-server"  # where Debian's dropbear looks for an SFTP server
 SERVERS = ("openssh", "dropbear")
 BOARD_ID_ENV = "EDGEPRUNE_BOARD_ID"
 SFTP_SERVER_CANDIDATES = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server")
@@ -485,6 +487,8 @@ class Farm:
         binds = [(dev.root / "dot-ssh", home / ".ssh")]
         if (home / ".bashrc").is_file():
             binds.append((dev.home / ".bashrc", home / ".bashrc"))
+        if not dev.config.sftp and Path(DROPBEAR_SFTP).exists():
+            binds.append((Path("/dev/null"), Path(DROPBEAR_SFTP)))  # not executable: no subsystem
         (home / ".ssh").mkdir(mode=0o700, exist_ok=True)
         script = "".join(f'mount --bind "{a}" "{b}" && ' for a, b in binds)
         argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",

@@ -9,7 +9,7 @@ creates its sub-directories and checks the agent file's sha256. Then, by MODE:
   uploads the agent itself when it is missing).
 * ``serve``: when the agent is missing or different, print {"need_agent": true}, read exactly SIZE
   bytes from stdin, verify them and move them into place atomically; then run the agent in this
-  same process, speaking JSON lines on this same channel (stdin/stdout).
+  same process (imported, so its bytecode is cached), speaking JSON lines on this same channel.
 
 Any failure prints {"error": MESSAGE} and exits 3. Keep it Python 3.6 compatible and stdlib-only.
 """
@@ -71,11 +71,16 @@ def main(argv):
     if not ok:
         _say({"need_agent": True})
         _receive(path, sha, size)
-    import runpy
+    # Imported as a module, not run as a script: its bytecode is cached beside it, so a session
+    # does not compile the agent again.
+    import importlib.util
 
+    spec = importlib.util.spec_from_file_location("edgeprune_agent", path)
+    agent = importlib.util.module_from_spec(spec)
+    sys.modules["edgeprune_agent"] = agent
+    spec.loader.exec_module(agent)
     sys.argv = [path, "--serve", workdir]
-    runpy.run_path(path, run_name="__main__")
-    return 0
+    return agent.main(sys.argv)
 
 
 try:

@@ -54,6 +54,8 @@ ARTIFACT_NAME = re.compile(r"^[0-9a-f]{64}(\.[A-Za-z0-9]{1,16})?$")
 BOARD_ID_ENV = "EDGEPRUNE_BOARD_ID"
 LOCK_DIR = "/tmp"
 CHUNK = 1 << 16
+# Uploads are read in big pieces: each piece needs the GIL, which a background import may hold.
+STREAM_CHUNK = 1 << 20
 
 
 class AgentError(Exception):
@@ -278,30 +280,82 @@ def state():
     return {"time": time.time(), "clocks": clocks(), "temperatures": temperatures(), "throttle": throttle()}
 
 
-def runtimes():
-    found = {}
-    try:
-        import onnxruntime as ort
+RUNTIME_MODULES = ("onnxruntime", "numpy")
 
-        found["onnxruntime"] = {"version": ort.__version__, "providers": ort.get_available_providers()}
+
+def _dist_version(module):
+    """The installed version of ``module``'s distribution, read from its metadata without
+    importing it (importing onnxruntime costs ~0.3 s on a fast board, seconds on a Nano).
+    None when it is not installed; "" when installed but the metadata is not found."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return None
+    locations = list(spec.submodule_search_locations or []) or [spec.origin or ""]
+    site = os.path.dirname(os.path.abspath(locations[0]))
+    prefix = module.replace("-", "_").lower()
+    for pattern, key in (("*.dist-info", "METADATA"), ("*.egg-info", "PKG-INFO")):
+        for d in sorted(glob.glob(os.path.join(site, pattern))):
+            name = os.path.basename(d).split("-", 1)[0].lower()
+            if name != prefix and not name.startswith(prefix + "_"):
+                continue
+            for line in (_read(os.path.join(d, key), "") or "").splitlines():
+                if line.startswith("Version:"):
+                    return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _imported_runtime(name):
+    try:
+        module = __import__(name)
     except Exception as e:  # ImportError or a broken install
-        found["onnxruntime"] = {"missing": str(e)[:200]}
-    try:
-        import numpy
+        return {"missing": str(e)[:200]}
+    out = {"version": getattr(module, "__version__", "?")}
+    if name == "onnxruntime":
+        out["providers"] = module.get_available_providers()
+    return out
 
-        found["numpy"] = {"version": numpy.__version__}
-    except Exception as e:
-        found["numpy"] = {"missing": str(e)[:200]}
-    try:
-        import tensorrt
 
-        found["tensorrt"] = {"version": tensorrt.__version__}
-    except Exception:
-        pass
+def runtimes(import_modules=False):
+    """Runtimes and versions. Without ``import_modules`` (and unless already imported) versions come
+    from package metadata; `devices check` imports them to catch broken installs."""
+    found = {}
+    for name in RUNTIME_MODULES:
+        version = None if import_modules or name in sys.modules else _dist_version(name)
+        if version:
+            found[name] = {"version": version}
+        elif version is None and not import_modules and name not in sys.modules:
+            found[name] = {"missing": "No module named %r" % name}
+        else:
+            found[name] = _imported_runtime(name)
+    trt = _dist_version("tensorrt")
+    if trt is not None:
+        found["tensorrt"] = {"version": trt} if trt else _imported_runtime("tensorrt")
     trtexec = _which("trtexec", ("/usr/src/tensorrt/bin", "/usr/local/tensorrt/bin", "/opt/tensorrt/bin"))
     if trtexec:
         found["trtexec"] = {"path": trtexec}
     return found
+
+
+def _preload(modules):
+    """Import runtimes in the background while the host is busy elsewhere (uploading, comparing):
+    the benchmark that follows finds them loaded. Failures are left for that request to report."""
+
+    def load():
+        for name in modules:
+            if name in RUNTIME_MODULES:
+                try:
+                    __import__(name)
+                except Exception:
+                    pass
+
+    t = threading.Thread(target=load, name="preload")
+    t.daemon = True
+    t.start()
 
 
 def machine_id():
@@ -528,8 +582,9 @@ def _receive_stream(inp, req, workdir):
     except (AgentError, IOError, OSError) as e:
         req["_stream_error"] = getattr(e, "message", None) or str(e)
     left = n
+    t0 = time.time()
     while left > 0:
-        data = inp.read(min(left, CHUNK))
+        data = inp.read(min(left, STREAM_CHUNK))
         if not data:
             break
         left -= len(data)
@@ -549,6 +604,7 @@ def _receive_stream(inp, req, workdir):
     if left > 0:
         req["_stream_error"] = "the connection closed during the upload"
     req["_received_sha256"] = h.hexdigest()
+    req["_receive_seconds"] = round(time.time() - t0, 4)
 
 
 def verb_upload(req, ctx):
@@ -565,7 +621,8 @@ def verb_upload(req, ctx):
         target = _inside(req["target"], ctx.workdir)
         os.rename(part, target)
         part = None
-        return {"path": target, "sha256": got, "bytes": int(req["stream_bytes"])}
+        return {"path": target, "sha256": got, "bytes": int(req["stream_bytes"]),
+                "receive_seconds": req.get("_receive_seconds")}
     finally:
         if part and os.path.exists(part):
             os.remove(part)
@@ -666,7 +723,7 @@ def verb_info(req, ctx):
         "machine_id": machine_id(),
         "python": platform.python_version(),
         "python_executable": sys.executable,
-        "runtimes": runtimes(),
+        "runtimes": runtimes(bool(req.get("import_runtimes"))),
         "cpu": cpu_facts(),
         "memory": memory(),
         "l4t": _read("/etc/nv_tegra_release"),
@@ -687,7 +744,8 @@ def verb_state(req, ctx):
 def verb_open(req, ctx):
     """A session's first request: take the board lock (when asked; session mode keeps it until the
     connection ends), sweep stale partial uploads (when locked), read small work-directory files
-    (e.g. a clock-restore record), and report the facts of ``info`` — one round trip."""
+    (e.g. a clock-restore record), and report the facts of ``info`` — one round trip. Then start
+    importing the ``preload`` runtimes in the background (after ``info``, which must not wait)."""
     locked = False
     if req.get("lock") and ctx.session:
         verb_lock(req, ctx)
@@ -701,7 +759,10 @@ def verb_open(req, ctx):
     for name in req.get("read") or []:
         path = _inside(os.path.join(ctx.workdir, name), ctx.workdir)
         files[name] = _read(path)
-    return {"info": verb_info(req, ctx), "locked": locked, "swept": swept, "files": files}
+    info = verb_info(req, ctx)
+    if req.get("preload") and ctx.session:
+        _preload(req["preload"])
+    return {"info": info, "locked": locked, "swept": swept, "files": files}
 
 
 def verb_lock(req, ctx):
@@ -844,6 +905,7 @@ def verb_bench(req, ctx):
         "parity": parity,
         "load_seconds": round(t0 - t_load, 4),
         "bench_seconds": round(t1 - t0, 4),
+        "window": [t0, t1],  # the device's clock: when the board was busy measuring
         "state_before": before,
         "state_after": after,
         "pid": os.getpid(),

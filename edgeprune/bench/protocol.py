@@ -255,6 +255,11 @@ def measure(
             "bench_window_s": round(
                 sum(float(a[1].get("bench_seconds") or 0.0) for a in attempts), 4
             ),
+            # [start, end] of the first and last attempts' loops on the device's clock.
+            "device_window": [
+                (attempts[0][1].get("window") or [None, None])[0],
+                (attempts[-1][1].get("window") or [None, None])[1],
+            ],
             "command": best.get("_command"),
             "state_before": best.get("state_before"),
             "state_after": best.get("state_after"),

@@ -28,11 +28,13 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from edgeprune.device.lock import wait_until
 from edgeprune.device.transport import (
     DEFAULT_TIMEOUT_S,
     Channel,
@@ -232,8 +234,38 @@ class AgentClient:
                 )
         return self._agent_path
 
+    # (seconds, on_wait) while a request finds the board busy (see `DeviceSession`); None: fail.
+    busy_wait: tuple[float, Callable[[str], None] | None] | None = None
+
     def call(self, verb: str, timeout: float, **request: Any) -> dict[str, Any]:
-        """Run ``verb`` with ``request``; return the agent's ``result`` object."""
+        """Run ``verb`` with ``request``; return the agent's ``result`` object.
+
+        Each request takes the board's lock itself here (the process ends with the request), so
+        with `busy_wait` a request that finds the board busy queues for it.
+        """
+        if self.busy_wait is None:
+            return self._call(verb, timeout, **request)
+        seconds, on_wait = self.busy_wait
+        found: list[dict[str, Any]] = []
+        busy: list[DeviceBusyError] = []
+
+        def attempt() -> bool:
+            try:
+                found.append(self._call(verb, timeout, **request))
+            except DeviceBusyError as e:
+                busy[:] = [e]
+                return False
+            return True
+
+        def waiting() -> None:
+            if on_wait is not None and busy:
+                on_wait(busy[0].message.split(" is held by ", 1)[-1])
+
+        if not wait_until(attempt, seconds, waiting, poll_s=1.0):
+            raise busy[0]
+        return found[0]
+
+    def _call(self, verb: str, timeout: float, **request: Any) -> dict[str, Any]:
         agent = self.start()
         payload = {
             "verb": verb,

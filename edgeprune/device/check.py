@@ -155,7 +155,7 @@ def check_one(spec: DeviceSpec, inventory: Inventory | None = None) -> DeviceChe
     res = DeviceCheck(spec.name, spec.host, spec.profile)
     t0 = time.perf_counter()
     try:
-        with DeviceSession(spec, lock=False, inventory=inventory) as dev:
+        with DeviceSession(spec, lock=False, inventory=inventory, import_runtimes=True) as dev:
             res.info = dev.info
         res.reachable = True
         res.problems = problems_for(spec, res.info)

@@ -36,6 +36,8 @@ from edgeprune.device.transport import (
 from edgeprune.errors import DeviceBusyError, EdgePruneError, UsageError
 
 INFO_TIMEOUT_S = 60.0
+# What a benchmarking session will need on the device, imported while the host does other work.
+PRELOAD = ("onnxruntime", "numpy")
 HAVE_TIMEOUT_S = 30.0
 
 Agent = SessionAgent | AgentClient
@@ -60,7 +62,9 @@ class DeviceSession:
     """An open, locked connection to one device with its agent ready (see module docstring).
 
     ``wait_s``: how long to queue for a busy device (None: fail at once; ``math.inf``: until it
-    is free); ``on_wait(holder)`` is told who holds it while waiting.
+    is free); ``on_wait(holder)`` is told who holds it while waiting. The runtimes' versions come
+    from their package metadata, and a locked session starts importing them in the background;
+    ``import_runtimes`` imports them before answering instead (catches broken installs).
     """
 
     def __init__(
@@ -71,8 +75,10 @@ class DeviceSession:
         stable_clocks: bool = False,
         wait_s: float | None = None,
         on_wait: Callable[[str], None] | None = None,
+        import_runtimes: bool = False,
     ) -> None:
         self.spec = spec
+        self._import_runtimes = import_runtimes
         self._want_lock = lock
         self._inventory = inventory
         self._want_clocks = stable_clocks and spec.kind == "ssh"
@@ -131,6 +137,8 @@ class DeviceSession:
             self._raw = open_transport(self.spec, self._inventory)
             agent = make_agent(self.spec, self._raw)
             self._agent = agent
+            if isinstance(agent, AgentClient) and self.wait_s is not None:
+                agent.busy_wait = (self.wait_s, self.on_wait)  # each request takes the lock
             agent.start()
             self._transport = (
                 AgentTransport(agent, self._raw) if isinstance(agent, SessionAgent) else self._raw
@@ -151,6 +159,8 @@ class DeviceSession:
             "lock": self._want_lock,
             "stale_after_s": UPLOAD_TIMEOUT_S,
             "read": [RECORD] if self._want_clocks else [],
+            "import_runtimes": self._import_runtimes,
+            "preload": list(PRELOAD) if self._want_lock else [],
         }
         found: list[Any] = [None]
         busy: list[DeviceBusyError | None] = [None]

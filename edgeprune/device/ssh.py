@@ -247,6 +247,7 @@ class SSHTransport(Transport):
         self._chain = _hops(spec, inventory)
         self._conns: list[Connection] = []
         self._sftp_ok: bool | None = None
+        self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.Lock()
         # Commands and exec-channel transfers sent so far: each costs a round trip and a login
         # shell on the device, so this is what the layer's overhead is made of.
@@ -269,6 +270,10 @@ class SSHTransport(Transport):
         self._conns = open_chain(self._chain)
 
     def close(self) -> None:
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):
+                self._sftp.close()
+        self._sftp = None
         close_chain(self._conns)
         self._conns = []
         self._sftp_ok = None
@@ -368,17 +373,27 @@ class SSHTransport(Transport):
         with self._lock:
             if self._sftp_ok is None:
                 self.command_count += 1  # the subsystem starts through the user's shell too
+                chan = self.connection.transport.open_session(timeout=self.spec.connect_timeout)
                 try:
-                    self.connection.sftp().get_channel().settimeout(IO_STALL_S)
+                    chan.invoke_subsystem("sftp")
+                    self._sftp = paramiko.SFTPClient(chan)
+                    chan.settimeout(IO_STALL_S)
                     self._sftp_ok = True
-                except paramiko.SSHException:
-                    self._sftp_ok = False  # e.g. dropbear: no subsystem; use the exec channel
+                except (paramiko.SSHException, EOFError, OSError):
+                    # e.g. dropbear without sftp-server: use the exec channel. Close this one
+                    # first, or the server refuses the next channel while it tears this down.
+                    chan.close()
+                    self._sftp_ok = False
             return self._sftp_ok
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        assert self._sftp is not None
+        return self._sftp
 
     def put(self, local: Path, remote: str) -> None:
         if self.sftp_available():
             try:
-                self.connection.sftp().put(str(local), remote)
+                self._sftp_client().put(str(local), remote)
             except OSError as e:
                 raise self._write_error(remote, local.stat().st_size, str(e)) from None
             except (paramiko.SSHException, EOFError) as e:
@@ -389,7 +404,7 @@ class SSHTransport(Transport):
     def get(self, remote: str, local: Path) -> None:
         if self.sftp_available():
             try:
-                self.connection.sftp().get(remote, str(local))
+                self._sftp_client().get(remote, str(local))
             except OSError as e:
                 raise DeviceError(
                     f"cannot download {remote} from {self.device}: {e}", device=self.device

@@ -319,7 +319,7 @@ class Channel:
         except (OSError, EOFError, ValueError) as e:
             raise ChannelClosed(str(e)) from None
 
-    def send_file(self, path: Path, chunk: int = 1 << 16) -> None:
+    def send_file(self, path: Path, chunk: int = 1 << 20) -> None:
         with open(path, "rb") as f:
             for data in iter(lambda: f.read(chunk), b""):
                 self.send(data)
