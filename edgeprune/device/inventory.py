@@ -179,11 +179,19 @@ def _spec_from_entry(name: str, entry: Any, source: Path) -> DeviceSpec:
             hint=f"known keys: {', '.join(sorted(allowed))}",
         )
     values = dict(entry)
-    if "tags" in values:
-        values["tags"] = tuple(str(t) for t in values["tags"] or ())
-    if "port" in values:
-        values["port"] = int(values["port"])
-    return DeviceSpec(name=name, **values)
+    try:
+        if "tags" in values:
+            values["tags"] = tuple(str(t) for t in values["tags"] or ())
+        if "port" in values:
+            values["port"] = int(values["port"])
+        return DeviceSpec(name=name, **values)
+    except UsageError as e:
+        raise UsageError(f"{source}: {e.message}", hint=e.hint) from None
+    except (TypeError, ValueError) as e:
+        raise UsageError(
+            f"{source}: device {name!r} has an invalid value ({e})",
+            hint="see the devices.yaml format in `edgeprune devices add --help`",
+        ) from None
 
 
 @dataclass

@@ -173,6 +173,10 @@ def open_chain(chain: list[DeviceSpec]) -> list[Connection]:
             try:
                 conn.open()
             except Exception as e:
+                if isinstance(e, paramiko.SSHException) and _no_banner(conn):
+                    # paramiko gives up waiting for the banner, then fails the login with
+                    # "No existing session": say what really happened.
+                    e = paramiko.SSHException("Error reading SSH protocol banner")
                 raise _connect_error(hop, e) from None
             conn.transport.set_keepalive(KEEPALIVE_S)
             gateway = conn
@@ -180,6 +184,12 @@ def open_chain(chain: list[DeviceSpec]) -> list[Connection]:
         close_chain(conns)
         raise
     return conns
+
+
+def _no_banner(conn: Connection) -> bool:
+    """True when the server accepted the TCP connection but never sent an SSH version banner."""
+    t = conn.client.get_transport()
+    return t is not None and not getattr(t, "remote_version", "")
 
 
 def close_chain(conns: list[Connection]) -> None:
@@ -548,6 +558,8 @@ def fetch_host_key(spec: DeviceSpec, inventory: Any = None) -> tuple[str, str, s
         t.banner_timeout = spec.connect_timeout
         try:
             t.start_client(timeout=spec.connect_timeout)
+            if not t.remote_version:  # start_client gave up waiting for a banner
+                raise paramiko.SSHException("Error reading SSH protocol banner")
             key = t.get_remote_server_key()
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise _connect_error(spec, e) from None
