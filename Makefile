@@ -5,7 +5,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
-APT_PKGS := openssh-server dataset-fashion-mnist
+APT_PKGS := openssh-server dropbear-bin dataset-fashion-mnist
 
 .PHONY: demo test lint bench-smoke install sysdeps clean
 
@@ -28,7 +28,7 @@ bench-smoke: $(STAMP)
 
 install: $(STAMP)
 
-# openssh-server for the loopback device farm the tests start; Fashion-MNIST for the demo.
+# openssh-server and dropbear-bin for the loopback device farm the tests start; Fashion-MNIST for the demo.
 sysdeps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -23,12 +23,14 @@ model and short runs (a minute) to check that the script works; its numbers mean
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -90,31 +92,55 @@ def set_mode(name: str, mode: str) -> None:
     inv.save()
 
 
-def link_costs(reps: int) -> tuple[float, float]:
-    """Median seconds of one SSH command (``run(["true"])``: an exec channel, the login shell)
-    and of one request to a running session agent (``exec true``) on dev0."""
+def link_costs(reps: int, blob: Path) -> dict[str, float]:
+    """Medians (seconds) on dev0: one SSH command (an exec channel, the login shell), one request
+    to a running session agent, starting a session agent, importing onnxruntime there, and
+    uploading ``blob`` as the first and as the second transfer of a fresh connection, over SFTP
+    and over the agent's channel."""
     from edgeprune.device import Inventory
     from edgeprune.device.agent import SessionAgent
     from edgeprune.device.ssh import SSHTransport
+    from edgeprune.export import sha256_file
 
     inv = Inventory.load()
     spec = inv.get("dev0")
+    sha = sha256_file(blob)
+    runs: dict[str, list[float]] = {}
+
+    @contextlib.contextmanager
+    def clock(key: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        runs.setdefault(key, []).append(time.perf_counter() - t0)
+
     with SSHTransport(spec, inv) as t:
         t.run(["true"])
-        ssh = []
         for _ in range(reps):
-            t0 = time.perf_counter()
-            t.run(["true"])
-            ssh.append(time.perf_counter() - t0)
-        agent = SessionAgent(t, spec.python, spec.workdir, spec.name)
-        agent.start()
-        requests = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            agent.call("exec", 30, argv=["true"], limit_s=10)
-            requests.append(time.perf_counter() - t0)
-        agent.close()
-    return statistics.median(ssh), statistics.median(requests)
+            with clock("one SSH command (exec channel + login shell)"):
+                t.run(["true"])
+    code = (
+        "import time; t = time.perf_counter(); import onnxruntime; print(time.perf_counter() - t)"
+    )
+    for i in range(3):
+        with SSHTransport(spec, inv) as t:
+            t.sftp_available()
+            for n in ("first", "second"):
+                with clock(f"SFTP upload, {n} transfer on a fresh connection"):
+                    t.put(blob, f"{spec.workdir}/sftp-{i}-{n}")
+        with SSHTransport(spec, inv) as t:
+            agent = SessionAgent(t, spec.python, spec.workdir, spec.name)
+            with clock("session agent start (SSH channel, login shell, python, bootstrap)"):
+                agent.start()
+            for n in ("first", "second"):
+                with clock(f"agent-channel upload, {n} transfer on a fresh connection"):
+                    agent.upload(blob, agent.workdir, f"{n}-{i}", sha)
+            for _ in range(reps):
+                with clock("one session request (exec true)"):
+                    agent.call("exec", 30, argv=["true"], limit_s=10)
+            r = agent.call("exec", 120, argv=[spec.python, "-c", code], limit_s=100)
+            runs.setdefault("import onnxruntime on the device", []).append(float(r["stdout"]))
+            agent.close()
+    return {k: statistics.median(v) for k, v in runs.items()}
 
 
 def deploy_overhead(model: Path, bench, reps: int, workdir: Path, mode: str) -> list[dict]:
@@ -200,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     with Farm(tmp / "farm", devices) as farm:
         farm.write_inventory(tmp / "config")
-        ssh, request = link_costs(10)
+        costs = link_costs(10, model)
         rows = []
         for mode in args.modes.split(","):
             rows += deploy_overhead(model, bench, reps, farm.devices["dev0"].workdir, mode)
@@ -247,9 +273,11 @@ def main(argv: list[str] | None = None) -> int:
                 out_rows,
             ),
             "",
-            f"One SSH command on dev0 (`run(['true'])`: an exec channel and the login shell, "
-            f"median of 10): {ssh * 1000:.0f} ms; one request to a running session agent "
-            f"(`exec true`, median of 10): {request * 1000:.1f} ms.",
+            "### Link costs on dev0 (seconds, medians)",
+            "",
+            table(["what", "seconds"], [[k, v] for k, v in costs.items()]),
+            "",
+            f"Uploads: the model file ({model.stat().st_size / 1e6:.1f} MB), on three fresh connections.",
             "",
         ]
         set_mode("dev0", "session")

@@ -1,6 +1,8 @@
-"""Devices: inventory, transports (local subprocess, SSH), the agent client, locks and sessions.
+"""Devices: inventory, transports (local subprocess, SSH), the agent clients (one agent process
+per session over one channel, or one per request), locks and sessions.
 
-`edgeprune.device.ssh` is the only module that imports fabric/paramiko (loaded lazily).
+`edgeprune.device.ssh` is the only module that imports fabric/paramiko (loaded lazily). Every
+remote argv is logged at DEBUG on the ``edgeprune.device`` logger.
 """
 
 from edgeprune.device.agent import AgentClient, SessionAgent, agent_sha256, agent_source

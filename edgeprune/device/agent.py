@@ -121,9 +121,13 @@ class MissingArtifact(DeviceError):
 
 
 def _error_from_reply(
-    device: str, verb: str, reply: dict[str, Any], command: str | None, exit_code: int | None,
+    device: str,
+    verb: str,
+    reply: dict[str, Any],
+    command: str | None,
+    exit_code: int | None,
     stderr: str | None,
-) -> DeviceError:  # fmt: skip
+) -> DeviceError:
     """The exception for an agent's ``{"ok": false, "error": ...}`` reply."""
     err = reply.get("error") or {}
     kind, message = err.get("type"), str(err.get("message", "unknown error"))
