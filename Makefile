@@ -5,7 +5,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
-APT_PKGS := openssh-server dropbear-bin dataset-fashion-mnist
+APT_PKGS := openssh-server dropbear-bin dataset-fashion-mnist chromium
 
 .PHONY: demo test lint bench-smoke install sysdeps clean
 
@@ -16,9 +16,10 @@ test: sysdeps $(STAMP)          ## the full test suite (real sshd devices, real 
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check edgeprune tests benchmarks
-	$(BIN)/ruff format --check edgeprune tests benchmarks
+	$(BIN)/ruff check edgeprune tests benchmarks tools
+	$(BIN)/ruff format --check edgeprune tests benchmarks tools
 	$(BIN)/mypy edgeprune
+	$(BIN)/lint-imports
 	$(BIN)/vermin -q --no-tips -t=3.6- devices/agent/edgeprune_agent.py devices/agent/bootstrap.py
 	$(BIN)/hadolint docker/host/Dockerfile docker/rpi/Dockerfile docker/jetson/Dockerfile.jp6 docker/jetson/Dockerfile.jp46
 	$(BIN)/shellcheck --shell=sh devices/provision/*.sh docker/agent/entrypoint.sh
@@ -28,7 +29,8 @@ bench-smoke: $(STAMP)
 
 install: $(STAMP)
 
-# openssh-server and dropbear-bin for the loopback device farm the tests start; Fashion-MNIST for the demo.
+# openssh-server and dropbear-bin for the loopback device farm the tests start; Fashion-MNIST for the
+# demo; chromium for the report's browser test.
 sysdeps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -47,4 +49,4 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .grimp_cache .import_linter_cache

@@ -1,21 +1,27 @@
-"""Latency-aware search vs FLOPs-targeted and Torch-Pruning pruning, at equal *measured* latency.
+"""Latency-budget pruning: edgeprune's search against three baselines, at equal *measured* latency.
 
 For each model, device and budget (a fraction of the base model's measured median latency on that
-device) three methods pick a pruned model whose measured latency meets the budget:
+device) every method picks a pruned model whose measured latency meets the budget:
 
-  (a) ``latency``  edgeprune's latency-aware search (lookup tables + greedy + on-device checks);
-  (b) ``flops``    uniform pruning with the same criterion, its FLOPs target bisected against
-                   measured latency (the largest measured latency within budget wins);
-  (c) ``tp``       Torch-Pruning's default global L1 (MetaPruner, GroupMagnitudeImportance p=1,
-                   global_pruning=True), its pruning ratio bisected the same way.
+  ``search``    edgeprune's accuracy-aware latency search: lookup-table latency model, candidate
+                plans ranked by BN-recalibrated accuracy on held-out training images, the best
+                measured on the device and steered into [0.93, 1.0] × budget;
+  ``flops``     uniform pruning with the same criterion, its FLOPs target bisected against
+                measured latency (the largest measured latency within budget wins);
+  ``tp``        Torch-Pruning's default global L1 (MetaPruner, GroupMagnitudeImportance p=1,
+                global_pruning=True), its pruning ratio bisected the same way;
+  ``netadapt``  NetAdapt (Yang et al. 2018): the budget reached in steps, each followed by a short
+                fine-tune and a re-score (edgeprune's ``--strategy netadapt``).
 
-All three get BN recalibration and the same short fine-tune. Reported: accuracy (no fine-tune and
-fine-tuned), measured latency, FLOPs reduction, realised speed-up ÷ FLOPs-ideal speed-up, device
-measurements used and wall time; plus the plans (a) picks on each device, to show that devices
-with different latency profiles get different widths. Devices: ``local`` and a loopback sshd
-device slowed by a cgroup CPU quota, started by this script (needs root and openssh-server).
+Every chosen model then gets BN recalibration and the same fine-tune; reported: test accuracy
+without and with fine-tuning, measured latency, FLOPs reduction, realised ÷ FLOPs-ideal speed-up,
+device measurements and wall time, and per point the search's margin over the best baseline.
+The latency model's error against every whole-model measurement of the search is summarised per
+device. Devices: ``local`` and ``slow``, a loopback sshd device under a cgroup CPU quota started by
+this script (needs root and openssh-server). ``--imagenet`` adds MobileNetV2 with ImageNet
+strides at 224×224, random init, latency only (search without data vs uniform FLOPs).
 
-    python benchmarks/latency_search.py --models resnet56 --ckpt-dir benchmarks/results/criteria/ckpt
+    python benchmarks/latency_search.py --models resnet56,mobilenet_v2@0.5 --devices local,slow
     python benchmarks/latency_search.py --smoke
 """
 
@@ -24,9 +30,11 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +44,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Results, machine_line, markdown_table, plot
 
 from edgeprune.bench import BenchConfig, Store, measure
-from edgeprune.checkpoint import load_checkpoint
+from edgeprune.checkpoint import ModelBundle, load_checkpoint, resolve_model
 from edgeprune.data import load_dataset
 from edgeprune.device import DeviceSession
 from edgeprune.device.lease import run_leased
+from edgeprune.errors import BudgetInfeasibleError, UnstableMeasurementError
 from edgeprune.export import onnx_from_torch
 from edgeprune.pipeline.flows import train_checkpoint
 from edgeprune.prune import (
@@ -55,12 +64,18 @@ from edgeprune.search import Budget, SearchConfig, search_in_session
 from edgeprune.search.latency_model import PROBE_EXPORTER
 from edgeprune.train import TrainConfig, evaluate, recalibrate_bn, train
 
+METHODS = ("search", "flops", "tp", "netadapt")
+
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--models", default="resnet56,mobilenet_v2")
+    p.add_argument(
+        "--models",
+        default="resnet56,mobilenet_v2@0.5",
+        help="comma list of zoo models; NAME@W sets width_mult=W",
+    )
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--budgets", default="0.7,0.5,0.35")
     p.add_argument(
@@ -68,6 +83,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default="local,slow",
         help="'slow' = a loopback sshd device this script starts with --slow-quota",
     )
+    p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument(
         "--slow-quota",
         type=float,
@@ -79,12 +95,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--epochs", type=int, default=8, help="baseline epochs when a checkpoint must be trained"
     )
     p.add_argument("--ckpt-dir", type=Path, default=Path("benchmarks/results/criteria/ckpt"))
-    p.add_argument(
-        "--base",
-        type=Path,
-        default=None,
-        help="use this trained checkpoint (e.g. the demo's) instead of training --models",
-    )
     p.add_argument("--finetune-epochs", type=int, default=1)
     p.add_argument("--finetune-samples", type=int, default=20000)
     p.add_argument("--bench-seconds", type=float, default=2.0)
@@ -95,21 +105,33 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="measuring window per lookup-table entry of the search",
     )
     p.add_argument("--bisect-steps", type=int, default=7)
+    p.add_argument("--proxy-evals", type=int, default=24)
+    p.add_argument("--max-cv", type=float, default=0.025, help="the protocol's stability bound")
     p.add_argument("--threads", type=int, default=1, help="inference threads on the devices")
+    p.add_argument("--imagenet", action="store_true", help="add MobileNetV2 224x224, latency only")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/latency"))
-    p.add_argument("--smoke", action="store_true", help="tiny run for CI")
+    p.add_argument("--smoke", action="store_true", help="tiny run for CI (seconds)")
     a = p.parse_args(argv)
     if a.smoke:
+        # A model small enough to train in seconds; noise-tolerant, so a loaded CI machine passes.
         a.models, a.data, a.budgets, a.devices = "resnet20", "digits", "0.6", "local"
         a.epochs, a.finetune_epochs, a.finetune_samples, a.bench_seconds, a.bisect_steps = (
             1,
             1,
-            None,
+            256,
             0.2,
             2,
         )
-        a.table_seconds = 0.02
+        a.table_seconds, a.proxy_evals, a.max_cv = 0.02, 4, 1e9
     return a
+
+
+def model_spec(token: str) -> tuple[str, str, dict[str, Any]]:
+    """``NAME`` or ``NAME@W`` → (label, zoo name, kwargs)."""
+    name, _, width = token.partition("@")
+    kwargs: dict[str, Any] = {"width_mult": float(width)} if width else {}
+    label = f"{name}-w{width}" if width else name
+    return label, name, kwargs
 
 
 class Probe:
@@ -145,7 +167,7 @@ def bisect(
             hi = x
             if best is None or ms > best[2]:
                 best = (model, x, ms)
-            if ms >= 0.9 * budget_ms:
+            if ms >= 0.93 * budget_ms:
                 break
         else:
             lo = x
@@ -153,6 +175,7 @@ def bisect(
 
 
 def finish(model: torch.nn.Module, data: Any, args: argparse.Namespace) -> tuple[float, float]:
+    """BN recalibration + test accuracy, then the common fine-tune + test accuracy."""
     recalibrate_bn(model, data, 5, 128)
     acc0 = evaluate(model, data).accuracy
     train(
@@ -166,109 +189,152 @@ def finish(model: torch.nn.Module, data: Any, args: argparse.Namespace) -> tuple
     return acc0, evaluate(model, data).accuracy
 
 
+def _search_cfg(budget_ms: float, args: argparse.Namespace, **kw: Any) -> SearchConfig:
+    return SearchConfig(
+        budget=Budget(budget_ms, False),
+        bench=BenchConfig(
+            min_seconds=args.bench_seconds,
+            threads=args.threads,
+            max_repeats=3,
+            cv_threshold=args.max_cv,
+        ),
+        block_bench=BenchConfig(
+            warmup_runs=3,
+            warmup_seconds=0.05,
+            min_runs=5 if args.table_seconds < 0.1 else 20,
+            min_seconds=args.table_seconds,
+            max_seconds=5,
+            max_repeats=1,
+            threads=args.threads,
+        ),
+        exporter=PROBE_EXPORTER,  # this benchmark measures every method's TorchScript export
+        proxy_evals=args.proxy_evals,
+        **kw,
+    )
+
+
 def run_device(
     dev: DeviceSession,
-    model_name: str,
-    ckpt: Path,
+    label: str,
+    base: ModelBundle,
     data: Any,
     args: argparse.Namespace,
     results: Results,
 ) -> None:
-    base = load_checkpoint(ckpt)
     shape = base.input_shape
     example = base.example_input()
     macs0, _ = count_macs_params(base.model, example)
     cfg = BenchConfig(min_seconds=args.bench_seconds, threads=args.threads, max_repeats=3)
+    methods = [m for m in args.methods.split(",") if m]
+    if data is None:
+        methods = [m for m in methods if m in ("search", "flops")]
     with Store() as store, tempfile.TemporaryDirectory() as tmpdir:
         probe = Probe(dev, cfg, store, Path(tmpdir))
-        base_ms = probe(base.model, shape, f"{model_name} base")
+        base_ms = probe(base.model, shape, f"{label} base")
         pcfg = PruneConfig(criterion=args.criterion, target=Target("flops", 0.5))
         scored = score_model(base, pcfg, data)
         for b in [float(v) for v in args.budgets.split(",")]:
             budget_ms = b * base_ms
-            for method in ("latency", "flops", "tp"):
-                key = {"model": model_name, "device": dev.name, "budget": b, "method": method}
+            for method in methods:
+                key = {"model": label, "device": dev.name, "budget": b, "method": method}
                 if results.done(**key):
                     continue
                 t0 = time.perf_counter()
                 n0 = probe.count
                 extra: dict[str, Any] = {}
-                if method == "latency":
-                    scfg = SearchConfig(
-                        budget=Budget(budget_ms, False),
-                        bench=cfg,
-                        block_bench=BenchConfig(
-                            warmup_runs=3,
-                            warmup_seconds=0.05,
-                            min_runs=5 if args.table_seconds < 0.1 else 20,
-                            min_seconds=args.table_seconds,
-                            max_seconds=5,
-                            max_repeats=1,
-                            threads=args.threads,
-                        ),
-                    )
-                    res = search_in_session(dev, base, pcfg, scfg, data)
-                    model, ms, measurements = (
-                        res.result.bundle.model,
-                        res.final_ms,
-                        res.device_measurements,
-                    )
-                    extra = {
-                        "widths": {k: v[0] for k, v in res.result.widths.items()},
-                        "latency_model": res.model,
-                        "search_base_ms": res.base_ms,
-                        "met": res.met,
-                    }
-                else:
-                    if method == "flops":
-
-                        def make(x: float) -> torch.nn.Module:
-                            keep = choose_keep(
-                                scored.ctx,
-                                PruneConfig(criterion=args.criterion, target=Target("flops", x)),
-                                scored.scores,
-                                scored.criterion,
-                            )
-                            return materialize(base, scored, keep, pcfg, None).bundle.model
-
-                        hi = 0.95
-                    else:
-
-                        def make(x: float) -> torch.nn.Module:
-                            return torch_pruning_default(copy.deepcopy(base.model), example, x)
-
-                        hi = 0.9
-                    found = bisect(
-                        make,
-                        probe,
-                        shape,
-                        budget_ms,
-                        0.0,
-                        hi,
-                        args.bisect_steps,
-                        f"{model_name} {method}",
-                    )
-                    if found is None:
-                        results.add(
-                            {
-                                **key,
-                                "infeasible": True,
-                                "budget_ms": budget_ms,
-                                "base_ms": base_ms,
-                                "device_measurements": probe.count - n0,
-                                "wall_seconds": time.perf_counter() - t0,
+                found: tuple[Any, float, float] | None
+                try:
+                    if method in ("search", "netadapt"):
+                        kw: dict[str, Any] = {}
+                        if method == "netadapt":
+                            kw = {
+                                "strategy": "netadapt",
+                                "netadapt_finetune": TrainConfig(
+                                    epochs=1, lr=0.01, max_train_samples=2048, seed=1
+                                ),
                             }
+                        res = search_in_session(
+                            dev,
+                            base,
+                            replace_target(pcfg),
+                            _search_cfg(budget_ms, args, **kw),
+                            data,
                         )
-                        print(
-                            f"[{model_name} {dev.name} {b}x] {method:7s} nothing within {budget_ms:.3f} ms after {probe.count - n0} probes",
-                            flush=True,
+                        found = (res.result.bundle.model, 0.0, res.final_ms)
+                        n_meas = res.device_measurements
+                        alloc = res.allocation.to_dict(res.roots, top=6) if res.allocation else None
+                        extra = {
+                            "widths": {k: v[0] for k, v in res.result.widths.items()},
+                            "latency_model": res.model,
+                            "lm_points": [
+                                {
+                                    "label": c.label,
+                                    "predicted": c.predicted_ms,
+                                    "measured": c.measured_ms,
+                                }
+                                for c in res.candidates
+                                if c.predicted_ms is not None
+                            ],
+                            "allocation": alloc,
+                            "search_base_ms": res.base_ms,
+                            "met": res.met,
+                        }
+                    else:
+                        if method == "flops":
+
+                            def make(x: float) -> torch.nn.Module:
+                                keep = choose_keep(
+                                    scored.ctx,
+                                    PruneConfig(
+                                        criterion=args.criterion,
+                                        target=Target("flops", x),
+                                        mode="uniform",
+                                    ),
+                                    scored.scores,
+                                    scored.criterion,
+                                )
+                                return materialize(base, scored, keep, pcfg, None).bundle.model
+
+                            hi = 0.95
+                        else:
+
+                            def make(x: float) -> torch.nn.Module:
+                                return torch_pruning_default(copy.deepcopy(base.model), example, x)
+
+                            hi = 0.9
+                        found = bisect(
+                            make,
+                            probe,
+                            shape,
+                            budget_ms,
+                            0.0,
+                            hi,
+                            args.bisect_steps,
+                            f"{label} {method}",
                         )
-                        continue
-                    model, x, ms = found
-                    measurements = probe.count - n0
-                    extra = {"setting": x}
+                        n_meas = probe.count - n0
+                except (BudgetInfeasibleError, UnstableMeasurementError) as e:
+                    print(f"[{label} {dev.name} {b}x] {method}: {e}", flush=True)
+                    found, n_meas = None, probe.count - n0
+                    extra = {"error": str(e)}
+                if found is None:
+                    results.add(
+                        {
+                            **key,
+                            "infeasible": True,
+                            "budget_ms": budget_ms,
+                            "base_ms": base_ms,
+                            "device_measurements": n_meas,
+                            "wall_seconds": time.perf_counter() - t0,
+                            **extra,
+                        }
+                    )
+                    continue
+                model, setting, ms = found
+                if method in ("flops", "tp"):
+                    extra = {"setting": setting}
                 macs, params = count_macs_params(model, example)
-                acc0, acc_ft = finish(model, data, args)
+                acc0, acc_ft = finish(model, data, args) if data is not None else (None, None)
                 ideal = macs0 / macs
                 results.add(
                     {
@@ -283,16 +349,22 @@ def run_device(
                         "speedup": base_ms / ms,
                         "flops_ideal_speedup": ideal,
                         "realised_over_ideal": (base_ms / ms) / ideal,
-                        "device_measurements": measurements,
+                        "device_measurements": n_meas,
                         "wall_seconds": time.perf_counter() - t0,
                         **extra,
                     }
                 )
+                accs = f"acc {acc0:.4f} → {acc_ft:.4f}" if acc0 is not None else "latency only"
                 print(
-                    f"[{model_name} {dev.name} {b}x] {method:7s} {ms:.3f}/{budget_ms:.3f} ms  acc {acc0:.4f} → {acc_ft:.4f}  "
-                    f"FLOPs -{1 - macs / macs0:.1%}  real/ideal {(base_ms / ms) / ideal:.2f}  {measurements} meas  {time.perf_counter() - t0:.0f}s",
+                    f"[{label} {dev.name} {b}x] {method:8s} {ms:.3f}/{budget_ms:.3f} ms  {accs}  "
+                    f"FLOPs -{1 - macs / macs0:.1%}  real/ideal {(base_ms / ms) / ideal:.2f}  {n_meas} meas  {time.perf_counter() - t0:.0f}s",
                     flush=True,
                 )
+
+
+def replace_target(pcfg: PruneConfig) -> PruneConfig:
+    """The search decides the widths itself: no FLOPs target."""
+    return replace(pcfg, target=None)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -311,44 +383,118 @@ def main(argv: list[str] | None = None) -> Path:
         farm_ctx.start()
         os.environ["EDGEPRUNE_CONFIG"] = str(farm_dir / "config")
         farm_ctx.write_inventory(farm_dir / "config")
-    bases: list[tuple[str, Path]] = []
     try:
-        for model_name in [] if args.base else args.models.split(","):
-            ckpt = args.ckpt_dir / f"{model_name}-{args.data}-e{args.epochs}.pt"
+        for token in args.models.split(","):
+            label, name, kwargs = model_spec(token)
+            ckpt = args.ckpt_dir / f"{label}-{args.data}-e{args.epochs}.pt"
             train_checkpoint(
-                model_name,
+                name,
                 args.data,
-                TrainConfig(epochs=args.epochs, lr=0.1, warmup_epochs=0.3),
+                TrainConfig(
+                    epochs=args.epochs,
+                    lr=0.1,
+                    warmup_epochs=0.3,
+                    max_train_samples=2048 if args.smoke else None,
+                ),
                 ckpt,
+                model_kwargs=kwargs or None,
             )
-            bases.append((model_name, ckpt))
-        if args.base:
-            bases.append((str(load_checkpoint(args.base).arch.name), args.base))
-        for model_name, ckpt in bases:
+            base = load_checkpoint(ckpt)
             for device in devices:
                 run_leased(
                     device,
-                    lambda dev, m=model_name, c=ckpt: run_device(dev, m, c, data, args, results),
+                    lambda dev, lb=label, bs=base: run_device(dev, lb, bs, data, args, results),
                 )
+        if args.imagenet:
+            inet = resolve_model(
+                "mobilenet_v2", {"config": "imagenet", "num_classes": 1000}, input_size=224
+            )
+            run_leased(
+                "local",
+                lambda dev: run_device(dev, "mobilenet_v2-imagenet224", inet, None, args, results),
+            )
     finally:
         if farm_ctx is not None:
             farm_ctx.stop()
     return report(args, results)
 
 
+def _margins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (model, device, budget): the search's fine-tuned accuracy minus the best baseline's."""
+    out = []
+    points = sorted(
+        {(r["model"], r["device"], r["budget"]) for r in rows if r.get("acc_ft") is not None}
+    )
+    for model, device, budget in points:
+        here = {
+            r["method"]: r
+            for r in rows
+            if (r["model"], r["device"], r["budget"]) == (model, device, budget)
+        }
+        if "search" not in here:
+            continue
+        base = {m: r["acc_ft"] for m, r in here.items() if m != "search"}
+        if not base:
+            continue
+        best_m = max(base, key=lambda m: base[m])
+        out.append(
+            {
+                "model": model,
+                "device": device,
+                "budget": budget,
+                "search": here["search"]["acc_ft"],
+                "best_baseline": best_m,
+                "best_acc": base[best_m],
+                "margin_pp": 100 * (here["search"]["acc_ft"] - base[best_m]),
+            }
+        )
+    return out
+
+
 def report(args: argparse.Namespace, results: Results) -> Path:
     lines = [
-        "# Latency-aware search vs FLOPs-targeted and Torch-Pruning pruning, at equal measured latency",
+        "# Latency-budget pruning: edgeprune's search against FLOPs-uniform, Torch-Pruning global and NetAdapt, at equal measured latency",
         "",
-        f"Criterion `{args.criterion}`; dataset `{args.data}`; fine-tune {args.finetune_epochs} epoch(s) on {args.finetune_samples or 'all'} "
-        f"images for every method; latency = median on the device (ONNX Runtime CPU, {args.threads} thread(s), ≥{args.bench_seconds:g} s). "
-        f"Machine: {machine_line()}.",
+        f"Criterion `{args.criterion}`; dataset `{args.data}`; every chosen model gets BN recalibration and the same fine-tune "
+        f"({args.finetune_epochs} epoch(s) on {args.finetune_samples or 'all'} training images, lr 0.01); latency = median on the device "
+        f"(ONNX Runtime CPU, {args.threads} thread(s), ≥{args.bench_seconds:g} s, TorchScript export for every method). "
+        f"Accuracy is top-1 on the test split. Machine: {machine_line()}.",
         "",
         f"Command: `python benchmarks/latency_search.py {' '.join(sys.argv[1:])}`",
         "",
     ]
     rows = [r for r in results.rows if not r.get("infeasible")]
     missed = [r for r in results.rows if r.get("infeasible")]
+    margins = _margins(rows)
+    if margins:
+        lines += [
+            "## Does the search pay?",
+            "",
+            "Fine-tuned accuracy of the search minus the best of the baselines at the same point:",
+            "",
+            markdown_table(
+                ["model", "device", "budget", "search %", "best baseline", "its %", "margin pp"],
+                [
+                    [
+                        m["model"],
+                        m["device"],
+                        f"{m['budget']:g}x",
+                        100 * m["search"],
+                        m["best_baseline"],
+                        100 * m["best_acc"],
+                        m["margin_pp"],
+                    ]
+                    for m in margins
+                ],
+            ),
+            "",
+            f"Worst margin {min(m['margin_pp'] for m in margins):+.2f} pp, mean {statistics.mean(m['margin_pp'] for m in margins):+.2f} pp "
+            f"over {len(margins)} points.",
+            "",
+        ]
+    lm_lines = _latency_model_summary(rows)
+    if lm_lines:
+        lines += lm_lines
     for model in sorted({r["model"] for r in results.rows}):
         lines += [f"## {model}", ""]
         table = []
@@ -357,6 +503,7 @@ def report(args: argparse.Namespace, results: Results) -> Path:
             (r for r in rows if r["model"] == model),
             key=lambda r: (r["device"], -r["budget"], r["method"]),
         ):
+            acc = r.get("acc_ft")
             table.append(
                 [
                     r["device"],
@@ -364,18 +511,20 @@ def report(args: argparse.Namespace, results: Results) -> Path:
                     r["method"],
                     r["budget_ms"],
                     r["measured_ms"],
+                    r["measured_ms"] / r["budget_ms"],
                     100 * r["flops_reduction"],
-                    100 * r["acc_no_ft"],
-                    100 * r["acc_ft"],
+                    100 * r["acc_no_ft"] if r.get("acc_no_ft") is not None else None,
+                    100 * acc if acc is not None else None,
                     r["speedup"],
                     r["realised_over_ideal"],
                     r["device_measurements"],
                     r["wall_seconds"],
                 ]
             )
-            series.setdefault(f"{r['method']} @ {r['device']}", []).append(
-                (r["measured_ms"], 100 * r["acc_ft"])
-            )
+            if acc is not None:
+                series.setdefault(f"{r['method']} @ {r['device']}", []).append(
+                    (r["measured_ms"], 100 * acc)
+                )
         for r in (r for r in missed if r["model"] == model):
             table.append(
                 [
@@ -384,11 +533,7 @@ def report(args: argparse.Namespace, results: Results) -> Path:
                     r["method"],
                     r["budget_ms"],
                     f"none within budget after {r['device_measurements']} probes",
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
+                    *([None] * 6),
                     r["device_measurements"],
                     r["wall_seconds"],
                 ]
@@ -401,6 +546,7 @@ def report(args: argparse.Namespace, results: Results) -> Path:
                     "method",
                     "budget ms",
                     "measured ms",
+                    "measured/budget",
                     "FLOPs ↓ %",
                     "acc no-FT %",
                     "acc FT %",
@@ -412,23 +558,31 @@ def report(args: argparse.Namespace, results: Results) -> Path:
                 table,
             )
         )
-        png = plot(
-            args.out / f"{model}-acc-vs-latency.png",
-            f"{model}: fine-tuned accuracy vs measured latency",
-            series,
-            "measured latency (ms)",
-            "top-1 accuracy (%)",
-        )
-        if png:
-            lines += ["", f"![{model}]({png.name})"]
+        if series:
+            png = plot(
+                args.out / f"{model}-acc-vs-latency.png",
+                f"{model}: fine-tuned accuracy vs measured latency",
+                series,
+                "measured latency (ms)",
+                "top-1 accuracy (%)",
+            )
+            if png:
+                lines += ["", f"![{model}]({png.name})"]
         lines.append("")
-        plans = [r for r in rows if r["model"] == model and r["method"] == "latency"]
+        plans = [r for r in rows if r["model"] == model and r["method"] == "search"]
+        for r in plans:
+            a = r.get("allocation")
+            if a and a.get("candidates"):
+                best = a["candidates"][0]
+                base_acc = a.get("baseline_proxy_accuracy") or {}
+                lines.append(
+                    f"- {r['device']} {r['budget']:g}x: chose `{a['chosen']}` (proxy {100 * (a['chosen_proxy_accuracy'] or 0):.1f}%"
+                    + "".join(f", {k} {100 * v:.1f}%" for k, v in sorted(base_acc.items()))
+                    + f") from {a['evaluations']} plans in {a['seconds']:.0f} s; predicted {best['cost']:.3f} ms"
+                )
         devs = sorted({r["device"] for r in plans})
         if len(devs) > 1:
-            lines += [
-                "Plans chosen by the latency-aware search on each device (kept channels per group):",
-                "",
-            ]
+            lines += ["", "Plans chosen on each device (kept channels per group):", ""]
             for b in sorted({r["budget"] for r in plans}, reverse=True):
                 per = {r["device"]: r["widths"] for r in plans if r["budget"] == b}
                 if len(per) < 2:
@@ -443,11 +597,45 @@ def report(args: argparse.Namespace, results: Results) -> Path:
                         else ""
                     )
                 )
-            lines.append("")
+        lines.append("")
     path = args.out / "latency_search.md"
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def _latency_model_summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Error of the search's latency model against every whole-model measurement it made."""
+    per: dict[str, list[float]] = {}
+    for r in rows:
+        for p in r.get("lm_points") or []:
+            per.setdefault(r["device"], []).append(
+                abs(p["predicted"] - p["measured"]) / p["measured"]
+            )
+    if not per:
+        return []
+    table = []
+    for dev, errs in sorted(per.items()):
+        errs.sort()
+        table.append(
+            [
+                dev,
+                len(errs),
+                100 * statistics.median(errs),
+                100 * sum(e <= 0.10 for e in errs) / len(errs),
+                100 * errs[-1],
+            ]
+        )
+    return [
+        "## Latency model",
+        "",
+        "Each whole-model measurement of the search, predicted before it joined the fit:",
+        "",
+        markdown_table(
+            ["device", "points", "median error %", "within ±10 % (%)", "worst %"], table
+        ),
+        "",
+    ]
 
 
 if __name__ == "__main__":

@@ -7,7 +7,13 @@ in edgeprune and keeps its traceback.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import errno
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s)")
+_MIN_SENTENCE = 16  # a shorter "sentence" ("Error.") says too little to end a message on
 
 
 class EdgePruneError(Exception):
@@ -20,9 +26,9 @@ class EdgePruneError(Exception):
         self.details = details
 
     def __str__(self) -> str:
-        if self.hint:
-            return f"{self.message} ({self.hint})"
-        return self.message
+        text = f"{self.message} ({self.hint})" if self.hint else self.message
+        # One line is the contract, even when a path or a quoted error holds a line break.
+        return text.replace("\r", "\\r").replace("\n", "\\n")
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -31,6 +37,27 @@ class EdgePruneError(Exception):
             "hint": self.hint,
             **{k: v for k, v in self.details.items() if _jsonable(v)},
         }
+
+
+def one_line(text: object, limit: int = 200) -> str:
+    """The first non-empty line of ``text`` (an exception or a string), kept whole.
+
+    A line longer than ``limit`` characters ends at its last sentence end before the limit, or
+    else at its last word boundary followed by "…", never in the middle of a word. An exception
+    with an empty message gives its type name.
+    """
+    if isinstance(text, BaseException):
+        line = one_line(str(text), limit)
+        return line or type(text).__name__
+    line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
+    if len(line) <= limit:
+        return line
+    head = line[: limit + 1]
+    ends = [m.end() for m in _SENTENCE_END.finditer(head) if m.end() >= _MIN_SENTENCE]
+    if ends:
+        return head[: ends[-1]]
+    cut = head.rfind(" ")
+    return (head[:cut] if cut > 0 else line[:limit]).rstrip(" ,;:") + "…"
 
 
 def _jsonable(v: object) -> bool:
@@ -61,6 +88,42 @@ class UnknownNameError(NotFoundError):
 
 class CheckpointError(EdgePruneError):
     """A checkpoint is missing, truncated, from an unknown format version or unsafe."""
+
+
+class UntrustedCodeError(CheckpointError):
+    """A checkpoint's architecture needs code the user has not named (or names other code)."""
+
+
+class StoreError(EdgePruneError):
+    """The measurement store cannot be opened or written (a full disk, a read-only database)."""
+
+
+class FileSystemError(EdgePruneError):
+    """A file could not be written or read: a full disk, a read-only filesystem, no permission."""
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "free space on that filesystem and rerun the command (finished work is kept)",
+    errno.EDQUOT: "free space within your disk quota and rerun the command (finished work is kept)",
+    errno.EROFS: "the filesystem is read-only: choose a writable location",
+    errno.EACCES: "check the file's permissions, or choose a location you can write to",
+    errno.EPERM: "check the file's permissions, or choose a location you can write to",
+    errno.ENAMETOOLONG: "use a shorter file name",
+}
+
+
+@contextmanager
+def filesystem_errors() -> Iterator[None]:
+    """Turn the OS errors a user fixes (see `_OS_HINTS`) into `FileSystemError`; other OS errors
+    are bugs and propagate unchanged."""
+    try:
+        yield
+    except OSError as e:
+        hint = _OS_HINTS.get(e.errno or 0)
+        if hint is None:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        raise FileSystemError(f"{e.strerror or e}{where}", hint=hint, errno=e.errno) from e
 
 
 class DataError(EdgePruneError):
@@ -114,7 +177,7 @@ class DeviceError(EdgePruneError):
         text = super().__str__()
         if self.stderr_tail:
             last = self.stderr_tail.strip().splitlines()[-1:] or [""]
-            text += f" [stderr: {last[0][:200]}]"
+            text += f" [stderr: {one_line(last[0])}]"
         return text
 
 
@@ -132,3 +195,8 @@ class RemoteTimeoutError(DeviceError):
 
 class BudgetInfeasibleError(EdgePruneError):
     """The latency budget cannot be met by any allowed model."""
+
+
+class UnstableMeasurementError(EdgePruneError):
+    """A latency measurement stayed above the protocol's CV threshold after repeats: the device
+    is too noisy for the number to mean anything."""

@@ -21,12 +21,13 @@ from typing import Any
 import yaml
 
 from edgeprune import config
-from edgeprune.errors import UnknownNameError, UsageError
+from edgeprune.errors import EdgePruneError, UnknownNameError, UsageError
+from edgeprune.vocab import Precision, Runtime, Word, check_subset
 
 PROFILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ARCHES = ("aarch64", "armv7l", "x86_64", "any")
-RUNTIMES = ("tensorrt", "onnxruntime")
-PRECISIONS = ("fp32", "fp16", "int8")
+# What a board can run. Profile files may use the package names (``tensorrt``, ``onnxruntime``).
+RUNTIMES = (Runtime.TRT, Runtime.ORT)
 # The opsets any target here can take: the TorchScript exporter's floor and ONNX 1.17's ceiling.
 OPSET_RANGE = (9, 26)
 
@@ -64,10 +65,10 @@ class DeviceProfile:
     arch: str
     os: str
     python: str
-    runtimes: tuple[str, ...]
+    runtimes: tuple[Runtime, ...]
     max_opset: int
-    precisions: tuple[str, ...]
-    fast_precisions: tuple[str, ...]
+    precisions: tuple[Precision, ...]
+    fast_precisions: tuple[Precision, ...]
     channel_multiple: int
     tensorrt: str | None = None
     jetpack: str | None = None
@@ -86,18 +87,26 @@ class DeviceProfile:
             raise UsageError(f"{where}: invalid name", hint="use letters, digits, '.', '_', '-'")
         if self.arch not in ARCHES:
             raise UsageError(f"{where}: arch must be one of {', '.join(ARCHES)}")
-        bad = [r for r in self.runtimes if r not in RUNTIMES]
-        if not self.runtimes or bad:
-            raise UsageError(f"{where}: runtimes must be a non-empty subset of {RUNTIMES}")
+        words: dict[str, type[Word]] = {
+            "runtimes": Runtime,
+            "precisions": Precision,
+            "fast_precisions": Precision,
+        }
+        for key, word in words.items():
+            try:
+                parsed = tuple(word.parse(v) for v in getattr(self, key))
+            except EdgePruneError as e:
+                raise UsageError(f"{where}: {key}: {e.message}", hint=e.hint) from None
+            object.__setattr__(self, key, parsed)
+        check_subset(self.runtimes, RUNTIMES, "runtimes", where)
         if not OPSET_RANGE[0] <= self.max_opset <= OPSET_RANGE[1]:
             raise UsageError(f"{where}: max_opset must be in {OPSET_RANGE[0]}..{OPSET_RANGE[1]}")
-        if not self.precisions or any(p not in PRECISIONS for p in self.precisions):
-            raise UsageError(f"{where}: precisions must be a non-empty subset of {PRECISIONS}")
+        check_subset(self.precisions, Precision, "precisions", where)
         if any(p not in self.precisions for p in self.fast_precisions):
             raise UsageError(f"{where}: fast_precisions must be listed in precisions too")
         if not 1 <= self.channel_multiple <= 128:
             raise UsageError(f"{where}: channel_multiple must be in 1..128")
-        if "tensorrt" in self.runtimes and not self.tensorrt:
+        if Runtime.TRT in self.runtimes and not self.tensorrt:
             raise UsageError(f"{where}: a tensorrt runtime needs a tensorrt version")
         if self.tensorrt is not None and not re.match(r"^\d+\.\d+(\.\d+)?$", self.tensorrt):
             raise UsageError(f"{where}: tensorrt version must look like 8.2 or 8.2.1")
@@ -109,7 +118,7 @@ class DeviceProfile:
 
     @property
     def uses_tensorrt(self) -> bool:
-        return "tensorrt" in self.runtimes
+        return Runtime.TRT in self.runtimes
 
     @property
     def tensorrt_version(self) -> tuple[int, ...] | None:

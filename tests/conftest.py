@@ -58,3 +58,21 @@ def digits():
     from edgeprune.data import load_dataset
 
     return load_dataset("digits")
+
+
+@pytest.fixture
+def tiny_onnx(tmp_path: Path) -> Path:
+    """A real one-node ONNX model (Relu on 1×3×8×8), written without torch's exporter."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = [1, 3, 8, 8]
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from edgeprune.vocab import Percentile
+
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Linear-interpolated percentile (numpy's default method) of pre-sorted values; q in [0, 100]."""
@@ -43,10 +45,9 @@ class Stats:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
     def get(self, percentile_name: str) -> float:
-        """'median' | 'p90' | 'p99' | 'mean' | 'min'."""
-        if percentile_name not in ("median", "p90", "p99", "mean", "min"):
-            raise ValueError(f"unknown statistic {percentile_name!r}")
-        return float(getattr(self, percentile_name))
+        """The statistic a `Percentile` names ('median', 'p90', 'p99', 'mean', 'min').
+        Raises `UsageError` for any other name."""
+        return float(getattr(self, Percentile.parse(percentile_name, "statistic").value))
 
 
 def compute_stats(times_ms: Sequence[float]) -> Stats:

@@ -9,15 +9,37 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from edgeprune._progress import rich_progress
-from edgeprune.cli._app import JSON_HELP, app, console, emit_json, fmt, kv_table, pct
-from edgeprune.errors import UsageError
+from edgeprune.cli._app import (
+    JSON_HELP,
+    app,
+    console,
+    emit_json,
+    fmt,
+    kv_table,
+    on_interrupt,
+    pct,
+    progress,
+    styled,
+)
+from edgeprune.errors import UsageError, one_line
 
 JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+INCOMPLETE_MEASUREMENT = (
+    "nothing was stored (a measurement is stored only when complete); rerun the command"
+)
 ModelKwargsOpt = Annotated[
     str | None,
     typer.Option(
-        "--model-kwargs", help="JSON object of keyword arguments for a zoo model or factory."
+        "--model-kwargs",
+        help="""JSON object of keyword arguments for a zoo model or factory, e.g. '{"num_classes": 100, "in_channels": 1}'.""",
+    ),
+]
+ModelCodeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model-code",
+        help="The factory (FILE.py:function or pkg.module:function) a checkpoint needs: a checkpoint "
+        "built by user code loads only when you name that code (a file must match its recorded sha256).",
     ),
 ]
 ImageSizeOpt = Annotated[
@@ -39,7 +61,28 @@ MaxLayerRatioOpt = Annotated[
     float,
     typer.Option(
         "--max-layer-ratio",
-        help="Latency search: no layer loses more than this share of its channels.",
+        help="Width search: no layer loses more than this share of its channels.",
+    ),
+]
+SearchEvalsOpt = Annotated[
+    int,
+    typer.Option(
+        "--search-evals",
+        help="Width search: candidate plans judged by the accuracy proxy (BN recalibration + held-out training images).",
+    ),
+]
+ProxySamplesOpt = Annotated[
+    int,
+    typer.Option(
+        "--proxy-samples",
+        help="Width search: held-out training images the accuracy proxy evaluates per plan.",
+    ),
+]
+MaxCvOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-cv",
+        help="Latency search: a measurement whose coefficient of variation stays above this is repeated, then refused (0.025 = 2.5%).",
     ),
 ]
 
@@ -153,6 +196,7 @@ def train_cmd(
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     image_size: ImageSizeOpt = None,
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite --out even if it holds another run.")
@@ -175,9 +219,17 @@ def train_cmd(
         max_train_samples=max_train_samples,
         device=train_device,
     )
-    with rich_progress():
+    kept = f"{out} keeps the last finished epoch; rerun the same command to resume"
+    with progress(json_out), on_interrupt(kept):
         res = train_checkpoint(
-            model, data, cfg, out, _kwargs(model_kwargs), image_size, force=force
+            model,
+            data,
+            cfg,
+            out,
+            _kwargs(model_kwargs),
+            image_size,
+            force=force,
+            model_code=model_code,
         )
     if json_out:
         emit_json(res)
@@ -208,14 +260,17 @@ def eval_cmd(
         typer.Option("--max-samples", help="Evaluate on a fixed random subset of the test split."),
     ] = None,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     image_size: ImageSizeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Top-1 accuracy of a model on a dataset's test split."""
     from edgeprune.pipeline.flows import evaluate_model
 
-    with rich_progress():
-        res = evaluate_model(model, data, _kwargs(model_kwargs), image_size, max_samples)
+    with progress(json_out), on_interrupt("nothing was written"):
+        res = evaluate_model(
+            model, data, _kwargs(model_kwargs), image_size, max_samples, model_code=model_code
+        )
     if json_out:
         emit_json(res)
         return
@@ -292,7 +347,7 @@ def prune_cmd(
         str | None,
         typer.Option(
             "--mode",
-            help="uniform (same ratio per group) or global (rank all channels together); default: the criterion's (global for easiedge).",
+            help="uniform (same ratio per group), global (rank all channels together) or search (candidate plans ranked by accuracy, needs --data); default: search for FLOPs/params targets with --data, else the criterion's (global for easiedge).",
         ),
     ] = None,
     convention: Annotated[
@@ -377,6 +432,9 @@ def prune_cmd(
     ] = "latency",
     table_seconds: TableSecondsOpt = 0.15,
     max_layer_ratio: MaxLayerRatioOpt = 0.8,
+    search_evals: SearchEvalsOpt = 24,
+    proxy_samples: ProxySamplesOpt = 2048,
+    max_cv: MaxCvOpt = 0.025,
     bench_seconds: Annotated[
         float,
         typer.Option("--bench-seconds", help="Minimum measured seconds per latency benchmark."),
@@ -386,6 +444,7 @@ def prune_cmd(
     ] = 1,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     image_size: ImageSizeOpt = None,
     input_size: InputSizeOpt = None,
     list_groups: Annotated[
@@ -411,6 +470,7 @@ def prune_cmd(
             input_size,
             _split_names(ignore_layers),
             json_out,
+            model_code,
         )
         return
     if out is None:
@@ -419,11 +479,17 @@ def prune_cmd(
     if ratios_file is not None:
         try:
             ratios = json.loads(ratios_file.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise UsageError(f"cannot read --ratios-file {ratios_file}: {e}") from e
+        except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8 text
+            raise UsageError(f"cannot read --ratios-file {ratios_file}: {one_line(e)}") from e
         if not isinstance(ratios, dict):
             raise UsageError("--ratios-file must hold a JSON object {layer: ratio}")
     target = _target(ratio, flops_reduction, params_reduction)
+    if latency_budget is not None and (target is not None or ratios is not None):
+        raise UsageError(
+            "--latency-budget chooses the widths itself; it cannot be combined with --ratio, "
+            "--flops-reduction, --params-reduction or --ratios-file",
+            hint="drop one of them",
+        )
     ft = (
         TrainConfig(
             epochs=finetune_epochs,
@@ -450,6 +516,9 @@ def prune_cmd(
         recalibrate_bn=bn_recalibration,
         seed=seed,
         finetune=ft,
+        search_evals=search_evals,
+        proxy_samples=proxy_samples,
+        max_layer_ratio=max_layer_ratio,
     )
     search_cfg = (
         search_config(
@@ -464,6 +533,8 @@ def prune_cmd(
             opset,
             table_seconds,
             max_layer_ratio,
+            max_cv,
+            search_evals,
         )
         if latency_budget is not None
         else None
@@ -477,14 +548,30 @@ def prune_cmd(
         devices=tuple(device or ()),
         bench=BenchConfig(min_seconds=bench_seconds, threads=threads),
     )
-    with rich_progress():
+    kept = (
+        f"finished steps are kept in {out.parent / ('.' + out.name + '.partial')}; "
+        "rerun the same command to resume"
+    )
+    with progress(json_out), on_interrupt(kept):
         report = prune_run(
-            model, data, cfg, out, _kwargs(model_kwargs), image_size, input_size, force=force
+            model,
+            data,
+            cfg,
+            out,
+            _kwargs(model_kwargs),
+            image_size,
+            input_size,
+            force=force,
+            model_code=model_code,
         )
+    missed = search_cfg is not None and not report["latency"]["met"]
     if json_out:
         emit_json(report)
-        return
-    print_prune_report(report)
+    else:
+        print_prune_report(report)
+    if missed:
+        # Like lint: the run directory is complete, but what it holds misses the budget.
+        raise typer.Exit(1)
 
 
 def search_config(
@@ -499,6 +586,8 @@ def search_config(
     opset: int | None,
     table_seconds: float = 0.15,
     max_layer_ratio: float = 0.8,
+    max_cv: float = 0.025,
+    search_evals: int = 24,
 ) -> Any:
     """A `SearchConfig` from CLI values (one place for `prune --latency-budget` and `search`)."""
     from edgeprune.bench import BenchConfig
@@ -513,7 +602,7 @@ def search_config(
     return SearchConfig(
         budget=Budget.parse(budget),
         device=device,
-        bench=BenchConfig(min_seconds=bench_seconds, threads=threads),
+        bench=BenchConfig(min_seconds=bench_seconds, threads=threads, cv_threshold=max_cv),
         block_bench=BenchConfig(
             warmup_runs=3,
             warmup_seconds=min(0.05, table_seconds),
@@ -527,6 +616,7 @@ def search_config(
         strategy=strategy,
         opset=opset,
         max_layer_ratio=max_layer_ratio,
+        proxy_evals=search_evals,
     )
 
 
@@ -569,7 +659,9 @@ def print_prune_report(report: dict[str, Any]) -> None:
         )
     if lat and lat.get("budget_ms") is not None:
         verdict = (
-            "met" if lat["met"] else "NOT met (measurement noise after the search; see report.json)"
+            "met"
+            if lat["met"]
+            else "NOT met: the deployed model.onnx measured over the budget (see report.json); exit code 1"
         )
         rows.append(("latency budget", f"{lat['budget']} = {lat['budget_ms']:.3f} ms: {verdict}"))
         s = report.get("search") or {}
@@ -581,6 +673,21 @@ def print_prune_report(report: dict[str, Any]) -> None:
                     f"{s['strategy']}: {s['device_measurements']} device measurements, latency model error median {m['median_relative_error'] or 0:.1%} / worst {m['worst_relative_error'] or 0:.1%}",
                 )
             )
+            for note in s.get("notes") or []:
+                rows.append(("note", note))
+    alloc = report.get("criterion_facts", {}).get("allocation") or (
+        (report.get("search") or {}).get("allocation")
+    )
+    if alloc and alloc.get("proxy_samples"):
+        base = ", ".join(
+            f"{k} {pct(v)}" for k, v in sorted(alloc["baseline_proxy_accuracy"].items())
+        )
+        rows.append(
+            (
+                "width plan",
+                f"{alloc['chosen']}: proxy accuracy {pct(alloc['chosen_proxy_accuracy'])} ({base}) over {alloc['evaluations']} plans, {alloc['proxy_samples']} held-out training images",
+            )
+        )
     rows.append(("report", str(Path(report["run_dir"]) / "report.html")))
     console.print(kv_table("pruned", rows))
 
@@ -593,11 +700,12 @@ def _list_groups(
     input_size: int | None,
     ignored: tuple[str, ...],
     json_out: bool,
+    model_code: str | None = None,
 ) -> None:
     from edgeprune.pipeline.flows import load_bundle, load_data
     from edgeprune.prune import DependencyIndex
 
-    bundle = load_bundle(model, load_data(data, image_size), kwargs, input_size)
+    bundle = load_bundle(model, load_data(data, image_size), kwargs, input_size, model_code)
     index = DependencyIndex(bundle.model, bundle.example_input(), ignored=list(ignored))
     groups = [g.to_dict() for g in index.groups]
     if json_out:
@@ -660,6 +768,7 @@ def export_cmd(
         ),
     ] = False,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     input_size: InputSizeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -680,6 +789,7 @@ def export_cmd(
         data,
         profile,
         simplify,
+        model_code=model_code,
     )
     if json_out:
         emit_json(res)
@@ -722,7 +832,12 @@ def bench_cmd(
     runs: Annotated[int, typer.Option("--runs", help="Minimum measured runs.")] = 50,
     duration: Annotated[float, typer.Option("--duration", help="Minimum measured seconds.")] = 2.0,
     warmup: Annotated[
-        int, typer.Option("--warmup", help="Minimum warm-up runs (and at least 1 s).")
+        int,
+        typer.Option(
+            "--warmup",
+            help="Warm-up runs before timing: a count of inferences, not milliseconds as in "
+            "trtexec (and at least 1 s of them).",
+        ),
     ] = 10,
     repeats: Annotated[
         int, typer.Option("--repeats", help="Fresh-process attempts while CV > 2.5%.")
@@ -736,6 +851,7 @@ def bench_cmd(
         ),
     ] = False,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     input_size: InputSizeOpt = None,
     raw: Annotated[
         bool, typer.Option("--raw", help="Include raw per-run times in --json output.")
@@ -754,8 +870,17 @@ def bench_cmd(
         warmup_runs=warmup,
         max_repeats=repeats,
     )
-    with rich_progress():
-        res = bench_model(model, device, cfg, _kwargs(model_kwargs), input_size, opset, reuse)
+    with progress(json_out), on_interrupt(INCOMPLETE_MEASUREMENT):
+        res = bench_model(
+            model,
+            device,
+            cfg,
+            _kwargs(model_kwargs),
+            input_size,
+            opset,
+            reuse,
+            model_code=model_code,
+        )
     if json_out:
         if not raw:
             res.pop("raw_ms", None)
@@ -809,7 +934,8 @@ def demo_cmd(
     """The main job: ResNet-20 on Fashion-MNIST → prune → fine-tune → export → measure on `local`."""
     from edgeprune.pipeline.demo import DemoConfig, run_demo
 
-    with rich_progress():
+    kept = "the base model's finished epochs and the run's finished steps are kept; rerun `edgeprune demo` to resume"
+    with progress(json_out), on_interrupt(kept):
         report = run_demo(
             DemoConfig(
                 epochs=epochs,
@@ -830,4 +956,4 @@ def demo_cmd(
     console.print(
         f"base model: {d['base_checkpoint']} ({'reused' if d['base_reused'] else 'trained'}); demo took {d['wall_seconds']:.0f} s"
     )
-    console.print(f"[bold]report:[/] {d['report_html']}")
+    console.print(styled("report: ", "bold") + d["report_html"])

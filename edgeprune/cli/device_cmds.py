@@ -9,9 +9,24 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from edgeprune.cli._app import JSON_HELP, app, console, console_err, emit_json, fmt, kv_table
+from edgeprune.cli._app import (
+    JSON_HELP,
+    app,
+    console,
+    console_err,
+    emit_json,
+    fmt,
+    kv_table,
+    on_interrupt,
+    progress,
+    styled,
+)
+from edgeprune.cli.commands import ModelCodeOpt
 
 JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+INCOMPLETE_MEASUREMENT = (
+    "nothing was stored (a measurement is stored only when complete); rerun the command"
+)
 NameArg = Annotated[str, typer.Argument(help="Device name from devices.yaml.")]
 WaitOpt = Annotated[
     float | None,
@@ -45,7 +60,10 @@ def add_cmd(
     name: NameArg,
     host: Annotated[str, typer.Option("--host", help="Hostname or IP address.")],
     profile: Annotated[
-        str, typer.Option("--profile", help="Device profile (e.g. jetson-nano, rpi4-64).")
+        str,
+        typer.Option(
+            "--profile", help="Device profile, e.g. jetson-nano or rpi4 (see `edgeprune profiles`)."
+        ),
     ],
     port: Annotated[int, typer.Option("--port")] = 22,
     user: Annotated[str | None, typer.Option("--user", help="Login user.")] = None,
@@ -194,7 +212,8 @@ def check_cmd(
     """
     from edgeprune.device.check import check_devices
 
-    results = check_devices(names or None, timeout=timeout, workers=workers)
+    with progress(json_out):
+        results = check_devices(names or None, timeout=timeout, workers=workers)
     if json_out:
         emit_json({"devices": [r.to_dict() for r in results], "ok": all(r.ok for r in results)})
     else:
@@ -209,7 +228,7 @@ def check_cmd(
                 thermal += " THROTTLED"
             t.add_row(
                 r.device,
-                "yes" if r.reachable else "[red]no[/]",
+                "yes" if r.reachable else styled("no", "red"),
                 fmt(s["arch"]),
                 fmt(s["python"]),
                 ", ".join(f"{k} {v}" for k, v in s["runtimes"].items()) or "—",
@@ -218,7 +237,7 @@ def check_cmd(
                 _mib(s["disk_free_bytes"])
                 + (f" ({_mib(s['stale_parts_bytes'])})" if s["stale_parts_bytes"] else ""),
                 "\n".join(f"{p.message} → {p.fix}" if p.fix else p.message for p in r.problems)
-                or "[green]ok[/]",
+                or styled("ok", "green"),
             )
         console.print(t)
     if not all(r.ok for r in results):
@@ -251,13 +270,17 @@ def provision_cmd(
     """Install the agent's runtime needs in WORKDIR/venv on the device; record its python."""
     from edgeprune.device.provision import PACKAGES, provision_device
 
-    res = provision_device(
-        name,
-        packages=tuple(package or PACKAGES),
-        system_site_packages=system_site_packages,
-        pip_args=tuple(pip_arg or ()),
-        base_python=base_python,
-    )
+    with (
+        progress(json_out),
+        on_interrupt(f"rerun `edgeprune devices provision {name}`; it is idempotent"),
+    ):
+        res = provision_device(
+            name,
+            packages=tuple(package or PACKAGES),
+            system_site_packages=system_site_packages,
+            pip_args=tuple(pip_arg or ()),
+            base_python=base_python,
+        )
     if json_out:
         emit_json(res.to_dict())
         return
@@ -282,7 +305,8 @@ def clean_cmd(name: NameArg, json_out: JsonOpt = False) -> None:
     """Delete the device's artifact cache and leftovers (they are re-sent when needed)."""
     from edgeprune.device.manage import clean_device
 
-    res = clean_device(name)
+    with progress(json_out):
+        res = clean_device(name)
     if json_out:
         emit_json(res)
         return
@@ -311,7 +335,12 @@ def deploy_cmd(
     runs: Annotated[int, typer.Option("--runs", help="Minimum measured runs.")] = 50,
     duration: Annotated[float, typer.Option("--duration", help="Minimum measured seconds.")] = 2.0,
     warmup: Annotated[
-        int, typer.Option("--warmup", help="Minimum warm-up runs (and at least 1 s).")
+        int,
+        typer.Option(
+            "--warmup",
+            help="Warm-up runs before timing: a count of inferences, not milliseconds as in "
+            "trtexec (and at least 1 s of them).",
+        ),
     ] = 10,
     repeats: Annotated[
         int, typer.Option("--repeats", help="Fresh-process attempts while CV > 2.5%.")
@@ -323,11 +352,16 @@ def deploy_cmd(
         str | None, typer.Option("--label", help="Label stored with the result.")
     ] = None,
     model_kwargs: Annotated[
-        str | None, typer.Option("--model-kwargs", help="JSON kwargs for a zoo model or factory.")
+        str | None,
+        typer.Option(
+            "--model-kwargs",
+            help="""JSON object of keyword arguments for a zoo model or factory, e.g. '{"num_classes": 100}'.""",
+        ),
     ] = None,
     input_size: Annotated[
         int | None, typer.Option("--input-size", help="Input size for zoo models/factories.")
     ] = None,
+    model_code: ModelCodeOpt = None,
     wait: WaitOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -335,10 +369,11 @@ def deploy_cmd(
     from edgeprune.bench import BenchConfig
     from edgeprune.models import parse_kwargs
     from edgeprune.pipeline.deploy import DeployConfig, deploy
+    from edgeprune.vocab import Precision, Runtime
 
     cfg = DeployConfig(
-        runtime=runtime,
-        precision=precision,
+        runtime=Runtime.parse(runtime),
+        precision=Precision.parse(precision),
         opset=opset,
         label=label,
         bench=BenchConfig(
@@ -351,15 +386,17 @@ def deploy_cmd(
     )
     if wait is not None and wait < 0:
         raise typer.BadParameter("must be >= 0 seconds", param_hint="--wait")
-    res = deploy(
-        model,
-        device,
-        cfg,
-        parse_kwargs(model_kwargs),
-        input_size,
-        wait_s=wait,
-        on_wait=print_waiting,
-    )
+    with progress(json_out), on_interrupt(INCOMPLETE_MEASUREMENT):
+        res = deploy(
+            model,
+            device,
+            cfg,
+            parse_kwargs(model_kwargs),
+            input_size,
+            model_code,
+            wait_s=wait,
+            on_wait=print_waiting,
+        )
     if json_out:
         res["measurement"].pop("raw_ms", None)
         emit_json(res)

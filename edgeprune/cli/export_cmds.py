@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from edgeprune.cli._app import JSON_HELP, app, console, emit_json, fmt, kv_table
+from edgeprune.cli._app import JSON_HELP, app, console, emit_json, fmt, kv_table, styled
 from edgeprune.errors import UsageError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
@@ -88,7 +88,7 @@ def lint_cmd(
     else:
         style = {"error": "bold red", "warning": "yellow", "info": "cyan"}
         for f in findings:
-            console.print(f"[{style[f.level]}]{f.level}[/] {f.code}: {f.message}")
+            console.print(styled(f.level, style[f.level]) + f" {f.code}: {f.message}")
             console.print(f"    fix: {f.fix}")
         verdict = "fails" if has_errors(findings) else "passes"
         console.print(

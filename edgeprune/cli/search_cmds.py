@@ -8,14 +8,17 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune._progress import rich_progress
-from edgeprune.cli._app import app, console, emit_json, kv_table, pct
+from edgeprune.cli._app import app, console, emit_json, kv_table, on_interrupt, pct, progress
 from edgeprune.cli.commands import (
     ImageSizeOpt,
     InputSizeOpt,
     JsonOpt,
+    MaxCvOpt,
     MaxLayerRatioOpt,
+    ModelCodeOpt,
     ModelKwargsOpt,
+    ProxySamplesOpt,
+    SearchEvalsOpt,
     TableSecondsOpt,
     _kwargs,
     search_config,
@@ -55,6 +58,9 @@ def search_cmd(
     ] = 2.0,
     table_seconds: TableSecondsOpt = 0.15,
     max_layer_ratio: MaxLayerRatioOpt = 0.8,
+    search_evals: SearchEvalsOpt = 24,
+    proxy_samples: ProxySamplesOpt = 2048,
+    max_cv: MaxCvOpt = 0.025,
     threads: Annotated[int, typer.Option("--threads")] = 1,
     min_channels: Annotated[int, typer.Option("--min-channels")] = 1,
     convention: Annotated[str, typer.Option("--convention")] = "all",
@@ -66,11 +72,13 @@ def search_cmd(
         ),
     ] = None,
     model_kwargs: ModelKwargsOpt = None,
+    model_code: ModelCodeOpt = None,
     image_size: ImageSizeOpt = None,
     input_size: InputSizeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Search per-layer widths that meet a latency budget measured on a device (no fine-tuning)."""
+    from edgeprune._files import check_writable
     from edgeprune.checkpoint import save_checkpoint
     from edgeprune.pipeline.flows import load_bundle, load_data
     from edgeprune.prune import PruneConfig, parse_criterion_opts
@@ -79,6 +87,8 @@ def search_cmd(
 
     if out is not None and out.suffix not in (".json", ".pt"):
         raise UsageError(f"--out must end in .json or .pt, got {out}")
+    if out is not None:
+        check_writable(out)
     scfg = search_config(
         latency_budget,
         device,
@@ -91,16 +101,26 @@ def search_cmd(
         opset,
         table_seconds,
         max_layer_ratio,
+        max_cv,
+        search_evals,
     )
     pcfg = PruneConfig(
         criterion=criterion,
         criterion_options=parse_criterion_opts(criterion_opt),
         min_channels=min_channels,
         convention=convention,
+        proxy_samples=proxy_samples,
+        search_evals=search_evals,
+        max_layer_ratio=max_layer_ratio,
     )
-    with rich_progress():
+    kept = (
+        "candidates measured so far and the stored latency tables are kept in the store; "
+        "a rerun reuses the tables"
+    )
+    pcfg.require_data(data is not None)
+    with progress(json_out), on_interrupt(kept):
         dataset = load_data(data, image_size)
-        bundle = load_bundle(model, dataset, _kwargs(model_kwargs), input_size)
+        bundle = load_bundle(model, dataset, _kwargs(model_kwargs), input_size, model_code)
         found = search(bundle, pcfg, scfg, dataset)
         result: dict[str, Any] = {
             k: v for k, v in found.to_dict().items() if k not in ("base", "pruned")

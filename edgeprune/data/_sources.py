@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from edgeprune import config
+from edgeprune._files import sha256_file
 from edgeprune._registry import Registry
 from edgeprune.data._core import ArraySplit, Augment, Dataset, DatasetInfo
 from edgeprune.errors import DataError, DependencyMissingError, UnknownNameError, UsageError
@@ -126,14 +127,6 @@ def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def download(url: str, dest: Path, sha256: str | None, *, what: str, how: str) -> Path:
     """Download ``url`` to ``dest`` atomically; verify sha256 of the file when given."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +137,7 @@ def download(url: str, dest: Path, sha256: str | None, *, what: str, how: str) -
             urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp,
         ):
             shutil.copyfileobj(resp, out, 1 << 20)
-        if sha256 is not None and _sha256_file(Path(tmp)) != sha256:
+        if sha256 is not None and sha256_file(Path(tmp)) != sha256:
             raise DataError(f"{what}: download from {url} failed its sha256 check", hint=how)
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
@@ -290,7 +283,7 @@ def _cifar(name: str, arg: str | None) -> Dataset:
         archive = root / archive_name
         if not archive.is_file():
             download(url, archive, sha, what=name, how=how)
-        elif _sha256_file(archive) != sha:
+        elif sha256_file(archive) != sha:
             raise DataError(f"{archive} failed its sha256 check", hint=how)
         with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(root, filter="data")

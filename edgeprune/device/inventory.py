@@ -163,6 +163,29 @@ def inventory_path(for_write: bool = False) -> Path:
     return config.config_dir() / INVENTORY_FILE
 
 
+def _entry_marks(text: str) -> dict[str, tuple[int, int]]:
+    """(line, column), 1-based, of each entry under ``devices:`` in a YAML text."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    out: dict[str, tuple[int, int]] = {}
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            if key.value == "devices" and isinstance(value, yaml.MappingNode):
+                for name, _entry in value.value:
+                    out[str(name.value)] = (name.start_mark.line + 1, name.start_mark.column + 1)
+    return out
+
+
+def _located(e: UsageError, path: Path, mark: tuple[int, int] | None) -> UsageError:
+    """``e`` with ``PATH:LINE:COLUMN:`` in front of its message (once)."""
+    if mark is None:
+        return e
+    message = e.message.removeprefix(f"{path}: ")
+    return UsageError(f"{path}:{mark[0]}:{mark[1]}: {message}", hint=e.hint, **e.details)
+
+
 def _spec_from_entry(name: str, entry: Any, source: Path) -> DeviceSpec:
     if not isinstance(entry, dict):
         raise UsageError(f"{source}: device {name!r} must be a mapping")
@@ -204,20 +227,31 @@ class Inventory:
         path = path or inventory_path()
         devices: dict[str, DeviceSpec] = {}
         if path.is_file():
+            text = path.read_text()
             try:
-                data = yaml.safe_load(path.read_text()) or {}
+                data = yaml.safe_load(text) or {}
             except yaml.YAMLError as e:
-                raise UsageError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from e
+                mark = getattr(e, "problem_mark", None)
+                where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+                problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+                raise UsageError(
+                    f"{where}: not valid YAML: {problem}",
+                    hint="fix the file, or re-create the entry with `edgeprune devices add`",
+                ) from e
             entries = data.get("devices", {}) if isinstance(data, dict) else None
             if not isinstance(entries, dict):
-                raise UsageError(f"{path} must have a top-level 'devices:' mapping")
+                raise UsageError(f"{path}:1:1: must have a top-level 'devices:' mapping")
+            marks = _entry_marks(text)
             for name, entry in entries.items():
-                validate_name(str(name))
-                if name == LOCAL:
-                    raise UsageError(
-                        f"{path}: 'local' is the built-in device and cannot be redefined"
-                    )
-                devices[str(name)] = _spec_from_entry(str(name), entry, path)
+                try:
+                    validate_name(str(name))
+                    if name == LOCAL:
+                        raise UsageError(
+                            f"{path}: 'local' is the built-in device and cannot be redefined"
+                        )
+                    devices[str(name)] = _spec_from_entry(str(name), entry, path)
+                except UsageError as e:
+                    raise _located(e, path, marks.get(str(name))) from e
         inv = cls(path, devices)
         for spec in devices.values():
             if spec.jump is not None and spec.jump not in devices:
@@ -252,12 +286,15 @@ class Inventory:
         matches = self.by_profile(name_or_profile)
         if matches:
             return matches
-        choices = [LOCAL, *self.devices, *sorted({d.profile for d in self.all()})]
-        raise UnknownNameError(
-            "device or profile",
-            name_or_profile,
-            choices,
-            hint="list devices with `edgeprune devices list`",
+        devices = [LOCAL, *sorted(self.devices)]
+        profiles = sorted({d.profile for d in self.all()})
+        raise NotFoundError(
+            f"unknown device or profile {name_or_profile!r}; devices: {', '.join(devices)}; "
+            f"profiles of these devices: {', '.join(profiles)}",
+            hint="list devices with `edgeprune devices list`, add one with `edgeprune devices add`",
+            kind="device or profile",
+            name=name_or_profile,
+            choices=sorted({*devices, *profiles}),
         )
 
     def add(self, spec: DeviceSpec, replace_existing: bool = False) -> None:

@@ -32,10 +32,14 @@ def add_device(
 ) -> tuple[DeviceSpec, Path]:
     """Validate and add a device entry; returns it and the inventory file written.
 
+    Raises `UnknownNameError` for a profile that is neither built in nor a user profile file.
     The host key is not touched: run ``edgeprune devices trust NAME`` next.
     """
     if key is not None and agent:
         raise UsageError("give --key or --agent, not both")
+    from edgeprune.profiles import load_profile
+
+    load_profile(profile)  # an unknown profile is refused, listing the available ones
     if key is not None:
         path = Path(key).expanduser()
         if not path.is_file():

@@ -13,7 +13,6 @@ Every remote argv is logged at DEBUG on the ``edgeprune.device`` logger (``-v`` 
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import logging
 import posixpath
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from edgeprune._files import sha256_file
 from edgeprune.errors import DeviceError
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -128,14 +128,6 @@ def hint_for_text(text: str, device: str = "NAME") -> str | None:
     if "permission denied" in text:
         return "the device user cannot write its work directory; fix its permissions or choose another workdir"
     return None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def remote_sha256(t: Transport, path: str, timeout: float = DEFAULT_TIMEOUT_S) -> str | None:

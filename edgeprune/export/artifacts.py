@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune import config
-from edgeprune.export.onnx import sha256_file
+from edgeprune._files import sha256_file
 
 
 def source_key(**parts: Any) -> str:

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune.errors import ExportError, NotFoundError, UsageError
+from edgeprune.errors import UsageError
+from edgeprune.export._files import external_data, load_onnx_header
 from edgeprune.profiles import DeviceProfile, load_profile
 
 LEVELS = ("error", "warning", "info")
@@ -118,20 +119,6 @@ def has_errors(findings: list[Finding]) -> bool:
     return any(f.level == "error" for f in findings)
 
 
-def _load(path: Path) -> Any:
-    import onnx
-
-    if not path.is_file():
-        raise NotFoundError(f"ONNX file not found: {path}")
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # protobuf decode errors have many types
-        raise ExportError(
-            f"{path} is not a readable ONNX model: {str(e).splitlines()[0][:200]}",
-            hint="pass an .onnx file written by `edgeprune export`",
-        ) from e
-
-
 def lint_onnx(path: str | Path, profile: DeviceProfile | str) -> list[Finding]:
     """Check ``path`` against ``profile``; findings sorted errors first.
 
@@ -139,7 +126,7 @@ def lint_onnx(path: str | Path, profile: DeviceProfile | str) -> list[Finding]:
     """
     prof = load_profile(profile) if isinstance(profile, str) else profile
     path = Path(path)
-    model = _load(path)
+    model = load_onnx_header(path)
     findings: list[Finding] = []
     findings += _check_opset(model, prof)
     findings += _check_ops(model, prof)
@@ -292,24 +279,29 @@ def _check_shapes(model: Any, prof: DeviceProfile) -> list[Finding]:
 
 
 def _check_external_data(model: Any, path: Path) -> list[Finding]:
-    import onnx
-
-    files: dict[str, list[str]] = {}
-    for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            location = next((e.value for e in init.external_data if e.key == "location"), "?")
-            files.setdefault(location, []).append(init.name)
     out = []
-    for location, names in sorted(files.items()):
-        if not (path.parent / location).is_file():
+    for d in external_data(model, path):
+        if d.escape is not None:
+            out.append(
+                Finding(
+                    "error",
+                    "external-data-outside",
+                    f"{len(d.tensors)} weight tensors name the side file {d.location!r}, "
+                    f"{d.escape}; edgeprune refuses to read or ship it",
+                    "external data must be a file next to the model: re-export without "
+                    "--external-data (one self-contained file)",
+                    d.tensors[:5],
+                )
+            )
+        elif not (path.parent / d.location).is_file():
             out.append(
                 Finding(
                     "error",
                     "external-data-missing",
-                    f"{len(names)} weight tensors live in {location}, which is not next to "
+                    f"{len(d.tensors)} weight tensors live in {d.location}, which is not next to "
                     f"{path.name}",
                     "copy the data file next to the model, or re-export without --external-data",
-                    tuple(names[:5]),
+                    d.tensors[:5],
                 )
             )
         else:
@@ -317,10 +309,10 @@ def _check_external_data(model: Any, path: Path) -> list[Finding]:
                 Finding(
                     "warning",
                     "external-data",
-                    f"{len(names)} weight tensors live in the side file {location}; the model "
+                    f"{len(d.tensors)} weight tensors live in the side file {d.location}; the model "
                     "is not self-contained and the side file must travel with it",
                     "re-export without --external-data (single-file models below 2 GB)",
-                    tuple(names[:5]),
+                    d.tensors[:5],
                 )
             )
     return out

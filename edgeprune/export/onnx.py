@@ -9,7 +9,6 @@ Every file's opset is read back from the file, never trusted from the argument.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import os
@@ -24,7 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeprune.errors import ExportError, UsageError
+from edgeprune._files import sha256_file
+from edgeprune.errors import ExportError, UsageError, one_line
+from edgeprune.vocab import check_choice
 
 DYNAMO_MIN_OPSET = 18
 MIN_OPSET = 9
@@ -62,14 +63,6 @@ class ExportResult:
         return asdict(self)
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_opset(model_or_path: Any) -> int:
     """The default-domain opset a model file (or loaded ModelProto) really declares."""
     import onnx
@@ -83,6 +76,18 @@ def file_opset(model_or_path: Any) -> int:
         if imp.domain in ("", "ai.onnx"):
             return int(imp.version)
     raise ExportError(f"{model_or_path} declares no default-domain opset")
+
+
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError behind ``e`` (itself, or in its cause/context chain), if any."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, OSError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 def _tensor_specs(values: Any) -> list[TensorSpec]:
@@ -119,6 +124,14 @@ def _quiet_exporter() -> Any:
             lg.setLevel(lv)
 
 
+def resolve_exporter(exporter: str, opset: int | None) -> str:
+    """The exporter ``exporter='auto'`` stands for at ``opset``: TorchScript below the dynamo
+    exporter's lowest opset, dynamo otherwise; other names are returned as they are."""
+    if exporter == "auto":
+        return "torchscript" if opset is not None and opset < DYNAMO_MIN_OPSET else "dynamo"
+    return exporter
+
+
 def onnx_from_torch(
     model: nn.Module,
     input_shape: tuple[int, ...],
@@ -146,14 +159,10 @@ def onnx_from_torch(
     every check passes. Raises `ExportError`. ``check=False`` skips the checker and parity: only
     for measurement probes (latency blocks), never for a model that is deployed.
     """
-    if exporter not in EXPORTERS:
-        raise UsageError(
-            f"unknown exporter {exporter!r}", hint=f"use one of {', '.join(EXPORTERS)}"
-        )
+    check_choice(exporter, EXPORTERS, "exporter")
     if opset is not None and opset < MIN_OPSET:
         raise UsageError(f"opset {opset} is too old", hint=f"use --opset {MIN_OPSET} or newer")
-    if exporter == "auto":
-        exporter = "torchscript" if opset is not None and opset < DYNAMO_MIN_OPSET else "dynamo"
+    exporter = resolve_exporter(exporter, opset)
     if exporter == "dynamo" and opset is not None and opset < DYNAMO_MIN_OPSET:
         raise UsageError(
             f"the dynamo exporter cannot write opset {opset} (it silently keeps {DYNAMO_MIN_OPSET})",
@@ -188,8 +197,11 @@ def onnx_from_torch(
             try:
                 torch.onnx.export(model, (example,), str(tmp), **kwargs)
             except Exception as e:  # exporter errors are many types; report them as one
+                disk = _os_error(e)
+                if disk is not None:  # a full disk is not the exporter's fault: say so
+                    raise disk from e
                 raise ExportError(
-                    f"ONNX export failed ({exporter}): {str(e).splitlines()[0][:200]}",
+                    f"ONNX export failed ({exporter}): {one_line(e)}",
                     hint="try --exporter torchscript or another --opset",
                 ) from e
         import onnx
@@ -213,9 +225,7 @@ def onnx_from_torch(
             try:
                 onnx.checker.check_model(str(tmp), full_check=True)
             except Exception as e:
-                raise ExportError(
-                    f"ONNX checker rejected the export: {str(e).splitlines()[0][:200]}"
-                ) from e
+                raise ExportError(f"ONNX checker rejected the export: {one_line(e)}") from e
             diff, scale = parity(model, tmp, input_shape, batch, parity_samples, seed)
         else:
             diff, scale, parity_samples = float("nan"), float("nan"), 0
@@ -256,15 +266,34 @@ def onnx_from_torch(
 
 
 def ort_session(path: str | Path, threads: int = 1) -> Any:
-    """A CPU ONNX Runtime session with explicit thread counts."""
+    """A CPU ONNX Runtime session with explicit thread counts.
+
+    Raises `ExportError` when ONNX Runtime cannot load the model (an invalid graph, an unknown
+    operator, a missing side file).
+    """
     import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except (
+        ort_state.Fail,
+        ort_state.InvalidArgument,
+        ort_state.InvalidGraph,
+        ort_state.InvalidProtobuf,
+        ort_state.NoSuchFile,
+        ort_state.NotImplemented,
+        ort_state.RuntimeException,
+    ) as e:
+        raise ExportError(
+            f"ONNX Runtime cannot load {path}: {one_line(e)}",
+            hint=f"check the file with `edgeprune lint {path} --profile PROFILE`, or re-export it",
+        ) from e
 
 
 def parity(

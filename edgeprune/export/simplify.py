@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeprune.errors import ExportError
+from edgeprune.errors import ExportError, one_line
 from edgeprune.export.onnx import file_opset
 
 
@@ -47,7 +47,7 @@ def simplify_onnx(src: str | Path, dst: str | Path | None = None) -> SimplifyRes
         optimized = onnxscript.optimizer.optimize(model)
     except Exception as e:  # the optimizer raises many types; report them as one
         raise ExportError(
-            f"graph simplification failed: {str(e).splitlines()[0][:200]}",
+            f"graph simplification failed: {one_line(e)}",
             hint="export without --simplify",
         ) from e
     if file_opset(optimized) != opset:
@@ -63,7 +63,7 @@ def simplify_onnx(src: str | Path, dst: str | Path | None = None) -> SimplifyRes
             onnx.checker.check_model(tmp, full_check=True)
         except Exception as e:
             raise ExportError(
-                f"the simplified model fails the ONNX checker: {str(e).splitlines()[0][:200]}",
+                f"the simplified model fails the ONNX checker: {one_line(e)}",
                 hint="export without --simplify",
             ) from e
         os.replace(tmp, dst)

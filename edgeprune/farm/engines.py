@@ -18,9 +18,12 @@ import os
 import queue
 import threading
 import time
+from dataclasses import asdict
 from typing import Any, Protocol
 
 from edgeprune.device.inventory import DeviceSpec
+from edgeprune.farm.plan import PrepJob
+from edgeprune.farm.prepare import make_variant
 from edgeprune.farm.worker import DeviceWorker, error_result
 
 Completion = tuple[Any, dict[str, Any]]
@@ -42,9 +45,6 @@ class Engine(Protocol):
 
 def make_variant_safe(prep: dict[str, Any]) -> dict[str, Any]:
     """`make_variant` for a prep given as a dict; failures come back as data (never raised)."""
-    from edgeprune.farm.plan import PrepJob
-    from edgeprune.farm.prepare import make_variant
-
     try:
         return {"ok": True, "variant": make_variant(PrepJob.from_dict(prep))}
     except Exception as e:
@@ -82,7 +82,7 @@ class ThreadEngine:
 
     def start(self, devices: list[DeviceSpec], inventory: str | None) -> None:
         for spec in devices:
-            worker = DeviceWorker(_spec_dict(spec), inventory=inventory, engine=self.name)
+            worker = DeviceWorker(spec_dict(spec), inventory=inventory, engine=self.name)
             inbox: queue.Queue[tuple[str, dict[str, Any] | None, Any] | None] = queue.Queue()
             t = threading.Thread(
                 target=self._loop, args=(worker, inbox), name=f"farm-{spec.name}", daemon=True
@@ -146,24 +146,8 @@ class ThreadEngine:
             self._pool = None
 
 
-def _spec_dict(spec: DeviceSpec) -> dict[str, Any]:
-    from dataclasses import asdict
-
+def spec_dict(spec: DeviceSpec) -> dict[str, Any]:
+    """A device spec as the JSON-able dict a worker is built from."""
     d = asdict(spec)
     d["tags"] = list(spec.tags)
     return d
-
-
-def make_engine(name: str, prep_workers: int = 1, ray_address: str | None = None) -> Engine:
-    """``threads`` (default) or ``ray`` (needs ``pip install 'edgeprune[ray]'``)."""
-    from edgeprune.errors import UsageError
-
-    if name == "threads":
-        if ray_address is not None:
-            raise UsageError("--ray-address needs --engine ray")
-        return ThreadEngine(prep_workers)
-    if name == "ray":
-        from edgeprune.farm.ray_engine import RayEngine
-
-        return RayEngine(ray_address)
-    raise UsageError(f"unknown engine {name!r}", hint="use threads or ray")

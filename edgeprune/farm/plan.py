@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeprune._files import sha256_file
 from edgeprune.farm.sweep import CriterionEntry, ModelEntry, RuntimeEntry, SweepSpec, TargetEntry
 
 
@@ -48,7 +49,11 @@ class PrepJob:
 
     @property
     def id(self) -> str:
-        return stable_hash(self.to_dict())
+        # model_code only allows the factory a checkpoint records (whose file must match the
+        # recorded hash): it never changes the variant, so it stays out of the id.
+        d = self.to_dict()
+        d["model"].pop("model_code")
+        return stable_hash(d)
 
     @property
     def label(self) -> str:
@@ -110,8 +115,6 @@ class Plan:
 
 
 def _source_sha(model: str) -> str | None:
-    from edgeprune.export.onnx import sha256_file
-
     path = Path(model.rpartition(":")[0] if ":" in model and not Path(model).exists() else model)
     return sha256_file(path) if path.is_file() else None
 

@@ -18,10 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from edgeprune import config
+from edgeprune._files import write_json
+from edgeprune.bench import BenchConfig
+from edgeprune.errors import UsageError
+from edgeprune.export import onnx_from_torch
 from edgeprune.export.artifacts import ArtifactCache, source_key
 from edgeprune.farm.plan import PrepJob
-from edgeprune.pipeline._util import write_json
+from edgeprune.pipeline.flows import PruneRunConfig, load_bundle, load_data, prune_run
+from edgeprune.prune import PruneConfig, Target, count_macs_params
+from edgeprune.search import Budget, SearchConfig
+from edgeprune.train import TrainConfig, evaluate
 
 FACT_KEYS = (
     "flops_before",
@@ -152,16 +161,15 @@ def make_variant(prep: PrepJob, device: str | None = None) -> dict[str, Any]:
 
 
 def _base(prep: PrepJob, tmp: Path) -> tuple[dict[str, Any], Path]:
-    import torch
-
-    from edgeprune.export import onnx_from_torch
-    from edgeprune.pipeline.flows import load_bundle, load_data
-    from edgeprune.prune import count_macs_params
-    from edgeprune.train import evaluate
-
     s = prep.settings
     data = load_data(s.get("data"))
-    bundle = load_bundle(prep.model.model, data, prep.model.kwargs or None, prep.model.input_size)
+    bundle = load_bundle(
+        prep.model.model,
+        data,
+        prep.model.kwargs or None,
+        prep.model.input_size,
+        prep.model.model_code,
+    )
     macs, params = count_macs_params(bundle.model, torch.zeros(1, *bundle.input_shape))
     facts: dict[str, Any] = {
         "flops_before": macs,
@@ -182,13 +190,6 @@ def _base(prep: PrepJob, tmp: Path) -> tuple[dict[str, Any], Path]:
 
 
 def _pruned(prep: PrepJob, tmp: Path, device: str | None) -> tuple[dict[str, Any], Path]:
-    from edgeprune.bench import BenchConfig
-    from edgeprune.errors import UsageError
-    from edgeprune.pipeline.flows import PruneRunConfig, prune_run
-    from edgeprune.prune import PruneConfig, Target
-    from edgeprune.search import Budget, SearchConfig
-    from edgeprune.train import TrainConfig
-
     assert prep.criterion is not None and prep.target is not None
     s = prep.settings
     popts = dict(s.get("prune") or {})
@@ -242,6 +243,7 @@ def _pruned(prep: PrepJob, tmp: Path, device: str | None) -> tuple[dict[str, Any
         tmp / "run",
         model_kwargs=prep.model.kwargs or None,
         input_size=prep.model.input_size,
+        model_code=prep.model.model_code,
     )
     facts = {k: report[k] for k in FACT_KEYS if k in report}
     if "latency" in report:  # the search's own check of the final model on the device

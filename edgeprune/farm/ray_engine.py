@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 from typing import Any
 
 from edgeprune import config
 from edgeprune.device.inventory import DeviceSpec
 from edgeprune.errors import DependencyMissingError, UsageError
-from edgeprune.farm.engines import Completion, _spec_dict, make_variant_safe
+from edgeprune.farm.engines import Completion, make_variant_safe, spec_dict
+from edgeprune.farm.worker import DeviceWorker
 
 RESOURCE_PREFIX = "edgeprune-device:"
 
@@ -45,8 +48,6 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 def import_ray(loopback: bool = False) -> Any:
     """Import Ray (lazily: it is an optional extra). With ``loopback`` and Ray not yet imported,
     keep a private local instance on 127.0.0.1."""
-    import sys
-
     if loopback and "ray" not in sys.modules:
         os.environ.setdefault(LOOPBACK_ENV, "0")
     try:
@@ -102,8 +103,6 @@ class RayEngine:
                 f"the Ray cluster at {self.address} has no resource for device(s) {', '.join(missing)}",
                 hint=f"start a node that can reach them with: ray start --resources '{resources_json(missing)}'",
             )
-        from edgeprune.farm.worker import DeviceWorker
-
         actor_cls = ray.remote(DeviceWorker)
         for spec in devices:
             self._actors[spec.name] = actor_cls.options(
@@ -111,7 +110,7 @@ class RayEngine:
                 num_cpus=0,
                 max_restarts=0,
                 name=None,
-            ).remote(_spec_dict(spec), env, inventory, "ray")
+            ).remote(spec_dict(spec), env, inventory, "ray")
         self._prep_fn = ray.remote(_prep_task)
         self._env = env
         self._gpus = float(have.get("GPU", 0))
@@ -172,8 +171,6 @@ class RayEngine:
     def poll(self, timeout: float) -> list[Completion]:
         ray = self.ray
         if not self._pending:
-            import time
-
             time.sleep(timeout)
             return []
         refs = list(self._pending)

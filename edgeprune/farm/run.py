@@ -23,6 +23,7 @@ Progress goes to ``$EDGEPRUNE_HOME/farm/<sweep>/status.json`` (read by `sweep_st
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import socket
 import statistics
@@ -33,42 +34,43 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune import config
-from edgeprune.bench import Measurement, Stats, Store
+from edgeprune._files import write_json
+from edgeprune.bench import Measurement, Store
 from edgeprune.device.inventory import DeviceSpec, Inventory
 from edgeprune.device.lock import PidFlock
 from edgeprune.errors import UsageError
-from edgeprune.farm.engines import Engine, make_engine
+from edgeprune.farm.engines import Engine, ThreadEngine
 from edgeprune.farm.plan import BenchJob, Plan, plan_sweep
 from edgeprune.farm.prepare import Variant, clean_scratch, load_variant, save_variant
+from edgeprune.farm.ray_engine import RayEngine
 from edgeprune.farm.sweep import SweepSpec
-from edgeprune.pipeline._util import write_json
 
 POLL_S = 0.2
 STATUS_EVERY_S = 0.5
+
+
+def make_engine(name: str, prep_workers: int = 1, ray_address: str | None = None) -> Engine:
+    """``threads`` (default) or ``ray`` (needs ``pip install 'edgeprune[ray]'``).
+
+    For ``ray`` without ``ray_address``, ``$RAY_ADDRESS`` names the cluster as it does for Ray's
+    own tools; when neither is set a private local instance is started.
+    """
+    if name == "threads":
+        if ray_address is not None:
+            raise UsageError("--ray-address needs --engine ray")
+        return ThreadEngine(prep_workers)
+    if name == "ray":
+        return RayEngine(ray_address or os.environ.get("RAY_ADDRESS") or None)
+    raise UsageError(f"unknown engine {name!r}", hint="use threads or ray")
 
 
 def farm_dir(sweep: str) -> Path:
     return config.home_dir() / "farm" / sweep
 
 
-def measurement_from_dict(d: dict[str, Any]) -> Measurement:
-    """Inverse of ``Measurement.to_dict(raw=True)`` (without the store's id and time)."""
-    return Measurement(
-        stats=Stats.from_dict(d["stats"]),
-        context=d["context"],
-        raw_ms=list(d.get("raw_ms") or []),
-        valid=bool(d["valid"]),
-        unstable=bool(d["unstable"]),
-        attempts=[Stats.from_dict(a) for a in d.get("attempts") or []],
-        notes=list(d.get("notes") or []),
-        job_id=d.get("job_id"),
-        label=d.get("label"),
-    )
-
-
 def done_job_ids(store: Store, plan: Plan) -> set[str]:
-    """Job ids of ``plan`` already in the store (``job_ids`` matches LIKE; keep exact prefixes)."""
-    return {j for j in store.job_ids(plan.prefix) if j.startswith(plan.prefix)}
+    """Job ids of ``plan`` already in the store."""
+    return store.job_ids(plan.prefix)
 
 
 class SweepLock(PidFlock):
@@ -335,7 +337,7 @@ class _Scheduler:
     def _store(self, job: BenchJob, r: dict[str, Any], dispatched: float) -> None:
         stored: Measurement | None = None
         for md in r["measurements"]:
-            m = self.store.add(measurement_from_dict(md))
+            m = self.store.add(Measurement.from_dict(md))
             if m.job_id == job.job_id:
                 stored = m
         self.done_now += 1
@@ -499,7 +501,10 @@ def run_sweep(
         try:
             sched.run()
         except BaseException:
-            sched._status(force=True, state="interrupted")
+            # On a full disk the status file cannot be written either; the first error (which
+            # names the saved measurement) is the one to report.
+            with contextlib.suppress(OSError):
+                sched._status(force=True, state="interrupted")
             raise
         finally:
             eng.stop()

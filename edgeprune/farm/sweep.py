@@ -7,6 +7,7 @@ unpruned base model of each model (speed-ups need it). Format::
     models:                        # zoo name, checkpoint or FILE.py:factory; or a mapping
       - resnet20
       - {model: resnet56, kwargs: {in_channels: 1}, input_size: 16}
+      - {model: mine.pt, model_code: my_net.py:build}   # a checkpoint built by your factory
     data: fashion-mnist            # optional: accuracy, data-driven criteria, fine-tuning
     criteria: [l1, {name: fpgm, options: {}}]
     targets:                       # one key each: ratio | flops | params (fractions removed)
@@ -41,11 +42,15 @@ import yaml
 
 from edgeprune.bench import BenchConfig
 from edgeprune.errors import EdgePruneError, UsageError
+from edgeprune.models import is_factory_ref
+from edgeprune.prune import PruneConfig, make_criterion
+from edgeprune.search import Budget, SearchConfig
+from edgeprune.train import TrainConfig
+from edgeprune.vocab import Precision, Runtime, check_choice
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 TARGET_KINDS = ("ratio", "flops", "params", "latency")
-RUNTIMES = ("ort", "trt")
-PRECISIONS = ("fp32", "fp16", "int8")
+RUNTIMES = (Runtime.ORT, Runtime.TRT)
 PRUNE_KEYS = ("round_to", "convention", "mode", "min_channels", "ignored_layers", "calib_batches")
 SEARCH_KEYS = ("strategy", "percentile", "bench_seconds", "table_seconds", "tolerance")
 # Threads and precision are per runtime entry, so a sweep cannot set them twice.
@@ -78,11 +83,15 @@ class SweepError(UsageError):
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A model to prune: a zoo name, a checkpoint or ``FILE.py:factory``, with its build options."""
+    """A model to prune: a zoo name, a checkpoint or ``FILE.py:factory``, with its build options.
+
+    ``model_code`` names the factory a checkpoint built by user code needs (``--model-code``).
+    """
 
     model: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     input_size: int | None = None
+    model_code: str | None = None
 
     @property
     def label(self) -> str:
@@ -113,8 +122,8 @@ class TargetEntry:
 
 @dataclass(frozen=True)
 class RuntimeEntry:
-    runtime: str = "ort"
-    precision: str = "fp32"
+    runtime: Runtime = Runtime.ORT
+    precision: Precision = Precision.FP32
     threads: int = 1
 
     @property
@@ -167,9 +176,11 @@ class SweepSpec:
         return _parse(data, source)
 
     def bench_config(self, rt: RuntimeEntry) -> BenchConfig:
-        """The protocol for one runtime entry (TensorRT jobs take their timing fields from it; their
-        precision is the engine's)."""
-        return BenchConfig(threads=rt.threads, **self.bench)
+        """The protocol for one runtime entry: the sweep's timing fields with the entry's
+        runtime, precision and threads."""
+        return BenchConfig(
+            runtime=rt.runtime, precision=rt.precision, threads=rt.threads, **self.bench
+        )
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
@@ -179,6 +190,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise SweepError(f"sweep file not found: {p}", hint="pass the path of a SWEEP.yaml")
     try:
         data = yaml.safe_load(p.read_text())
+    except UnicodeDecodeError as e:
+        raise SweepError(f"{p}: not a text file ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -294,8 +307,6 @@ def _parse(data: Any, src: str) -> SweepSpec:
     prune = _mapping(src, "prune", top.get("prune"), PRUNE_KEYS)
     finetune = top.get("finetune")
     if finetune is not None:
-        from edgeprune.train import TrainConfig
-
         finetune = _mapping(src, "finetune", finetune, tuple(f.name for f in fields(TrainConfig)))
         if data_spec is None:
             raise _fail(
@@ -349,7 +360,7 @@ def _parse(data: Any, src: str) -> SweepSpec:
 def _model(src: str, key: str, v: Any) -> ModelEntry:
     if isinstance(v, str):
         v = {"model": v}
-    m = _mapping(src, key, v, ("model", "kwargs", "input_size"))
+    m = _mapping(src, key, v, ("model", "kwargs", "input_size", "model_code"))
     model = m.get("model")
     if not isinstance(model, str) or not model:
         raise _fail(src, f"{key}.model", "must be a zoo name, a checkpoint path or FILE.py:factory")
@@ -357,12 +368,18 @@ def _model(src: str, key: str, v: Any) -> ModelEntry:
     size = m.get("input_size")
     if size is not None:
         size = _number(src, f"{key}.input_size", size, int, 1)
-    return ModelEntry(model, kwargs, size)
+    code = m.get("model_code")
+    if code is not None and not (isinstance(code, str) and is_factory_ref(code)):
+        raise _fail(
+            src,
+            f"{key}.model_code",
+            f"must be FILE.py:function or package.module:function, got {code!r}",
+            hint="name the factory the checkpoint was built with",
+        )
+    return ModelEntry(model, kwargs, size, code)
 
 
 def _criterion(src: str, key: str, v: Any) -> CriterionEntry:
-    from edgeprune.prune import make_criterion
-
     if isinstance(v, str):
         v = {"name": v}
     c = _mapping(src, key, v, ("name", "options"))
@@ -393,8 +410,6 @@ def _target(src: str, key: str, v: Any) -> TargetEntry:
         )
     kind, value = next(iter(t.items()))
     if kind == "latency":
-        from edgeprune.search import Budget
-
         try:
             Budget.parse(str(value))
         except EdgePruneError as e:
@@ -416,23 +431,15 @@ def _runtime(src: str, key: str, v: Any) -> RuntimeEntry:
     if isinstance(v, str):
         v = {"runtime": v}
     r = _mapping(src, key, v, ("runtime", "precision", "threads"))
-    runtime = r.get("runtime", "ort")
-    if runtime not in RUNTIMES:
-        raise _fail(
-            src,
-            f"{key}.runtime",
-            f"unknown runtime {runtime!r}",
-            hint=f"use one of {', '.join(RUNTIMES)}",
-        )
-    precision = r.get("precision", "fp32")
-    if precision not in PRECISIONS:
-        raise _fail(
-            src,
-            f"{key}.precision",
-            f"unknown precision {precision!r}",
-            hint=f"use one of {', '.join(PRECISIONS)}",
-        )
-    if runtime == "ort" and precision != "fp32":
+    try:
+        runtime = check_choice(Runtime.parse(str(r.get("runtime", "ort"))), RUNTIMES, "runtime")
+    except EdgePruneError as e:
+        raise _fail(src, f"{key}.runtime", e.message, e.hint) from None
+    try:
+        precision = Precision.parse(str(r.get("precision", "fp32")))
+    except EdgePruneError as e:
+        raise _fail(src, f"{key}.precision", e.message, e.hint) from None
+    if runtime is Runtime.ORT and precision is not Precision.FP32:
         raise _fail(
             src,
             key,
@@ -444,8 +451,6 @@ def _runtime(src: str, key: str, v: Any) -> RuntimeEntry:
 
 
 def _check_prune(src: str, spec: SweepSpec) -> None:
-    from edgeprune.prune import PruneConfig
-
     opts = dict(spec.prune)
     if "ignored_layers" in opts:
         opts["ignored_layers"] = tuple(opts["ignored_layers"] or ())
@@ -454,8 +459,6 @@ def _check_prune(src: str, spec: SweepSpec) -> None:
     except (TypeError, EdgePruneError) as e:
         raise _fail(src, "prune", str(e)) from None
     if spec.search:
-        from edgeprune.search import SearchConfig
-
         try:
             SearchConfig(
                 budget=_any_budget(),
@@ -470,6 +473,4 @@ def _check_prune(src: str, spec: SweepSpec) -> None:
 
 
 def _any_budget() -> Any:
-    from edgeprune.search import Budget
-
     return Budget(1.0, False)

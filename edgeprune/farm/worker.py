@@ -16,7 +16,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from edgeprune import config
+from edgeprune._files import sha256_file
+from edgeprune.bench import BenchConfig, measure
+from edgeprune.device.check import problems_for
+from edgeprune.device.inventory import DeviceSpec, Inventory
+from edgeprune.device.session import DeviceSession
 from edgeprune.errors import DeviceBusyError, DeviceError, EdgePruneError, UsageError
+from edgeprune.farm.plan import PrepJob
+from edgeprune.farm.prepare import make_variant
 
 
 def error_result(e: BaseException) -> dict[str, Any]:
@@ -57,27 +65,21 @@ class DeviceWorker:
     ) -> None:
         if env:
             os.environ.update(env)
-        from edgeprune.device.inventory import DeviceSpec
-
         self.spec = DeviceSpec(**{**spec, "tags": tuple(spec.get("tags") or ())})
         self._inventory_path = inventory
         self._engine = engine
-        self._session: Any = None
+        self._session: DeviceSession | None = None
 
     @property
     def name(self) -> str:
         return self.spec.name
 
-    def _inventory(self) -> Any:
-        from edgeprune.device.inventory import Inventory
-
+    def _inventory(self) -> Inventory:
         return (
             Inventory.load(Path(self._inventory_path)) if self._inventory_path else Inventory.load()
         )
 
-    def _open(self) -> Any:
-        from edgeprune.device.session import DeviceSession
-
+    def _open(self) -> DeviceSession:
         if self._session is None:
             session = DeviceSession(self.spec, inventory=self._inventory(), stable_clocks=True)
             session.__enter__()
@@ -95,8 +97,6 @@ class DeviceWorker:
 
     def health(self) -> dict[str, Any]:
         """Open (or reopen) the session and judge the device's facts like `devices check`."""
-        from edgeprune.device.check import problems_for
-
         t0 = time.time()
         try:
             self.close()
@@ -141,9 +141,6 @@ class DeviceWorker:
     def _artifact(self, art: dict[str, Any]) -> Path:
         """The artifact as a local file: the driver's path when this host has it, else the bytes
         from Ray's object store, written once into this host's cache."""
-        from edgeprune import config
-        from edgeprune.export.onnx import sha256_file
-
         path = Path(art["path"])
         if path.is_file() and sha256_file(path) == art["sha256"]:
             return path
@@ -161,8 +158,6 @@ class DeviceWorker:
         return local
 
     def _bench(self, task: dict[str, Any], started: float) -> dict[str, Any]:
-        from edgeprune.bench import BenchConfig, measure
-
         path = self._artifact(task["artifact"])
         dev = self._open()
         cfg = BenchConfig(**task["bench"])
@@ -177,8 +172,6 @@ class DeviceWorker:
                 "attempt": task.get("attempt", 1),
             }
         }
-        if task["runtime"]["runtime"] == "trt":
-            return {"measurements": _trt(dev, path, cfg, task, extra)}
         m = measure(
             dev,
             path,
@@ -188,54 +181,8 @@ class DeviceWorker:
             job_id=task["job_id"],
             extra_context=extra,
         )
-        return {"measurements": [m.to_dict(raw=True)]}
+        return {"measurements": [x.to_dict(raw=True) for x in (m, *m.related)]}
 
     def _search(self, task: dict[str, Any]) -> dict[str, Any]:
-        from edgeprune.farm.plan import PrepJob
-        from edgeprune.farm.prepare import make_variant
-
         self.close()  # the search leases this device itself
         return {"variant": make_variant(PrepJob.from_dict(task["prep"]), device=self.name)}
-
-
-def _trt(
-    dev: Any, path: Path, cfg: Any, task: dict[str, Any], extra: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """Build-or-reuse a TensorRT engine on the device and benchmark it with trtexec. Returns the
-    host-latency measurement (carrying the job id) and the GPU-compute one."""
-    from dataclasses import replace
-
-    from edgeprune.bench.protocol import device_context, onnx_input_shape
-    from edgeprune.export.onnx import sha256_file
-    from edgeprune.export.trt import measure_on_device
-    from edgeprune.profiles import load_profile
-
-    precision = task["runtime"]["precision"]
-    profile = load_profile(dev.spec.profile)
-    bench, engine = measure_on_device(
-        dev,
-        path,
-        profile,
-        precision,
-        warmup_ms=int(cfg.warmup_seconds * 1000),
-        duration_s=cfg.min_seconds,
-        iterations=cfg.min_runs,
-        telemetry=dev.telemetry,
-    )
-    ctx = device_context(
-        dev,
-        replace(cfg, precision=precision),
-        sha256_file(path),
-        None,
-        None,
-        onnx_input_shape(path, cfg.batch),
-    )
-    ctx.update({**extra, "engine": engine.to_dict(), "clocks_control": dev.clocks_record})
-    found = bench.measurements(ctx)
-    host, gpu = found["host_latency"], found["gpu_compute"]
-    host.job_id, host.label, gpu.label = (
-        task["job_id"],
-        task["label"],
-        f"{task['label']} (gpu compute)",
-    )
-    return [host.to_dict(raw=True), gpu.to_dict(raw=True)]

@@ -8,6 +8,7 @@ import importlib.util
 import inspect
 import json
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import Any
 
 from torch import nn
 
+from edgeprune._files import sha256_file
 from edgeprune._registry import Registry
-from edgeprune.errors import NotFoundError, UsageError
+from edgeprune.errors import NotFoundError, UsageError, one_line
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model", entry_point_group="edgeprune.models")
 
@@ -41,6 +43,8 @@ class ArchSpec:
 
     ``factory`` is ``"path/to/file.py:fn"`` or ``"package.module:fn"``. ``kwargs`` go to the
     factory. ``factory_sha256`` records the hash of a factory file so that a changed file is noticed.
+    `build_model` runs the factory: a spec read from a file the user did not write goes through
+    `edgeprune.checkpoint.load_checkpoint`, which builds a factory only through ``--model-code``.
     """
 
     name: str | None = None
@@ -85,15 +89,24 @@ def is_factory_ref(text: str) -> bool:
     return bool(left) and right.isidentifier()
 
 
+def factory_file(ref: str) -> Path | None:
+    """The Python file a ``FILE.py:fn`` reference names; None for ``pkg.module:fn``."""
+    target = ref.rpartition(":")[0]
+    if target.endswith(".py") or "/" in target:
+        return Path(target).expanduser()
+    return None
+
+
 def load_factory(ref: str) -> Callable[..., nn.Module]:
     """Import the callable named by ``FILE.py:fn`` or ``pkg.module:fn``.
 
-    Importing a file runs it: only references the user passed (or that a checkpoint they chose
-    records) are imported.
+    Importing a file runs it, so only references the user names are imported: a MODEL argument,
+    or the ``--model-code`` that a checkpoint's factory was checked against (`edgeprune.checkpoint`).
+    An import that fails in the user's code raises `UsageError` naming the file and line.
     """
     target, _, fn_name = ref.rpartition(":")
-    if target.endswith(".py") or "/" in target or Path(target).suffix == ".py":
-        path = Path(target).expanduser()
+    path = factory_file(ref)
+    if path is not None:
         if not path.is_file():
             raise NotFoundError(
                 f"model factory file not found: {path}",
@@ -109,14 +122,20 @@ def load_factory(ref: str) -> Callable[..., nn.Module]:
             sys.modules[mod_name] = module
             try:
                 spec.loader.exec_module(module)
-            except Exception:
+            except Exception as e:
                 del sys.modules[mod_name]
-                raise
+                raise UsageError(
+                    f"importing {path} failed{_where(e, path)}: {type(e).__name__}: {one_line(e)}",
+                    hint="fix the model file (run it with python to see the full traceback)",
+                ) from e
     else:
         try:
             module = importlib.import_module(target)
-        except ImportError as e:
-            raise NotFoundError(f"cannot import module {target!r} for factory {ref!r}: {e}") from e
+        except (ImportError, TypeError, ValueError) as e:
+            raise NotFoundError(
+                f"cannot import module {target!r} for factory {ref!r}: {one_line(e)}",
+                hint="pass FILE.py:function or an installed package.module:function",
+            ) from e
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise NotFoundError(
@@ -126,24 +145,37 @@ def load_factory(ref: str) -> Callable[..., nn.Module]:
     return fn
 
 
+def _where(e: BaseException, path: Path) -> str:
+    """`` at FILE:LINE`` for the innermost frame of ``e`` in ``path`` (or its syntax error)."""
+    if isinstance(e, SyntaxError) and e.lineno:
+        return f" at line {e.lineno}"
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if Path(f.filename) == path]
+    return f" at line {frames[-1].lineno}" if frames else ""
+
+
 def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of a factory file (the digest checkpoints record as ``factory_sha256``)."""
+    return sha256_file(path)
 
 
 def spec_from_ref(ref: str, kwargs: dict[str, Any] | None = None) -> ArchSpec:
     """An `ArchSpec` from a zoo name or a factory reference (checked to exist)."""
     kwargs = dict(kwargs or {})
     if is_factory_ref(ref):
-        target = ref.rpartition(":")[0]
-        sha = file_sha256(target) if Path(target).is_file() else None
-        if target.endswith(".py") or "/" in target:
-            ref = f"{Path(target).expanduser().resolve()}:{ref.rpartition(':')[2]}"
+        path = factory_file(ref)
+        sha = sha256_file(path) if path is not None and path.is_file() else None
+        if path is not None:
+            ref = f"{path.resolve()}:{ref.rpartition(':')[2]}"
         load_factory(ref)  # fail early with a clear error
         return ArchSpec(factory=ref, kwargs=kwargs, factory_sha256=sha)
+    if ref not in MODELS.names() and Path(ref).is_dir():
+        inside = Path(ref) / "model.pt"
+        raise NotFoundError(
+            f"{ref} is a directory, not a model",
+            hint=f"did you mean {inside}?"
+            if inside.is_file()
+            else "give a checkpoint file, FILE.py:factory or a zoo name; `edgeprune models` lists the zoo",
+        )
     MODELS.entry(ref)  # raises UnknownNameError listing the zoo
     return ArchSpec(name=ref, kwargs=kwargs)
 
@@ -163,7 +195,15 @@ def build_model(spec: ArchSpec) -> nn.Module:
                 f"{spec.label} does not accept {', '.join(sorted(unknown))}",
                 hint=f"accepted keyword arguments: {', '.join(sig.parameters) or 'none'}",
             )
-    model = fn(**spec.kwargs)
+    try:
+        model = fn(**spec.kwargs)
+    except (TypeError, ValueError, RuntimeError) as e:
+        # Wrong keyword values (a string for num_classes, a negative width) surface here.
+        shown = json.dumps(spec.kwargs, sort_keys=True, default=str)
+        raise UsageError(
+            f"{spec.label} could not be built with {one_line(shown, 120)}: {type(e).__name__}: {one_line(e)}",
+            hint="check the values in --model-kwargs or in the checkpoint's arch.kwargs",
+        ) from e
     if not isinstance(model, nn.Module):
         raise UsageError(f"{spec.label} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -186,11 +226,11 @@ def parse_kwargs(text: str | None) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise UsageError(
             f"--model-kwargs is not valid JSON: {e.msg}",
-            hint="e.g. --model-kwargs '{\"width_mult\": 0.5}'",
+            hint="e.g. --model-kwargs '{\"num_classes\": 100}'",
         ) from e
     if not isinstance(value, dict):
         raise UsageError(
             "--model-kwargs must be a JSON object",
-            hint="e.g. --model-kwargs '{\"width_mult\": 0.5}'",
+            hint="e.g. --model-kwargs '{\"num_classes\": 100}'",
         )
     return value

@@ -8,12 +8,14 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from edgeprune._files import json_default, write_json
 from edgeprune.errors import UsageError
+
+__all__ = ["RunDir", "command_line", "fingerprint", "versions", "write_json"]
 
 
 def versions() -> dict[str, str | None]:
@@ -35,30 +37,10 @@ def versions() -> dict[str, str | None]:
     }
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=_default)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _default(o: Any) -> Any:
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    raise TypeError(f"cannot serialise {type(o).__name__}")
-
-
 def fingerprint(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=_default).encode()).hexdigest()[
-        :16
-    ]
+    return hashlib.sha256(
+        json.dumps(data, sort_keys=True, default=json_default).encode()
+    ).hexdigest()[:16]
 
 
 class RunDir:
@@ -66,6 +48,8 @@ class RunDir:
 
     Re-running with the same fingerprint resumes from the partial directory's saved steps;
     a different fingerprint starts over. An existing finished run is replaced only with ``force``.
+    The partial directory appears with the first file written into it, so an error found before
+    any work (a usage error) leaves nothing behind.
     """
 
     def __init__(self, final: Path, fp: str, force: bool = False) -> None:
@@ -84,7 +68,6 @@ class RunDir:
                 saved = {}
             if saved.get("fingerprint") != fp:
                 shutil.rmtree(self.partial)
-        self.partial.mkdir(parents=True, exist_ok=True)
         self._state_path = state
         self.state: dict[str, Any] = (
             json.loads(state.read_text()) if state.is_file() else {"fingerprint": fp, "steps": {}}
@@ -92,6 +75,7 @@ class RunDir:
         self.resumed = bool(self.state.get("steps"))
 
     def path(self, name: str) -> Path:
+        """Where ``name`` lives in the partial directory (writers create the directory)."""
         return self.partial / name
 
     def done(self, step: str) -> Any:

@@ -21,16 +21,21 @@ from typing import Any
 
 import numpy as np
 
+from edgeprune._progress import track, track_until
 from edgeprune.bench import BenchConfig, Store, measure
-from edgeprune.bench.protocol import ParityProbe, onnx_input_shape, require_onnxruntime
+from edgeprune.bench.context import onnx_input_shape
+from edgeprune.bench.ort import ParityProbe, require_onnxruntime
+from edgeprune.bench.trt import require_trtexec
 from edgeprune.device import DeviceSession, Inventory
 from edgeprune.device.lease import run_leased
-from edgeprune.errors import DeviceError, EdgePruneError, ExportError, UsageError
-from edgeprune.export import PARITY_TOL, ort_session, sha256_file
+from edgeprune.errors import EdgePruneError, ExportError, UsageError
+from edgeprune.export import PARITY_TOL, file_opset, ort_session, sha256_file
+from edgeprune.export.lint import Finding, has_errors, lint_onnx, opset_for
+from edgeprune.pipeline.flows import model_artifact
+from edgeprune.profiles import DeviceProfile, load_profile
+from edgeprune.vocab import Precision, Runtime, check_choice
 
-DEPLOY_RUNTIMES = ("ort", "trt")
-PRECISIONS = tuple(PARITY_TOL)
-BUILD_TIMEOUT_S = 3600.0  # engine builds take minutes on a Nano (DEVICES.md: allow 30-60 min)
+DEPLOY_RUNTIMES = (Runtime.ORT, Runtime.TRT)
 
 
 @dataclass(frozen=True)
@@ -38,26 +43,21 @@ class DeployConfig:
     """How to deploy: runtime, precision, the export opset (None: the profile's choice), the
     benchmark protocol and the parity check's fixed input (``seed``)."""
 
-    runtime: str = "ort"
-    precision: str = "fp32"
+    runtime: Runtime = Runtime.ORT
+    precision: Precision = Precision.FP32
     opset: int | None = None
     bench: BenchConfig = field(default_factory=BenchConfig)
     seed: int = 1234
     label: str | None = None
 
     def __post_init__(self) -> None:
-        if self.runtime not in DEPLOY_RUNTIMES:
-            raise UsageError(
-                f"unknown runtime {self.runtime!r}", hint=f"use one of {', '.join(DEPLOY_RUNTIMES)}"
-            )
-        if self.precision not in PRECISIONS:
-            raise UsageError(
-                f"unknown precision {self.precision!r}", hint=f"use one of {', '.join(PRECISIONS)}"
-            )
-        if self.runtime == "ort" and self.precision != "fp32":
-            raise UsageError(
-                f"ONNX Runtime runs the exported fp32 model; --precision {self.precision} needs --runtime trt"
-            )
+        runtime = check_choice(Runtime.parse(self.runtime), DEPLOY_RUNTIMES, "deploy runtime")
+        # The benchmark runs what is deployed: its config carries the runtime and precision
+        # (and refuses the pairs that cannot run, e.g. ONNX Runtime with fp16).
+        bench = replace(self.bench, runtime=runtime, precision=self.precision)
+        object.__setattr__(self, "runtime", runtime)
+        object.__setattr__(self, "precision", bench.precision)
+        object.__setattr__(self, "bench", bench)
 
 
 class _Phases:
@@ -82,17 +82,21 @@ def deploy(
     cfg: DeployConfig | None = None,
     model_kwargs: dict[str, Any] | None = None,
     input_size: int | None = None,
+    model_code: str | None = None,
     wait_s: float | None = None,
     on_wait: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Deploy MODEL to ``device`` (a name or a profile) and measure it; returns a JSON-able report.
 
-    ``wait_s`` queues for a busy device that long (``math.inf``: until free; None: fail at once),
-    telling ``on_wait`` who holds it. Raises `ExportError` when the lint finds errors or the
-    device's outputs differ from the host's beyond the precision's tolerance (nothing is stored
-    then), `DeviceError` for device faults (`DeviceBusyError` when every candidate device is busy;
-    one naming `edgeprune devices provision` when the device has no ONNX Runtime), `UsageError`
-    for bad options.
+    ``model_code`` names the factory a checkpoint needs (`edgeprune.checkpoint.allowed_arch`); an
+    ONNX MODEL is refused before anything reads or ships it when it is not a model or keeps weights
+    outside its folder (`edgeprune.export.check_onnx_file`). ``wait_s`` queues for a busy device
+    that long (``math.inf``: until free; None: fail at once), telling ``on_wait`` who holds it.
+
+    Raises `ExportError` when the lint finds errors or the device's outputs differ from the host's
+    beyond the precision's tolerance (nothing is stored then), `DeviceError` for device faults
+    (`DeviceBusyError` when every candidate device is busy; one naming `edgeprune devices
+    provision` when the device has no ONNX Runtime), `UsageError` for bad options.
     """
     cfg = cfg or DeployConfig()
     phases = _Phases()
@@ -113,7 +117,7 @@ def deploy(
             hint=f"use one of {', '.join(profile.precisions)}",
         )
     t = time.perf_counter()
-    artifact, opset = _artifact(model, profile, cfg, model_kwargs, input_size)
+    artifact, opset = _artifact(model, profile, cfg, model_kwargs, input_size, model_code)
     t = phases.add("export", t)
     findings = _lint(artifact, profile)
     t = phases.add("lint", t)
@@ -127,40 +131,45 @@ def deploy(
     phases.add("host_reference", t)
 
     marks: dict[str, float] = {}
-    extra_measurements: list[Any] = []
 
     def on_device(dev: DeviceSession) -> dict[str, Any]:
+        connected()
         t = phases.add("connect", marks["open"])
-        if cfg.runtime == "trt":
-            _require_trtexec(dev)
+        trt = cfg.runtime is Runtime.TRT
+        if trt:
+            require_trtexec(dev)
         else:
             require_onnxruntime(dev)
-        remote, sent = dev.push_artifact(artifact, sha)
+        with track(f"upload {artifact.name} to {dev.name}"):
+            remote, sent = dev.push_artifact(artifact, sha)
         t = phases.add("push", t)
-        extra = {"deploy": {"model": model, "opset": opset}}
-        if cfg.runtime == "trt":
-            parity: dict[str, Any] = {
-                "skipped": "TensorRT outputs are not compared yet (trtexec --loadInputs/--exportOutput)"
-            }
-            notes.append(parity["skipped"])
-            m, more = _trt_measure(dev, artifact, sha, profile, cfg, {**extra, "parity": parity})
-            t = phases.add("build_and_bench", t)
-            extra_measurements.extend(more)
+        extra: dict[str, Any] = {"deploy": {"model": model, "opset": opset}}
+        probe: ParityProbe | None = None
+        if trt:
+            skipped = "TensorRT outputs are not compared yet (trtexec --loadInputs/--exportOutput)"
+            extra["parity"] = {"skipped": skipped}
+            notes.append(skipped)
         else:
+            # The device runs the parity input in the benchmark's first request.
             probe = ParityProbe(
                 x, lambda got: _compare(dev.name, got, reference_future.result(), cfg.precision)
             )
-            with Store() as store:
-                m = measure(
-                    dev,
-                    artifact,
-                    replace(cfg.bench, precision=cfg.precision),
-                    store=store,
-                    label=cfg.label or Path(model).name,
-                    extra_context=extra,
-                    parity=probe,
-                )
-            parity = m.context["parity"]
+        with Store() as store:
+            m = measure(
+                dev,
+                artifact,
+                cfg.bench,
+                store=store,
+                label=cfg.label or Path(model).name,
+                extra_context=extra,
+                profile=profile,
+                parity=probe,
+            )
+        parity = m.context["parity"]
+        if trt:
+            # The engine build is part of the measurement (cached on the device).
+            t = phases.add("build_and_bench", t)
+        else:
             now = time.perf_counter()
             window = float(m.context.get("bench_window_s") or 0.0)
             phases.seconds["bench"] = round(window, 4)
@@ -176,11 +185,12 @@ def deploy(
             "sent": sent,
             "parity": parity,
             "measurement": m.to_dict(),
-            "other_measurements": [o.to_dict() for o in extra_measurements],
+            "other_measurements": [o.to_dict() for o in m.related],
         }
 
     marks["open"] = time.perf_counter()
-    out = run_leased(device, on_device, inventory=inv, wait_s=wait_s, on_wait=on_wait)
+    with track_until(f"connect to {device}") as connected:
+        out = run_leased(device, on_device, inventory=inv, wait_s=wait_s, on_wait=on_wait)
     phases.add("close", marks["done"])
     total = phases.total()
     return {
@@ -203,13 +213,12 @@ def deploy(
 
 
 def _host_reference(artifact: Path, x: np.ndarray) -> np.ndarray:
-    sess = ort_session(artifact)
-    return np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0])
+    with track("reference outputs with this host's ONNX Runtime"):
+        sess = ort_session(artifact)
+        return np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0])
 
 
-def _load_profile(name: str) -> Any:
-    from edgeprune.profiles import load_profile
-
+def _load_profile(name: str) -> DeviceProfile | None:
     try:
         return load_profile(name)
     except EdgePruneError:
@@ -218,27 +227,23 @@ def _load_profile(name: str) -> Any:
 
 def _artifact(
     model: str,
-    profile: Any,
+    profile: DeviceProfile | None,
     cfg: DeployConfig,
     model_kwargs: dict[str, Any] | None,
     input_size: int | None,
+    model_code: str | None,
 ) -> tuple[Path, int | None]:
-    from edgeprune.export import file_opset
-    from edgeprune.export.lint import opset_for
-    from edgeprune.pipeline.flows import model_artifact
 
     opset = cfg.opset
     if profile is not None and not model.endswith(".onnx"):
         opset = opset_for(profile, cfg.opset)
-    path = model_artifact(model, model_kwargs, input_size, opset, cfg.bench.batch)
+    path = model_artifact(model, model_kwargs, input_size, opset, cfg.bench.batch, model_code)
     return path, file_opset(path)
 
 
-def _lint(path: Path, profile: Any) -> list[Any]:
+def _lint(path: Path, profile: DeviceProfile | None) -> list[Finding]:
     if profile is None:
         return []
-    from edgeprune.export.lint import has_errors, lint_onnx
-
     findings = lint_onnx(path, profile)
     if has_errors(findings):
         first = next(f for f in findings if f.level == "error")
@@ -247,59 +252,6 @@ def _lint(path: Path, profile: Any) -> list[Any]:
             hint=f"{first.fix} (all findings: `edgeprune lint {path} --profile {profile.name}`)",
         )
     return findings
-
-
-def _require_trtexec(dev: DeviceSession) -> None:
-    if "trtexec" not in (dev.info.get("runtimes") or {}):
-        raise DeviceError(
-            f"TensorRT is not available on {dev.name}: trtexec was not found "
-            "(looked in PATH, /usr/src/tensorrt/bin, /usr/local/tensorrt/bin, /opt/tensorrt/bin)",
-            hint="install TensorRT on the device (JetPack on Jetson boards), or deploy with --runtime ort",
-            device=dev.name,
-        )
-
-
-def _trt_measure(
-    dev: DeviceSession,
-    artifact: Path,
-    sha: str,
-    profile: Any,
-    cfg: DeployConfig,
-    extra: dict[str, Any],
-) -> tuple[Any, list[Any]]:
-    """Build (or reuse) the engine on the device with its trtexec, benchmark it, store host
-    latency (returned first) and GPU compute time as two measurements."""
-    from edgeprune.bench.protocol import device_context, onnx_input_shape
-    from edgeprune.export.trt import measure_on_device
-
-    if profile is None:
-        raise UsageError(f"--runtime trt needs the profile of {dev.name} (it names trtexec)")
-    bench, engine = measure_on_device(
-        dev,
-        artifact,
-        profile,
-        cfg.precision,
-        warmup_ms=int(cfg.bench.warmup_seconds * 1000),
-        duration_s=cfg.bench.min_seconds,
-        iterations=cfg.bench.min_runs,
-        build_timeout_s=BUILD_TIMEOUT_S,
-        telemetry=dev.telemetry,
-    )
-    ctx = device_context(
-        dev,
-        replace(cfg.bench, precision=cfg.precision),
-        sha,
-        None,
-        None,
-        onnx_input_shape(artifact, cfg.bench.batch),
-    )
-    ctx.update({**extra, "engine": engine.to_dict(), "clocks_control": dev.clocks_record})
-    found = bench.measurements(ctx)
-    for m in found.values():
-        m.label = cfg.label or str(extra["deploy"]["model"]).rsplit("/", 1)[-1]
-    with Store() as store:
-        stored = [store.add(found["host_latency"]), store.add(found["gpu_compute"])]
-    return stored[0], stored[1:]
 
 
 def _compare(device: str, got: np.ndarray, reference: np.ndarray, precision: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from edgeprune._files import check_writable
+from edgeprune._progress import track, track_until
 from edgeprune.bench import BenchConfig, Measurement, Store, measure
 from edgeprune.checkpoint import (
     ModelBundle,
@@ -27,9 +29,16 @@ from edgeprune.checkpoint import (
 from edgeprune.data import Dataset, load_dataset
 from edgeprune.device.lease import run_leased
 from edgeprune.errors import UsageError
-from edgeprune.export import ExportResult, onnx_from_torch, sha256_file
+from edgeprune.export import ExportResult, check_onnx_file, onnx_from_torch, sha256_file
 from edgeprune.export.artifacts import ArtifactCache, source_key
-from edgeprune.pipeline._util import RunDir, command_line, fingerprint, versions, write_json
+from edgeprune.models import is_factory_ref, spec_from_ref
+from edgeprune.pipeline._util import (
+    RunDir,
+    command_line,
+    fingerprint,
+    versions,
+    write_json,
+)
 from edgeprune.prune import PruneConfig, prune
 from edgeprune.search import SearchConfig, search
 from edgeprune.train import TrainConfig, TrainState, evaluate, train
@@ -46,11 +55,17 @@ def load_bundle(
     data: Dataset | None,
     model_kwargs: dict[str, Any] | None = None,
     input_size: int | None = None,
+    model_code: str | None = None,
 ) -> ModelBundle:
-    """Resolve MODEL; zoo models are initialised from a fixed seed so their exports are reproducible."""
+    """Resolve MODEL; zoo models are initialised from a fixed seed so their exports are reproducible.
+
+    ``model_code`` names the factory a checkpoint needs (`edgeprune.checkpoint.allowed_arch`).
+    """
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return resolve_model(model, model_kwargs, data.info if data else None, input_size)
+        return resolve_model(
+            model, model_kwargs, data.info if data else None, input_size, model_code
+        )
 
 
 # --------------------------------------------------------------------------- train / eval
@@ -64,10 +79,13 @@ def train_checkpoint(
     model_kwargs: dict[str, Any] | None = None,
     image_size: int | None = None,
     force: bool = False,
+    model_code: str | None = None,
 ) -> dict[str, Any]:
     """Train MODEL on DATA into checkpoint ``out``, resuming if ``out`` holds an unfinished run of
-    the same configuration. A finished identical run is returned as is (``reused``)."""
+    the same configuration. A finished identical run is returned as is (``reused``). Raises
+    `UsageError` before any work when ``out`` cannot be written."""
     out = Path(out)
+    check_writable(out)
     data = load_dataset(data_spec, image_size)
     fp = fingerprint(
         {
@@ -88,12 +106,12 @@ def train_checkpoint(
                 f"{out} exists and was not written by this exact train command",
                 hint="pass --force to overwrite, or choose another --out",
             )
-        bundle = load_checkpoint(out)
+        bundle = load_checkpoint(out, model_code or _own_factory(model))
         state = TrainState.from_dict(saved)
         if state.epoch >= cfg.epochs and "final_accuracy" in saved:
             return _train_summary(bundle, out, saved, reused=True)
     if bundle is None:
-        bundle = load_bundle(model, data, model_kwargs)
+        bundle = load_bundle(model, data, model_kwargs, model_code=model_code)
     started = time.perf_counter()
 
     def save(st: TrainState) -> None:
@@ -143,9 +161,10 @@ def evaluate_model(
     model_kwargs: dict[str, Any] | None = None,
     image_size: int | None = None,
     max_samples: int | None = None,
+    model_code: str | None = None,
 ) -> dict[str, Any]:
     data = load_dataset(data_spec, image_size)
-    bundle = load_bundle(model, data, model_kwargs)
+    bundle = load_bundle(model, data, model_kwargs, model_code=model_code)
     r = evaluate(bundle.model, data, max_samples=max_samples)
     return {
         "model": bundle.label,
@@ -171,6 +190,7 @@ def export_onnx(
     data_spec: str | None = None,
     profile: str | None = None,
     simplify: bool = False,
+    model_code: str | None = None,
 ) -> dict[str, Any]:
     """Export MODEL to one checked ONNX file; returns the `ExportResult` fields plus, with
     ``profile``, the profile name and its lint findings, and with ``simplify``, what the
@@ -181,11 +201,13 @@ def export_onnx(
     from edgeprune.export.simplify import simplify_onnx
     from edgeprune.profiles import load_profile
 
+    out = Path(out)
+    check_writable(out)
     prof = load_profile(profile) if profile else None
     if prof is not None:
         opset = opset_for(prof, opset)
     data = load_data(data_spec)
-    bundle = load_bundle(model, data, model_kwargs, input_size)
+    bundle = load_bundle(model, data, model_kwargs, input_size, model_code)
     res = onnx_from_torch(
         bundle.model,
         bundle.input_shape,
@@ -240,7 +262,8 @@ def cached_onnx(
         return hit.path, None
     tmp = cache.root / f".export-{src[:16]}.onnx"
     try:
-        res = onnx_from_torch(bundle.model, bundle.input_shape, tmp, opset=opset, batch=batch)
+        with track(f"export {bundle.label} to ONNX"):
+            res = onnx_from_torch(bundle.model, bundle.input_shape, tmp, opset=opset, batch=batch)
         art = cache.add(tmp, key=key, kind="onnx", source=source, opset=res.opset)
     finally:
         tmp.unlink(missing_ok=True)
@@ -254,14 +277,20 @@ def model_artifact(
     input_size: int | None = None,
     opset: int | None = None,
     batch: int = 1,
+    model_code: str | None = None,
 ) -> Path:
-    """An ONNX file for MODEL: itself if it is one, else its cached export."""
+    """An ONNX file for MODEL: itself if it is one (checked by `check_onnx_file` before anything
+    reads its weights or ships it), else its cached export."""
     if model.endswith(".onnx"):
+        if model_kwargs or model_code:
+            raise UsageError(
+                f"{model} is an ONNX file: --model-kwargs and --model-code do not apply",
+                hint="drop them",
+            )
         path = Path(model)
-        if not path.is_file():
-            raise UsageError(f"ONNX file not found: {path}")
+        check_onnx_file(path)
         return path
-    bundle = load_bundle(model, None, model_kwargs, input_size)
+    bundle = load_bundle(model, None, model_kwargs, input_size, model_code)
     path, _ = cached_onnx(
         bundle,
         model if looks_like_checkpoint(model) else f"{model}:{model_kwargs}:{bundle.input_shape}",
@@ -287,12 +316,13 @@ def lease_and_measure(
 
     The session sets the stable clocks the device's profile asks for and restores them after.
     """
-    return run_leased(
-        device,
-        lambda dev: measure(
-            dev, artifact, cfg, store=store, label=label, reuse=reuse, job_id=job_id
-        ),
-    )
+    with track_until(f"connect to {device}") as connected:
+
+        def work(dev: Any) -> Measurement:
+            connected()
+            return measure(dev, artifact, cfg, store=store, label=label, reuse=reuse, job_id=job_id)
+
+        return run_leased(device, work)
 
 
 def bench_model(
@@ -304,8 +334,12 @@ def bench_model(
     opset: int | None = None,
     reuse: bool = False,
     label: str | None = None,
+    model_code: str | None = None,
 ) -> dict[str, Any]:
-    artifact = model_artifact(model, model_kwargs, input_size, opset, cfg.batch)
+    from edgeprune.device import Inventory
+
+    Inventory.load().resolve(device)  # an unknown device fails before the model is exported
+    artifact = model_artifact(model, model_kwargs, input_size, opset, cfg.batch, model_code)
     with Store() as store:
         m = lease_and_measure(
             device, artifact, cfg, store, label=label or Path(model).name, reuse=reuse
@@ -348,21 +382,29 @@ def prune_run(
     image_size: int | None = None,
     input_size: int | None = None,
     force: bool = False,
+    model_code: str | None = None,
 ) -> dict[str, Any]:
     """Prune MODEL, optionally fine-tune, export ONNX, optionally bench; write the run directory.
 
     Writes ``OUT/report.json``, ``OUT/model.pt`` and ``OUT/model.onnx``. Accuracy fields appear
-    only when data is given. Raises `EdgePruneError` for bad inputs before anything is written.
+    only when data is given. Raises `EdgePruneError` for bad inputs (an ``out`` that cannot be
+    written among them) before anything is written.
     """
     out = Path(out)
+    # Checks that need only the command line, before the (slow) model and data are loaded.
+    check_writable(out, directory=True)
     if cfg.search is None:
         cfg.prune.require_target()
-    data = load_data(data_spec, image_size)
-    bundle = load_bundle(model, data, model_kwargs, input_size)
-    if cfg.finetune is not None and data is None:
+    cfg.prune.require_data(data_spec is not None)
+    if cfg.finetune is not None and data_spec is None:
         raise UsageError(
             "fine-tuning needs --data", hint="pass --data DATASET or drop --finetune-epochs"
         )
+    with track(f"load {model}" + (f" and {data_spec}" if data_spec else "")):
+        data = load_data(data_spec, image_size)
+        bundle = load_bundle(model, data, model_kwargs, input_size, model_code)
+    # The run's own checkpoints rebuild through the factory that was allowed for MODEL.
+    own_code = bundle.arch.factory
     run = RunDir(
         out,
         fingerprint(
@@ -425,7 +467,7 @@ def prune_run(
             ).accuracy
         run.mark("pruned", facts)
     else:
-        pruned = load_checkpoint(run.path("pruned.pt"))
+        pruned = load_checkpoint(run.path("pruned.pt"), own_code)
     report.update(
         {
             "flops_before": facts["flops_before"],
@@ -451,7 +493,7 @@ def prune_run(
             ft_path = run.path("finetune.pt")
             state = None
             if ft_path.is_file():
-                saved = load_checkpoint(ft_path)
+                saved = load_checkpoint(ft_path, own_code)
                 pruned = saved
                 state = TrainState.from_dict(saved.train_state or {})
             t0 = time.perf_counter()
@@ -480,16 +522,17 @@ def prune_run(
             save_checkpoint(pruned, run.path("finetuned.pt"))
             run.mark("finetune", ft)
         else:
-            pruned = load_checkpoint(run.path("finetuned.pt"))
+            pruned = load_checkpoint(run.path("finetuned.pt"), own_code)
         report["finetune"] = ft
         report["accuracy_after"] = ft["accuracy"]
     pruned.metrics = {
         k: report[k] for k in ("accuracy_after", "flops_after", "params_after") if k in report
     }
     save_checkpoint(pruned, run.path("model.pt"))
-    export = onnx_from_torch(
-        pruned.model, pruned.input_shape, run.path("model.onnx"), opset=cfg.opset
-    )
+    with track("export model.onnx (checker, parity)"):
+        export = onnx_from_torch(
+            pruned.model, pruned.input_shape, run.path("model.onnx"), opset=cfg.opset
+        )
     report["export"] = {**export.to_dict(), "path": str(out / "model.onnx")}
     report["artifacts"] = {
         "model.pt": sha256_file(run.path("model.pt")),
@@ -506,12 +549,21 @@ def prune_run(
     for name in ("pruned.pt", "finetune.pt", "finetuned.pt"):
         run.path(name).unlink(missing_ok=True)
     write_json(run.path("report.json"), report)
-    from edgeprune.pipeline.report_html import write_run_html
+    from edgeprune.pipeline.report import write_run_html
 
-    write_run_html(report, run.path("report.html"))
+    with track("write report.html"):
+        write_run_html(report, run.path("report.html"), run_dir=out)
     run.finish()
     report["run_dir"] = str(out)
     return report
+
+
+def _own_factory(model: str) -> str | None:
+    """MODEL itself when it is a factory reference: the user named that code, so the checkpoints
+    this run writes from it may be rebuilt through it."""
+    if is_factory_ref(model) and not looks_like_checkpoint(model):
+        return spec_from_ref(model).factory
+    return None
 
 
 def _source_hash(model: str) -> str | None:

@@ -1,44 +1,88 @@
-"""`edgeprune report`: one offline HTML page (inline SVG) plus the same numbers as CSV and JSON.
+"""`edgeprune report`: one offline HTML page (plotly, inlined) plus the same numbers as CSV and JSON.
 
 Sources: a run directory (its ``report.json``), a sweep (``SWEEP.yaml``: every stored job of it,
 with the facts of its variants), or the whole store (farm variants get their facts by artifact
-hash; other measurements only their latency). One row per measurement. Derived per row:
-``speedup`` = the base model's median / this median with the same runtime, on the same device, else
-on the devices of the same profile (``speedup_basis``; blank when neither measured the base), and
+hash; other measurements only their latency; the latency search's own probes, labelled
+``search:…``, only with ``include_all``). One row per measurement. Derived per row: ``speedup`` =
+the base model's median / this median with the same runtime, on the same device, else on the
+devices of the same profile (``speedup_basis``; blank when neither measured the base), and
 ``ideal_speedup`` = FLOPs before / FLOPs after.
 
-Plots: median latency per device and runtime (per model variant group), accuracy vs measured
-latency with each device's Pareto front (lower latency and higher accuracy), and FLOPs reduction
-vs realised speed-up against the ideal 1/(1 − r).
+The page opens with a recommendation per device — and per latency budget where a variant was
+searched for one — saying which measured variant to deploy and the command that deploys it (see
+`recommend`). Then: accuracy against measured latency with the Pareto front per device, median
+latency per device and runtime, FLOPs reduction against realised speed-up and the ideal
+1/(1 − r), a sortable table of every point, and the unstable (CV above 2.5 %) and invalid
+(throttled) measurements, drawn and listed apart. A run directory's page adds the base-vs-pruned
+summary, the widths per layer against the base, and for a latency search its candidates
+(predicted vs measured latency) and the latency model's error.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import shlex
 import statistics
+import time
 from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgeprune.bench import Measurement, Store
+from edgeprune._files import check_writable
+from edgeprune.bench import Measurement, Stats, Store
 from edgeprune.errors import UsageError
 from edgeprune.pipeline._util import write_json
-from edgeprune.pipeline.report_html import grouped_bar_chart, page, table, xy_chart
+from edgeprune.pipeline.report_html import (
+    INVALID_COLOR,
+    PALETTE,
+    UNSTABLE_COLOR,
+    Cell,
+    esc,
+    figure,
+    kv_table,
+    num,
+    page,
+    percent,
+    table,
+)
 
 COLUMNS = (
     "label", "model", "variant", "criterion", "target", "entry", "device", "profile", "runtime",
     "precision", "threads", "median_ms", "p90_ms", "cv", "valid", "unstable", "flops_before",
     "flops_after", "flops_reduction", "params_reduction", "accuracy", "speedup", "ideal_speedup",
-    "realised_over_ideal", "speedup_basis", "artifact_sha256", "job_id", "measurement_id",
+    "realised_over_ideal", "speedup_basis", "widths", "budget", "budget_ms", "deploy_model",
+    "artifact_sha256", "job_id", "measurement_id",
 )  # fmt: skip
+
+SEARCH_PROBE_PREFIX = "search:"
+# Without a budget, the recommendation is the fastest variant within this many accuracy points
+# of the most accurate one measured on the device.
+ACCURACY_TOLERANCE_PP = 1.0
+
+
+def widths_summary(widths: dict[str, Any] | None, limit: int = 8) -> str | None:
+    """``{layer: [kept, base]}`` as ``"38% of channels: conv1 8/16, layer1.0.conv1 8/16, …"``."""
+    if not widths:
+        return None
+    pairs = [(name, int(w[0]), int(w[1])) for name, w in widths.items()]
+    kept, base = sum(p[1] for p in pairs), sum(p[2] for p in pairs)
+    shown = ", ".join(f"{n} {k}/{b}" for n, k, b in pairs[:limit])
+    more = f", … ({len(pairs) - limit} more)" if len(pairs) > limit else ""
+    return f"{kept / base:.0%} of channels kept: {shown}{more}"
+
+
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _row(m: Measurement, facts: dict[str, Any] | None, **known: Any) -> dict[str, Any]:
     ctx = m.context
     facts = facts or {}
-    row: dict[str, Any] = {
+    searched = facts.get("search_latency") or {}
+    deploy_ctx = ctx.get("deploy")
+    if not isinstance(deploy_ctx, dict):
+        deploy_ctx = {}
+    return {
         "label": m.label,
         "model": known.get("model") or m.label,
         "variant": known.get("variant") or m.label,
@@ -64,11 +108,25 @@ def _row(m: Measurement, facts: dict[str, Any] | None, **known: Any) -> dict[str
         "ideal_speedup": None,
         "realised_over_ideal": None,
         "speedup_basis": None,
+        "widths": widths_summary(facts.get("widths")),
+        "budget": searched.get("budget"),
+        "budget_ms": searched.get("budget_ms"),
+        "budget_device": searched.get("device"),
+        "deploy_model": known.get("deploy_model") or deploy_ctx.get("model"),
         "artifact_sha256": ctx.get("artifact_sha256"),
         "job_id": m.job_id,
         "measurement_id": m.id,
     }
-    return row
+
+
+def _cached_artifact(sha: Any) -> str | None:
+    """The artifact cache's copy of an ONNX file measured by its hash, if it is still there."""
+    if not sha:
+        return None
+    from edgeprune import config
+
+    path = config.cache_dir() / "artifacts" / f"{sha}.onnx"
+    return str(path) if path.is_file() else None
 
 
 def _sweep_rows(path: Path) -> tuple[str, list[dict[str, Any]]]:
@@ -99,21 +157,25 @@ def _sweep_rows(path: Path) -> tuple[str, list[dict[str, Any]]]:
                     criterion=prep.criterion.name if prep.criterion else None,
                     target=prep.target.label if prep.target else None,
                     entry=job.entry,
+                    deploy_model=_cached_artifact(m.context.get("artifact_sha256")),
                 )
             )
     return spec.name, rows
 
 
-def _store_rows() -> list[dict[str, Any]]:
+def _store_rows(include_all: bool = False) -> list[dict[str, Any]]:
     from edgeprune.farm.prepare import variant_facts_by_sha
 
     by_sha = variant_facts_by_sha()
     rows = []
     with Store() as store:
         for m in store.query():
-            rec = by_sha.get(str(m.context.get("artifact_sha256")))
+            if not include_all and str(m.label or "").startswith(SEARCH_PROBE_PREFIX):
+                continue
+            sha = m.context.get("artifact_sha256")
+            rec = by_sha.get(str(sha))
             if rec is None:
-                rows.append(_row(m, None))
+                rows.append(_row(m, None, deploy_model=_cached_artifact(sha)))
                 continue
             prep = rec["prep"]
             crit, target = prep.get("criterion"), prep.get("target")
@@ -126,20 +188,35 @@ def _store_rows() -> list[dict[str, Any]]:
                     variant="base" if target is None else label.split(" ", 1)[1],
                     criterion=crit["name"] if crit else None,
                     target=f"{target['kind']}={target['value']}" if target else None,
+                    deploy_model=_cached_artifact(sha),
                 )
             )
     return rows
 
 
-def _run_dir_rows(path: Path) -> tuple[str, list[dict[str, Any]]]:
-    report = json.loads((path / "report.json").read_text())
+def _model_name(report: dict[str, Any]) -> str:
+    arch = report["model"]["arch"]
+    return str(arch.get("name") or arch.get("factory"))
+
+
+def _run_target(report: dict[str, Any]) -> str | None:
+    cfg = report.get("config") or {}
+    search = cfg.get("search")
+    if search:
+        return f"latency {search.get('budget')}"
+    target = (cfg.get("prune") or {}).get("target")
+    if target:
+        return f"{target['kind']}={target['value']:g}"
+    return None
+
+
+def run_rows(report: dict[str, Any], run_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """The measurement rows of one prune run's ``report.json`` (base and pruned per device)."""
     lat = report.get("latency")
     if not lat:
-        raise UsageError(
-            f"{path} has no latency measurements",
-            hint="prune with --device NAME (or --latency-budget) to measure it",
-        )
-    model = report["model"]["arch"].get("name") or report["model"]["arch"].get("factory")
+        return []
+    model = _model_name(report)
+    target = _run_target(report)
     base_facts = {
         "flops_before": report["flops_before"],
         "flops_after": report["flops_before"],
@@ -147,25 +224,31 @@ def _run_dir_rows(path: Path) -> tuple[str, list[dict[str, Any]]]:
         "params_reduction": 0.0,
         "accuracy_after": report.get("accuracy_before"),
     }
-    pruned_facts = {
+    pruned_facts: dict[str, Any] = {
         k: report.get(k)
-        for k in (
-            "flops_before",
-            "flops_after",
-            "flops_reduction",
-            "params_reduction",
-            "accuracy_after",
-        )
+        for k in ("flops_before", "flops_after", "flops_reduction", "params_reduction")
     }
+    pruned_facts["accuracy_after"] = report.get("accuracy_after")
+    pruned_facts["widths"] = report.get("widths")
+    if lat.get("budget_ms") is not None:
+        pruned_facts["search_latency"] = {
+            "device": lat["device"],
+            "budget": lat.get("budget"),
+            "budget_ms": lat["budget_ms"],
+        }
+    pruned_source = str(Path(run_dir) / "model.pt") if run_dir else None
     rows = []
     for entry in [lat, *(lat.get("others") or {}).values()]:
-        for key, facts, variant in (
-            ("base", base_facts, "base"),
-            ("pruned", pruned_facts, report["criterion"]),
+        for key, facts, variant, source in (
+            ("base", base_facts, "base", report["model"].get("source")),
+            (
+                "pruned",
+                pruned_facts,
+                f"{report['criterion']} {target or ''}".strip(),
+                pruned_source,
+            ),
         ):
             d = entry[key]
-            from edgeprune.bench import Stats
-
             m = Measurement(
                 stats=Stats.from_dict(d["stats"]),
                 context=d["context"],
@@ -183,15 +266,19 @@ def _run_dir_rows(path: Path) -> tuple[str, list[dict[str, Any]]]:
                     model=model,
                     variant=variant,
                     criterion=None if key == "base" else report["criterion"],
+                    target=None if key == "base" else target,
+                    deploy_model=source,
                 )
             )
-    return path.name, rows
+    return rows
 
 
-def collect_rows(source: str | Path | None) -> tuple[str, str, list[dict[str, Any]]]:
+def collect_rows(
+    source: str | Path | None, include_all: bool = False
+) -> tuple[str, str, list[dict[str, Any]]]:
     """(kind, name, rows) for a run directory, a SWEEP.yaml, or the whole store (None)."""
     if source is None:
-        return "store", "measurement store", _derive(_store_rows())
+        return "store", "measurement store", _derive(_store_rows(include_all))
     p = Path(source)
     if p.is_dir():
         if not (p / "report.json").is_file():
@@ -199,8 +286,8 @@ def collect_rows(source: str | Path | None) -> tuple[str, str, list[dict[str, An
                 f"{p} is not a run directory (no report.json)",
                 hint="give a run dir, a SWEEP.yaml, or nothing for the whole store",
             )
-        name, rows = _run_dir_rows(p)
-        return "run", name, _derive(rows)
+        report = json.loads((p / "report.json").read_text())
+        return "run", p.name, _derive(run_rows(report, p))
     if p.suffix in (".yaml", ".yml"):
         name, rows = _sweep_rows(p)
         return "sweep", name, _derive(rows)
@@ -249,11 +336,12 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def _aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One point per (model, variant, device, runtime config): the median of the repeats."""
+def _aggregate(rows: list[dict[str, Any]], valid: bool = True) -> list[dict[str, Any]]:
+    """One point per (model, variant, device, runtime config): the median of its repeats.
+    ``valid`` picks the valid measurements, or the invalid ones."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        if r["valid"]:
+        if bool(r["valid"]) == valid:
             groups[
                 (r["model"], r["variant"], r["device"], r["runtime"], r["precision"], r["threads"])
             ].append(r)
@@ -264,6 +352,8 @@ def _aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         sp = [r["speedup"] for r in rs if r["speedup"] is not None]
         first["speedup"] = statistics.median(sp) if sp else None
         first["n"] = len(rs)
+        first["unstable"] = any(r["unstable"] for r in rs)
+        first["cv"] = max(r["cv"] for r in rs)
         out.append(first)
     return out
 
@@ -272,160 +362,803 @@ def _rt(r: dict[str, Any]) -> str:
     return f"{r['runtime']}/{r['precision']}/t{r['threads']}"
 
 
-def render_html(kind: str, name: str, rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    """The page and its derived data (Pareto fronts, groups) for the JSON output."""
-    agg = _aggregate(rows)
-    devices = sorted({r["device"] for r in agg})
+def _name(r: dict[str, Any]) -> str:
+    if r["model"] == r["variant"]:  # a measurement without variant facts: its label alone
+        return str(r["model"])
+    return f"{r['model']} {r['variant']}" if r["variant"] != "base" else f"{r['model']} (base)"
+
+
+def deploy_command(r: dict[str, Any]) -> str | None:
+    """The `edgeprune deploy` line that puts this point's model on its device with its runtime
+    configuration (None when the measured file is not known any more)."""
+    source = r.get("deploy_model")
+    if not source:
+        return None
+    argv = ["edgeprune", "deploy", str(source), "--device", str(r["device"])]
+    if r.get("runtime") and r["runtime"] != "ort":
+        argv += ["--runtime", str(r["runtime"])]
+    if r.get("precision") and r["precision"] != "fp32":
+        argv += ["--precision", str(r["precision"])]
+    if r.get("threads") and int(r["threads"]) != 1:
+        argv += ["--threads", str(r["threads"])]
+    return shlex.join(argv)
+
+
+def _budgets(agg: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """{device: {budget label: ms}} of the latency searches behind the points."""
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for r in agg:
+        if r.get("budget_ms") is not None:
+            out[str(r.get("budget_device") or r["device"])][str(r["budget"])] = float(
+                r["budget_ms"]
+            )
+    return out
+
+
+def _best_within(cands: list[dict[str, Any]], limit_ms: float) -> dict[str, Any] | None:
+    """The most accurate candidate at or under ``limit_ms`` (without accuracy: the least pruned,
+    then the fastest)."""
+    ok = [r for r in cands if r["median_ms"] <= limit_ms]
+    if not ok:
+        return None
+    return max(
+        ok,
+        key=lambda r: (
+            r["accuracy"] if r["accuracy"] is not None else -1.0,
+            -(r["flops_reduction"] or 0.0),
+            -r["median_ms"],
+        ),
+    )
+
+
+def recommend(agg: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What to deploy, per device: for each latency budget searched on it, the most accurate
+    measured variant that meets the budget; and the best trade-off — the fastest variant within
+    `ACCURACY_TOLERANCE_PP` accuracy points of the most accurate one (the fastest, without
+    accuracy). Invalid measurements never count; an unstable one is flagged."""
+    out: list[dict[str, Any]] = []
+    budgets = _budgets(agg)
+    for dev in sorted({str(r["device"]) for r in agg}):
+        cands = [r for r in agg if str(r["device"]) == dev]
+        base = next((r for r in cands if r["variant"] == "base"), None)
+        for label, ms in sorted(budgets.get(dev, {}).items(), key=lambda kv: kv[1]):
+            choice = _best_within(cands, ms)
+            out.append(_recommendation(dev, choice, base, label, ms, cands))
+        accs = [r["accuracy"] for r in cands if r["accuracy"] is not None]
+        if accs:
+            floor = max(accs) - ACCURACY_TOLERANCE_PP / 100
+            near = [r for r in cands if r["accuracy"] is not None and r["accuracy"] >= floor]
+            choice = min(near, key=lambda r: (r["median_ms"], -r["accuracy"]))
+        else:
+            choice = min(cands, key=lambda r: r["median_ms"])
+        out.append(_recommendation(dev, choice, base, None, None, cands))
+    return out
+
+
+def _recommendation(
+    device: str,
+    choice: dict[str, Any] | None,
+    base: dict[str, Any] | None,
+    budget: str | None,
+    budget_ms: float | None,
+    cands: list[dict[str, Any]],
+) -> dict[str, Any]:
+    rec: dict[str, Any] = {"device": device, "budget": budget, "budget_ms": budget_ms}
+    if choice is None:
+        fastest = min(cands, key=lambda r: r["median_ms"])
+        rec.update(
+            {
+                "choice": None,
+                "fastest": _name(fastest),
+                "fastest_ms": fastest["median_ms"],
+            }
+        )
+        return rec
+    rec.update(
+        {
+            "choice": _name(choice),
+            "runtime": _rt(choice),
+            "median_ms": choice["median_ms"],
+            "accuracy": choice["accuracy"],
+            "speedup": choice["speedup"],
+            "unstable": bool(choice["unstable"]),
+            "cv": choice["cv"],
+            "base_ms": base["median_ms"] if base else None,
+            "base_accuracy": base["accuracy"] if base else None,
+            "command": deploy_command(choice),
+        }
+    )
+    return rec
+
+
+# --------------------------------------------------------------------------- HTML sections
+
+
+def _recommendation_html(recs: list[dict[str, Any]], measured: bool) -> str:
+    parts = ["<section class='recommend'><h2>What to deploy</h2>"]
+    if not measured:
+        parts.append(
+            "<p class='none'>Nothing was measured on a device, so there is nothing to recommend: "
+            "prune with <code>--device NAME</code> (or <code>--latency-budget</code>), or measure "
+            "with <code>edgeprune bench</code>.</p>"
+        )
+    for r in recs:
+        where = f"On <b>{esc(r['device'])}</b>"
+        if r["budget"] is not None:
+            where += f", within the budget <b>{esc(r['budget'])}</b> = {num(r['budget_ms'])} ms"
+            head = "the most accurate measured variant that meets it"
+        else:
+            head = (
+                f"the fastest variant within {ACCURACY_TOLERANCE_PP:g} accuracy point of the most "
+                "accurate one"
+                if r.get("accuracy") is not None
+                else "the fastest variant (no accuracy was measured)"
+            )
+        if r["choice"] is None:
+            parts.append(
+                f"<div class='choice'>{where}: <span class='none'>no measured variant meets it"
+                f"</span>; the fastest is {esc(r['fastest'])} at {num(r['fastest_ms'])} ms.</div>"
+            )
+            continue
+        facts = [f"{num(r['median_ms'])} ms median ({esc(r['runtime'])})"]
+        if r["speedup"] is not None:
+            facts.append(f"{r['speedup']:.2f}× the base's speed ({num(r['base_ms'])} ms)")
+        if r["accuracy"] is not None:
+            acc = f"accuracy {percent(r['accuracy'], 2)}"
+            if r.get("base_accuracy") is not None:
+                acc += f" (base {percent(r['base_accuracy'], 2)})"
+            facts.append(acc)
+        flag = (
+            f" <span class='badge unstable'>unstable: CV {percent(r['cv'])}</span>"
+            if r["unstable"]
+            else ""
+        )
+        cmd = (
+            f"<pre><code>{esc(r['command'])}</code></pre>"
+            if r["command"]
+            else "<p class='note'>The measured file is no longer known, so no deploy command.</p>"
+        )
+        parts.append(
+            f"<div class='choice'>{where} — {head}: <b>{esc(r['choice'])}</b>{flag}<br>"
+            f"{'; '.join(facts)}.{cmd}</div>"
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _hover(r: dict[str, Any]) -> str:
+    lines = [
+        f"<b>{esc(_name(r))}</b>",
+        f"criterion: {esc(r['criterion'] or '—')}, target: {esc(r['target'] or '—')}",
+        f"{esc(_rt(r))} on {esc(r['device'])}",
+        f"median {num(r['median_ms'])} ms (CV {percent(r['cv'])}, n={r.get('n', 1)})",
+    ]
+    if r["accuracy"] is not None:
+        lines.append(f"accuracy {percent(r['accuracy'], 2)}")
+    if r["speedup"] is not None:
+        lines.append(f"speed-up {r['speedup']:.2f}×")
+    if r.get("widths"):
+        lines.append(esc(r["widths"]))
+    if r["unstable"]:
+        lines.append("<i>unstable: CV above 2.5%</i>")
+    if not r["valid"]:
+        lines.append("<i>invalid: the device throttled</i>")
+    return "<br>".join(lines)
+
+
+def _pareto_figures(agg: list[dict[str, Any]], invalid: list[dict[str, Any]]) -> tuple[str, dict]:
+    import plotly.graph_objects as go
+
+    parts: list[str] = []
+    fronts: dict[str, list[list[float]]] = {}
+    devices = sorted({str(r["device"]) for r in agg + invalid})
+    for i, dev in enumerate(devices):
+        pts = [r for r in agg if str(r["device"]) == dev and r["accuracy"] is not None]
+        bad = [r for r in invalid if str(r["device"]) == dev and r["accuracy"] is not None]
+        if not pts and not bad:
+            continue
+        color = PALETTE[i % len(PALETTE)]
+        front = pareto_front([(r["median_ms"], 100 * r["accuracy"]) for r in pts])
+        fronts[dev] = [list(p) for p in front]
+        fig = go.Figure()
+        if len(front) > 1:
+            fig.add_trace(
+                go.Scatter(
+                    x=[p[0] for p in front],
+                    y=[p[1] for p in front],
+                    mode="lines",
+                    line={"color": color, "width": 2},
+                    name="Pareto front",
+                    hoverinfo="skip",
+                )
+            )
+        for name, group, marker in (
+            ("stable", [r for r in pts if not r["unstable"]], {"color": color, "size": 11}),
+            (
+                "unstable (CV > 2.5%)",
+                [r for r in pts if r["unstable"]],
+                {
+                    "color": UNSTABLE_COLOR,
+                    "size": 14,
+                    "symbol": "diamond",
+                    "line": {"color": "#333", "width": 1.5},
+                },
+            ),
+            (
+                "invalid (throttled)",
+                bad,
+                {"color": INVALID_COLOR, "size": 10, "symbol": "x"},
+            ),
+        ):
+            if not group:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=[r["median_ms"] for r in group],
+                    y=[100 * r["accuracy"] for r in group],
+                    mode="markers+text",
+                    marker=marker,
+                    name=name,
+                    text=[esc(r["variant"]) for r in group],
+                    textposition="top center",
+                    textfont={"size": 11, "color": "#555"},
+                    hovertext=[_hover(r) for r in group],
+                    hoverinfo="text",
+                )
+            )
+        fig.update_layout(
+            title=f"Accuracy vs measured latency on {esc(dev)} (line: Pareto front)",
+            xaxis_title="median latency (ms)",
+            yaxis_title="top-1 accuracy (%)",
+            height=420,
+            legend={"orientation": "h", "y": -0.2},
+        )
+        fig.update_xaxes(rangemode="tozero")
+        parts.append(figure(fig))
+    if not parts:
+        parts.append(
+            "<p class='note'>No accuracy: the models were not evaluated (give the run or the "
+            "sweep <code>--data</code> / <code>data:</code>), so there is no accuracy–latency "
+            "front.</p>"
+        )
+    return "".join(parts), fronts
+
+
+def _latency_figure(agg: list[dict[str, Any]]) -> str:
+    import plotly.graph_objects as go
+
+    parts = []
     runtimes = sorted({_rt(r) for r in agg})
-    charts: list[str] = []
-    for model in sorted({r["model"] for r in agg}):
+    devices = sorted({str(r["device"]) for r in agg})
+    for model in sorted({str(r["model"]) for r in agg}):
         mine = [r for r in agg if r["model"] == model]
         base = [r for r in mine if r["variant"] == "base"] or mine
         what = "base model" if base is not mine else "all variants"
-        series: dict[str, Sequence[float | None]] = {}
-        for rt in runtimes:
-            vals: list[float | None] = []
+        fig = go.Figure()
+        for i, rt in enumerate(runtimes):
+            ys: list[float | None] = []
             for dev in devices:
-                ms = [r["median_ms"] for r in base if r["device"] == dev and _rt(r) == rt]
-                vals.append(statistics.median(ms) if ms else None)
-            series[rt] = vals
-        charts.append(
-            grouped_bar_chart(
-                f"{model} ({what}): median latency per device and runtime (ms)",
-                devices,
-                series,
-                " ms",
-            )
-        )
-    fronts: dict[str, list[tuple[float, float]]] = {}
-    acc_pts: dict[str, list[tuple[float, float, str]]] = {}
-    for dev in devices:
-        pts = [r for r in agg if r["device"] == dev and r["accuracy"] is not None]
-        if pts:
-            acc_pts[dev] = [
-                (
-                    r["median_ms"],
-                    100 * r["accuracy"],
-                    f"{r['model']} {r['variant']} {_rt(r)}: {r['median_ms']:.3g} ms, {100 * r['accuracy']:.2f}%",
+                ms = [r["median_ms"] for r in base if str(r["device"]) == dev and _rt(r) == rt]
+                ys.append(statistics.median(ms) if ms else None)
+            fig.add_trace(
+                go.Bar(
+                    x=[esc(d) for d in devices],
+                    y=ys,
+                    name=esc(rt),
+                    marker_color=PALETTE[i % len(PALETTE)],
+                    hovertemplate="%{x}: %{y:.3g} ms<extra>" + esc(rt) + "</extra>",
                 )
-                for r in pts
-            ]
-            fronts[dev] = pareto_front([(x, y) for x, y, _ in acc_pts[dev]])
-    if acc_pts:
-        charts.append(
-            xy_chart(
-                "Accuracy vs measured latency (lines: Pareto front per device)",
-                acc_pts,
-                dict(fronts),
-                "median latency (ms)",
-                "top-1 accuracy (%)",
             )
+        fig.update_layout(
+            title=f"{esc(model)} ({what}): median latency per device and runtime",
+            yaxis_title="median latency (ms)",
+            barmode="group",
+            height=360,
         )
-    else:
-        charts.append(
-            "<p class='note'>No accuracy: the models were not evaluated (give the sweep <code>data:</code>).</p>"
-        )
-    sp_pts: dict[str, list[tuple[float, float, str]]] = {}
-    for dev in devices:
-        pts = [
-            r
-            for r in agg
-            if r["device"] == dev
-            and r["speedup"] is not None
-            and r["variant"] != "base"
-            and r["flops_reduction"] is not None
-        ]
-        if pts:
-            sp_pts[dev] = [
-                (
-                    100 * r["flops_reduction"],
-                    r["speedup"],
-                    f"{r['model']} {r['variant']} {_rt(r)}: -{100 * r['flops_reduction']:.1f}% FLOPs, {r['speedup']:.2f}x",
-                )
-                for r in pts
-            ]
-    if sp_pts:
-        # The ideal curve from 0% (speed-up 1) to the largest reduction measured.
-        hi = max(x for s in sp_pts.values() for x, _, _ in s)
-        ideal = [(hi * i / 20, 1 / (1 - hi * i / 2000)) for i in range(21)]
-        charts.append(
-            xy_chart(
-                "FLOPs reduction vs realised speed-up",
-                sp_pts,
-                {"ideal 1/(1-r)": ideal},
-                "FLOPs removed (%)",
-                "speed-up over the base",
-            )
-        )
-    else:
-        charts.append(
+        parts.append(figure(fig))
+    return "".join(parts)
+
+
+def _speedup_figure(agg: list[dict[str, Any]]) -> str:
+    import plotly.graph_objects as go
+
+    pts = [
+        r
+        for r in agg
+        if r["speedup"] is not None and r["variant"] != "base" and r["flops_reduction"] is not None
+    ]
+    if not pts:
+        return (
             "<p class='note'>No speed-ups: no base model was measured beside the pruned ones.</p>"
         )
-    summary_rows = [
-        [
-            r["model"],
-            r["variant"],
-            r["device"],
-            _rt(r),
-            r.get("n"),
-            r["median_ms"],
-            r["speedup"],
-            None if r["flops_reduction"] is None else f"{100 * r['flops_reduction']:.1f}%",
-            None if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%",
-        ]
-        for r in sorted(agg, key=lambda r: (r["model"], r["device"], _rt(r), r["median_ms"]))
-    ]
-    invalid = sum(1 for r in rows if not r["valid"])
-    body = [
-        f"<p>Source: {kind} <b>{name}</b>. {len(rows)} measurements on {len(devices)} devices, "
-        f"{len(runtimes)} runtime configurations; {invalid} invalid (throttled) not plotted.</p>",
-        f"<div class='charts'>{''.join(charts)}</div>",
-        "<h2>Per variant, device and runtime (median of repeats)</h2>",
-        table(
+    fig = go.Figure()
+    hi = max(100 * r["flops_reduction"] for r in pts)
+    xs = [hi * i / 40 for i in range(41)]
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=[1 / (1 - x / 100) for x in xs],
+            mode="lines",
+            line={"color": "#888", "dash": "dash"},
+            name="ideal 1/(1-r)",
+            hoverinfo="skip",
+        )
+    )
+    for i, dev in enumerate(sorted({str(r["device"]) for r in pts})):
+        mine = [r for r in pts if str(r["device"]) == dev]
+        fig.add_trace(
+            go.Scatter(
+                x=[100 * r["flops_reduction"] for r in mine],
+                y=[r["speedup"] for r in mine],
+                mode="markers",
+                marker={
+                    "color": PALETTE[i % len(PALETTE)],
+                    "size": [14 if r["unstable"] else 10 for r in mine],
+                    "symbol": ["diamond" if r["unstable"] else "circle" for r in mine],
+                    "line": {"color": "#333", "width": 1},
+                },
+                name=esc(dev),
+                hovertext=[_hover(r) for r in mine],
+                hoverinfo="text",
+            )
+        )
+    fig.update_layout(
+        title="FLOPs reduction vs realised speed-up (dashed: the FLOPs-ideal speed-up)",
+        xaxis_title="FLOPs removed (%)",
+        yaxis_title="speed-up over the base",
+        height=400,
+    )
+    fig.update_xaxes(rangemode="nonnegative", ticksuffix="%")
+    fig.update_yaxes(rangemode="tozero")
+    return figure(fig)
+
+
+def _points_table(agg: list[dict[str, Any]]) -> str:
+    rows, classes = [], []
+    for r in sorted(agg, key=lambda r: (r["model"], str(r["device"]), _rt(r), r["median_ms"])):
+        rows.append(
             [
-                "model",
-                "variant",
-                "device",
-                "runtime",
-                "n",
-                "median ms",
-                "speed-up",
-                "FLOPs removed",
-                "accuracy",
-            ],
-            summary_rows,
-        ),
-        "<p class='note'>Speed-up: the base model's median with the same runtime on the same device (or, where "
-        "leasing measured the base on a sibling, on the devices of the same profile: column speedup_basis) divided by this median. "
-        "FLOPs are multiply-accumulates per image. The same numbers are in report.csv and report.json.</p>",
+                r["model"],
+                r["variant"],
+                r["device"],
+                _rt(r),
+                r.get("n"),
+                Cell(esc(num(r["median_ms"])), r["median_ms"]),
+                Cell(esc(percent(r["cv"])), r["cv"]),
+                Cell(esc("—" if r["speedup"] is None else f"{r['speedup']:.2f}×"), r["speedup"]),
+                Cell(esc(percent(r["flops_reduction"])), r["flops_reduction"]),
+                Cell(esc(percent(r["accuracy"], 2)), r["accuracy"]),
+                "unstable" if r["unstable"] else "",
+            ]
+        )
+        classes.append("unstable" if r["unstable"] else "")
+    headers = ["model", "variant", "device", "runtime", "n", "median ms", "CV", "speed-up"]
+    headers += ["FLOPs removed", "accuracy", "flag"]
+    return table(headers, rows, row_classes=classes)
+
+
+def _problems_table(rows: list[dict[str, Any]]) -> str:
+    bad = [r for r in rows if r["unstable"] or not r["valid"]]
+    if not bad:
+        return "<p class='note'>Every measurement was valid and stable (CV at most 2.5%).</p>"
+    out, classes = [], []
+    for r in sorted(bad, key=lambda r: -r["cv"]):
+        why = "invalid: the device throttled" if not r["valid"] else "unstable: CV above 2.5%"
+        out.append(
+            [
+                _name(r),
+                r["device"],
+                _rt(r),
+                Cell(esc(num(r["median_ms"])), r["median_ms"]),
+                Cell(esc(percent(r["cv"])), r["cv"]),
+                why,
+                r["measurement_id"],
+            ]
+        )
+        classes.append("invalid" if not r["valid"] else "unstable")
+    headers = ["variant", "device", "runtime", "median ms", "CV", "problem", "measurement id"]
+    return (
+        "<p class='note'>Drawn as orange diamonds (unstable) or grey crosses (invalid) in the "
+        "charts. "
+        "Re-measure on a quiet device: <code>edgeprune bench MODEL --device NAME</code>.</p>"
+        + table(headers, out, row_classes=classes)
+    )
+
+
+# --------------------------------------------------------------------------- run directory
+
+
+def _context_value(v: Any) -> str:
+    """A measurement-context value for people: no JSON quotes, shapes as 1×3×32×32."""
+    if v is None:
+        return "—"
+    if isinstance(v, list) and all(isinstance(x, int) for x in v):
+        return "×".join(str(x) for x in v)
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_context_value(x)}" for k, x in v.items())
+    if isinstance(v, list):
+        return ", ".join(_context_value(x) for x in v)
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return num(v)
+    return str(v)
+
+
+CONTEXT_FIELDS = (
+    "device", "profile", "arch", "runtime", "runtime_version", "provider", "threads", "batch",
+    "input_shape", "governor", "protocol",
+)  # fmt: skip
+
+
+def _run_summary(report: dict[str, Any]) -> str:
+    rows: list[list[Any]] = []
+    if "accuracy_before" in report:
+        rows.append(
+            [
+                "top-1 accuracy",
+                percent(report["accuracy_before"], 2),
+                percent(report.get("accuracy_after"), 2),
+                f"{100 * (report['accuracy_after'] - report['accuracy_before']):+.2f} pp",
+            ]
+        )
+        if "accuracy_pruned_no_finetune" in report and report.get("finetune"):
+            rows.append(
+                [
+                    "accuracy before fine-tune",
+                    "",
+                    percent(report["accuracy_pruned_no_finetune"], 2),
+                    "",
+                ]
+            )
+    rows.append(
+        [
+            "FLOPs (MMAC)",
+            num(report["flops_before"] / 1e6),
+            num(report["flops_after"] / 1e6),
+            f"-{percent(report['flops_reduction'])}",
+        ]
+    )
+    rows.append(
+        [
+            "parameters (M)",
+            num(report["params_before"] / 1e6),
+            num(report["params_after"] / 1e6),
+            f"-{percent(report['params_reduction'])}",
+        ]
+    )
+    lat = report.get("latency")
+    for entry in [lat, *((lat or {}).get("others") or {}).values()] if lat else []:
+        q = entry["percentile"]
+        b, p = entry["base"]["stats"], entry["pruned"]["stats"]
+        rows.append(
+            [
+                f"latency {q} on {entry['device']} (ms)",
+                num(b[q]),
+                num(p[q]),
+                f"{b[q] / p[q]:.2f}× faster",
+            ]
+        )
+    if lat and lat.get("budget_ms") is not None:
+        rows.append(
+            [
+                f"latency budget {lat['budget']} ({lat['percentile']}, ms)",
+                "",
+                num(lat["budget_ms"]),
+                "met" if lat["met"] else "NOT met",
+            ]
+        )
+    return table(["", "base", "pruned", "change"], rows, sortable=False)
+
+
+def _widths_html(widths: dict[str, Any] | None, title: str) -> str:
+    import plotly.graph_objects as go
+
+    if not widths:
+        return ""
+    names = list(widths)
+    kept = [int(widths[n][0]) for n in names]
+    base = [int(widths[n][1]) for n in names]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=[esc(n) for n in names], y=base, name="base", marker_color="#c8c8c8"))
+    fig.add_trace(go.Bar(x=[esc(n) for n in names], y=kept, name="pruned", marker_color=PALETTE[0]))
+    fig.update_layout(
+        title=title,
+        yaxis_title="channels",
+        barmode="overlay",
+        height=380,
+        xaxis={"tickangle": -40},
+    )
+    rows = [
+        [n, b, k, Cell(esc(percent(1 - k / b)), 1 - k / b)]
+        for n, k, b in zip(names, kept, base, strict=True)
     ]
+    return figure(fig) + table(["layer (group root)", "base", "pruned", "removed"], rows)
+
+
+def _search_html(search: dict[str, Any]) -> str:
+    """The latency search: its result, the latency model's error, the candidates measured."""
+    import plotly.graph_objects as go
+
+    m = search.get("latency_model") or {}
+    facts: list[tuple[str, Any]] = [
+        ("strategy", search.get("strategy")),
+        ("device", search.get("device")),
+        (
+            "budget",
+            f"{search.get('budget')} = {num(search.get('budget_ms'))} ms ({search.get('percentile')})",
+        ),
+        (
+            "measured",
+            f"{num(search.get('base_ms'))} ms → {num(search.get('pruned_ms'))} ms "
+            f"({search.get('speedup', 0):.2f}×), {'met' if search.get('met') else 'NOT met'}",
+        ),
+        (
+            "FLOPs-ideal speed-up",
+            f"{search.get('flops_ideal_speedup', 0):.2f}× "
+            f"(realised/ideal {search.get('realised_over_ideal', 0):.2f})",
+        ),
+        (
+            "latency model",
+            f"{m.get('layers')} layers, {m.get('entries')} table entries "
+            f"({m.get('measured')} measured now, {m.get('reused')} reused)",
+        ),
+        (
+            "latency model error vs whole-model measurements",
+            f"median {percent(m.get('median_relative_error'))}, "
+            f"worst {percent(m.get('worst_relative_error'))} over {m.get('points')} models",
+        ),
+        ("device measurements", search.get("device_measurements")),
+        ("search wall time (s)", num(search.get("wall_seconds"))),
+    ]
+    parts = [kv_table(facts)]
+    detail = search.get("strategy_detail")
+    if isinstance(detail, dict) and detail:
+        parts.append("<h3>Strategy detail</h3>")
+        parts.append(kv_table([(str(k), _context_value(v)) for k, v in detail.items()]))
+    elif isinstance(detail, list) and detail and all(isinstance(d, dict) for d in detail):
+        keys = list(dict.fromkeys(k for d in detail for k in d))
+        parts.append("<h3>Strategy detail</h3>")
+        parts.append(table(keys, [[_context_value(d.get(k)) for k in keys] for d in detail]))
+    cands = search.get("candidates") or []
+    if not cands:
+        return "".join(parts)
+    has_proxy = any(c.get("proxy_accuracy") is not None for c in cands)
+    budget = search.get("budget_ms")
+    rows, classes = [], []
+    for c in cands:
+        pred, meas = c.get("predicted_ms"), c["measured_ms"]
+        err = None if not pred else pred / meas - 1
+        row = [
+            c["label"],
+            Cell(esc(num(pred)), pred),
+            Cell(esc(num(meas)), meas),
+            Cell(esc("—" if err is None else f"{100 * err:+.1f}%"), err),
+        ]
+        if has_proxy:
+            pa = c.get("proxy_accuracy")
+            row.append(Cell(esc(percent(pa, 2)), pa))
+        row += [
+            Cell(esc(num(c["flops"] / 1e6)), c["flops"]),
+            "yes" if budget is not None and meas <= budget else "no",
+            "unstable" if c.get("unstable") else "",
+        ]
+        rows.append(row)
+        classes.append("unstable" if c.get("unstable") else "")
+    headers = ["candidate", "predicted ms", "measured ms", "prediction error"]
+    headers += ["proxy accuracy"] if has_proxy else []
+    headers += ["MMAC", "meets budget", "flag"]
+    fig = go.Figure()
+    lo = min([c["measured_ms"] for c in cands] + [c["predicted_ms"] or 0 for c in cands])
+    hi = max([c["measured_ms"] for c in cands] + [c["predicted_ms"] or 0 for c in cands])
+    fig.add_trace(
+        go.Scatter(
+            x=[0, hi * 1.05],
+            y=[0, hi * 1.05],
+            mode="lines",
+            line={"color": "#888", "dash": "dash"},
+            name="prediction = measurement",
+            hoverinfo="skip",
+        )
+    )
+    shown = [c for c in cands if c.get("predicted_ms") is not None]
+    fig.add_trace(
+        go.Scatter(
+            x=[c["predicted_ms"] for c in shown],
+            y=[c["measured_ms"] for c in shown],
+            mode="markers+text",
+            text=[esc(c["label"]) for c in shown],
+            textposition="top center",
+            marker={
+                "size": 11,
+                "color": [UNSTABLE_COLOR if c.get("unstable") else PALETTE[0] for c in shown],
+            },
+            name="candidates",
+            hovertext=[
+                f"<b>{esc(c['label'])}</b><br>predicted {num(c['predicted_ms'])} ms<br>"
+                f"measured {num(c['measured_ms'])} ms<br>{num(c['flops'] / 1e6)} MMAC"
+                + (
+                    f"<br>proxy accuracy {percent(c['proxy_accuracy'], 2)}"
+                    if c.get("proxy_accuracy") is not None
+                    else ""
+                )
+                + ("<br><i>unstable</i>" if c.get("unstable") else "")
+                for c in shown
+            ],
+            hoverinfo="text",
+        )
+    )
+    if budget is not None:
+        fig.add_hline(
+            y=budget,
+            line_dash="dot",
+            line_color=PALETTE[3],
+            annotation_text=f"budget {num(budget)} ms",
+        )
+    fig.update_layout(
+        title="Latency-search candidates: predicted vs measured latency",
+        xaxis_title="predicted by the latency model (ms)",
+        yaxis_title="measured on the device (ms)",
+        height=420,
+    )
+    fig.update_xaxes(range=[0, hi * 1.1] if lo >= 0 else None)
+    fig.update_yaxes(range=[0, hi * 1.1] if lo >= 0 else None)
+    parts.append(figure(fig))
+    parts.append(table(headers, rows, row_classes=classes))
+    return "".join(parts)
+
+
+def _context_html(report: dict[str, Any]) -> str:
+    lat = report.get("latency")
+    if not lat:
+        return ""
+    rows = []
+    for entry in [lat, *(lat.get("others") or {}).values()]:
+        ctx = entry["pruned"].get("context") or {}
+        rows.append([_context_value(ctx.get(k)) for k in CONTEXT_FIELDS])
+    return "<h2>Measurement context</h2>" + table(list(CONTEXT_FIELDS), rows, sortable=False)
+
+
+def _run_html(report: dict[str, Any], run_dir: str | Path | None) -> tuple[str, str]:
+    """(subtitle, run sections) of one prune run."""
+    bits = [f"model <b>{esc(_model_name(report))}</b>"]
+    bits.append(f"criterion <b>{esc(report['criterion'])}</b>")
+    target = _run_target(report)
+    if target:
+        bits.append(f"target <b>{esc(target)}</b>")
+    dataset = (report.get("model") or {}).get("dataset")
+    if dataset:
+        bits.append(f"dataset <b>{esc(dataset)}</b>")
+    if report.get("created_at"):
+        bits.append(time.strftime("%Y-%m-%d %H:%M", time.localtime(report["created_at"])))
+    subtitle = ", ".join(bits) + "."
+    body = ["<h2>Base vs pruned</h2>", _run_summary(report)]
+    body.append(
+        _widths_html(report.get("widths"), "Channels per layer: the pruned model against the base")
+    )
+    search = report.get("search")
+    if search:
+        body.append("<h2>Latency search</h2>")
+        body.append(_search_html(search))
+    body.append(_context_html(report))
+    notes = [f"Command: <code>{esc(report.get('command'))}</code>"]
+    if run_dir is not None:
+        notes.append(f"Run directory: <code>{esc(run_dir)}</code>")
+    vers = report.get("versions") or {}
+    if vers:
+        notes.append("Versions: " + esc(", ".join(f"{k} {v}" for k, v in vers.items())))
+    body.append("<p class='note'>" + "<br>".join(notes) + "</p>")
+    return subtitle, "".join(body)
+
+
+# --------------------------------------------------------------------------- page
+
+
+def render_html(
+    kind: str,
+    name: str,
+    rows: list[dict[str, Any]],
+    run: dict[str, Any] | None = None,
+    run_dir: str | Path | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The page and its derived data (recommendations, Pareto fronts) for the JSON output.
+
+    ``run`` is a prune run's report.json: its sections are added.
+    """
+    agg = _aggregate(rows)
+    invalid = _aggregate(rows, valid=False)
+    recs = recommend(agg) if agg else []
+    devices = sorted({str(r["device"]) for r in rows})
+    runtimes = sorted({_rt(r) for r in rows})
+    pareto, fronts = _pareto_figures(agg, invalid)
+    subtitle = (
+        f"Source: {esc(kind)} <b>{esc(name)}</b>: {len(rows)} measurements on {len(devices)} "
+        f"device(s), {len(runtimes)} runtime configuration(s)."
+    )
+    run_body = ""
+    if run is not None:
+        subtitle, run_body = _run_html(run, run_dir)
+    body = [_recommendation_html(recs, bool(agg))]
+    if agg or invalid:
+        body.append("<h2>Accuracy and latency</h2>")
+        body.append(pareto)
+    body.append(run_body)
+    if len({(str(r["device"]), _rt(r)) for r in agg}) > 1:
+        body.append("<h2>Latency per device and runtime</h2>")
+        body.append(_latency_figure(agg))
+    if agg:
+        body.append("<h2>FLOPs are not latency</h2>")
+        body.append(_speedup_figure(agg))
+        body.append("<h2>Every point (median of repeats; click a header to sort)</h2>")
+        body.append(_points_table(agg))
+    if rows:
+        body.append("<h2>Unstable and invalid measurements</h2>")
+        body.append(_problems_table(rows))
+        body.append(
+            "<p class='note'>Speed-up: the base model's median with the same runtime on the same "
+            "device (or, where leasing measured the base on a sibling, on the devices of the same "
+            "profile: column speedup_basis in report.csv) divided by this median. FLOPs are "
+            "multiply-accumulates per image.</p>"
+        )
+    title = f"edgeprune report: {name}"
     derived = {
-        "pareto_fronts": {d: [list(p) for p in f] for d, f in fronts.items()},
+        "recommendations": recs,
+        "pareto_fronts": fronts,
         "devices": devices,
         "runtimes": runtimes,
     }
-    return page(f"edgeprune report: {name}", "".join(body)), derived
+    return page(title, subtitle, "".join(body)), derived
 
 
-def write_report(source: str | Path | None, out: str | Path) -> dict[str, Any]:
+def csv_cell(value: Any) -> Any:
+    """``value`` safe for a spreadsheet: text starting with ``= + - @``, a tab or a carriage return
+    would be read as a formula (OWASP "CSV injection"), so it gets a leading apostrophe. Numbers
+    stay numbers."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def write_run_html(
+    report: dict[str, Any], path: Path, run_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """The report page of one prune run (written by `prune_run`); returns the derived data."""
+    rows = _derive(run_rows(report, run_dir))
+    name = Path(run_dir).name if run_dir else "prune run"
+    html_text, derived = render_html("run", name, rows, run=report, run_dir=run_dir)
+    path.write_text(html_text)
+    return derived
+
+
+def write_report(
+    source: str | Path | None, out: str | Path, include_all: bool = False
+) -> dict[str, Any]:
     """Write ``OUT/report.html``, ``OUT/report.csv`` and ``OUT/report.json``; return a summary.
 
-    Raises `UsageError` for a source that is not a run directory or sweep, or has no measurements.
+    ``include_all`` keeps the latency search's probe measurements (``search:…``) in a store
+    report. Raises `UsageError` for a source that is not a run directory or sweep, or a sweep or
+    store without measurements, or an ``out`` that cannot be written (checked first). Text
+    cells of the CSV that a spreadsheet would run as a formula are escaped (`csv_cell`); the
+    JSON keeps them as they are.
     """
-    kind, name, rows = collect_rows(source)
-    if not rows:
+    check_writable(Path(out), directory=True)
+    kind, name, rows = collect_rows(source, include_all)
+    run = None
+    if kind == "run":
+        run = json.loads((Path(str(source)) / "report.json").read_text())
+    elif not rows:
         raise UsageError(
             f"no measurements found for {kind} {name}",
             hint="run the sweep first (`edgeprune farm run SWEEP.yaml`)",
         )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    html_text, derived = render_html(kind, name, rows)
+    html_text, derived = render_html(kind, name, rows, run=run, run_dir=source)
     (out / "report.html").write_text(html_text)
     with (out / "report.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows({k: csv_cell(v) for k, v in r.items()} for r in rows)
     write_json(
         out / "report.json",
         {"source": kind, "name": name, "columns": list(COLUMNS), "rows": rows, **derived},
@@ -436,6 +1169,7 @@ def write_report(source: str | Path | None, out: str | Path) -> dict[str, Any]:
         "rows": len(rows),
         "devices": derived["devices"],
         "runtimes": derived["runtimes"],
+        "recommendations": derived["recommendations"],
         "html": str(out / "report.html"),
         "csv": str(out / "report.csv"),
         "json": str(out / "report.json"),

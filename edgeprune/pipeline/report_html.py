@@ -1,327 +1,169 @@
-"""Offline HTML reports with inline SVG plots (no JavaScript, no network, no plotting library)."""
+"""Building blocks of the offline HTML reports: one page, plotly.js inlined once, sortable tables.
+
+The page needs no network: plotly.js is embedded from the installed ``plotly`` package, the table
+sorting is a few lines of inline JavaScript. Every user-supplied string (labels, paths, device
+names) is HTML-escaped before it reaches the page or a chart, including hover text.
+"""
 
 from __future__ import annotations
 
 import html
-import json
+import math
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+UNSTABLE_COLOR = "#e6a100"
+INVALID_COLOR = "#999999"
+PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 
 
-def _esc(v: Any) -> str:
-    return html.escape(str(v))
+def esc(v: Any) -> str:
+    return html.escape("" if v is None else str(v))
 
 
-def bar_chart(
-    title: str,
-    labels: Sequence[str],
-    values: Sequence[float | None],
-    unit: str = "",
-    width: int = 360,
-    height: int = 220,
-) -> str:
-    """A vertical bar chart as an SVG string."""
-    top, bottom, left, right = 30, 40, 50, 10
-    h = height - top - bottom
-    w = width - left - right
-    vmax = max([v for v in values if v is not None] + [1e-12]) * 1.15
-    n = max(1, len(values))
-    bw = w / n * 0.6
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">',
-        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="13" font-weight="bold">{_esc(title)}</text>',
-        f'<line x1="{left}" y1="{top + h}" x2="{left + w}" y2="{top + h}" stroke="#333"/>',
-    ]
-    for i, (lab, v) in enumerate(zip(labels, values, strict=True)):
-        x = left + (i + 0.2) * w / n
-        if v is None:
-            continue
-        bh = h * v / vmax
-        parts.append(
-            f'<rect x="{x:.1f}" y="{top + h - bh:.1f}" width="{bw:.1f}" height="{bh:.1f}" fill="{PALETTE[i % len(PALETTE)]}"/>'
-        )
-        parts.append(
-            f'<text x="{x + bw / 2:.1f}" y="{top + h - bh - 4:.1f}" text-anchor="middle" font-size="11">{v:.4g}{_esc(unit)}</text>'
-        )
-        parts.append(
-            f'<text x="{x + bw / 2:.1f}" y="{top + h + 15:.1f}" text-anchor="middle" font-size="11">{_esc(lab)}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+def num(v: float | None, digits: int = 3) -> str:
+    """A human number: ``0.0626`` → ``0.063``, ``1234.5`` → ``1235``; None → ``—``."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if v == 0:
+        return "0"
+    mag = math.floor(math.log10(abs(v)))
+    decimals = max(0, digits - 1 - mag)
+    return f"{v:.{decimals}f}"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def percent(v: float | None, decimals: int = 1) -> str:
+    """A fraction in [0, 1] as a percentage."""
+    return "—" if v is None else f"{100 * v:.{decimals}f}%"
 
 
-def _fmt(v: Any) -> str:
+@dataclass(frozen=True)
+class Cell:
+    """A table cell: what is shown (already HTML) and what it sorts by."""
+
+    html: str
+    sort: float | str | None = None
+
+
+def cell(v: Any, text: str | None = None) -> Cell:
+    """A cell for a plain value; numbers sort numerically, ``text`` overrides what is shown."""
+    if isinstance(v, Cell):
+        return v
+    if isinstance(v, bool):
+        return Cell(esc("yes" if v else "no"), int(v))
+    if isinstance(v, int):
+        return Cell(esc(text if text is not None else str(v)), v)
     if isinstance(v, float):
-        return _esc(f"{v:.4g}")
-    return _esc("" if v is None else v)
+        return Cell(esc(text if text is not None else num(v)), v)
+    return Cell(esc(text if text is not None else v), None if v is None else str(v))
 
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}
-td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-.charts{display:flex;flex-wrap:wrap;gap:16px}.note{color:#555;font-size:90%}pre{background:#f7f7f7;padding:8px;overflow:auto}"""
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    sortable: bool = True,
+    row_classes: Sequence[str] | None = None,
+) -> str:
+    """An HTML table; with ``sortable`` a click on a header sorts by that column."""
+    head = "".join(f"<th scope='col'>{esc(h)}</th>" for h in headers)
+    body = []
+    for i, r in enumerate(rows):
+        cls = f" class='{esc(row_classes[i])}'" if row_classes and row_classes[i] else ""
+        tds = []
+        for v in r:
+            c = cell(v)
+            key = "" if c.sort is None else f" data-sort='{esc(c.sort)}'"
+            tds.append(f"<td{key}>{c.html}</td>")
+        body.append(f"<tr{cls}>{''.join(tds)}</tr>")
+    cls = " class='sortable'" if sortable else ""
+    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def page(title: str, body: str) -> str:
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title><style>{CSS}</style></head><body><h1>{_esc(title)}</h1>{body}</body></html>"
+def kv_table(rows: Sequence[tuple[str, Any]]) -> str:
+    """Two columns, field and value (not sortable)."""
+    return table(["field", "value"], [[k, v] for k, v in rows], sortable=False)
 
 
-def write_run_html(report: dict[str, Any], path: Path) -> Path:
-    """The report page of one prune run: base vs pruned accuracy, FLOPs, params and measured latency."""
-    pct = lambda v: None if v is None else 100.0 * v  # noqa: E731
-    rows = [
-        [
-            "FLOPs (MMAC)",
-            report["flops_before"] / 1e6,
-            report["flops_after"] / 1e6,
-            f"-{report['flops_reduction']:.1%}",
-        ],
-        [
-            "parameters (M)",
-            report["params_before"] / 1e6,
-            report["params_after"] / 1e6,
-            f"-{report['params_reduction']:.1%}",
-        ],
-    ]
-    charts = [
-        bar_chart(
-            "FLOPs (MMAC)",
-            ["base", "pruned"],
-            [report["flops_before"] / 1e6, report["flops_after"] / 1e6],
-        ),
-        bar_chart(
-            "Parameters (M)",
-            ["base", "pruned"],
-            [report["params_before"] / 1e6, report["params_after"] / 1e6],
-        ),
-    ]
-    if "accuracy_before" in report:
-        rows.insert(
-            0,
-            [
-                "top-1 accuracy (%)",
-                pct(report["accuracy_before"]),
-                pct(report["accuracy_after"]),
-                f"{100 * (report['accuracy_after'] - report['accuracy_before']):+.2f} pp",
-            ],
-        )
-        if "accuracy_pruned_no_finetune" in report:
-            rows.insert(
-                1,
-                [
-                    "accuracy before fine-tune (%)",
-                    None,
-                    pct(report["accuracy_pruned_no_finetune"]),
-                    "",
-                ],
-            )
-        charts.insert(
-            0,
-            bar_chart(
-                "Top-1 accuracy (%)",
-                ["base", "pruned"],
-                [pct(report["accuracy_before"]), pct(report["accuracy_after"])],
-            ),
-        )
-    lat = report.get("latency")
-    ctx: dict[str, Any] = {}
-    for entry in [lat, *((lat or {}).get("others") or {}).values()] if lat else []:
-        b, p, dev = entry["base"]["stats"], entry["pruned"]["stats"], entry["device"]
-        rows.append(
-            [
-                f"latency median on {dev} (ms)",
-                b["median"],
-                p["median"],
-                f"{b['median'] / p['median']:.2f}× faster",
-            ]
-        )
-        rows.append([f"latency p90 on {dev} (ms)", b["p90"], p["p90"], ""])
-        charts.append(
-            bar_chart(
-                f"Measured latency on {dev} (median, ms)",
-                ["base", "pruned"],
-                [b["median"], p["median"]],
-            )
-        )
-        ctx = ctx or entry["pruned"].get("context", {})
-    if lat and lat.get("budget_ms") is not None:
-        rows.append(
-            [
-                f"latency budget ({lat['budget']}, {lat['percentile']})",
-                None,
-                lat["budget_ms"],
-                "met" if lat["met"] else "NOT met",
-            ]
-        )
-    body = [
-        f"<p>Model <b>{_esc(report['model']['arch'].get('name') or report['model']['arch'].get('factory'))}</b>, "
-        f"criterion <b>{_esc(report['criterion'])}</b>, dataset <b>{_esc(report['model'].get('dataset'))}</b>.</p>",
-        f"<div class='charts'>{''.join(charts)}</div>",
-        table(["", "base", "pruned", "change"], rows),
-    ]
-    if ctx:
-        keep = (
-            "device",
-            "profile",
-            "arch",
-            "runtime",
-            "runtime_version",
-            "threads",
-            "batch",
-            "input_shape",
-            "governor",
-            "protocol",
-        )
-        body.append(
-            "<h2>Measurement context</h2>"
-            + table(["field", "value"], [[k, json.dumps(ctx.get(k))] for k in keep])
-        )
-    body.append(
-        f"<p class='note'>FLOPs are multiply-accumulates per image. Command: <code>{_esc(report.get('command'))}</code></p>"
+def figure(fig: Any) -> str:
+    """A plotly figure as a ``<div>`` (plotly.js itself is inlined once by `page`)."""
+    fig.update_layout(
+        template="plotly_white",
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+        hoverlabel={"align": "left"},
+        font={"family": "system-ui, sans-serif", "size": 13},
     )
-    path.write_text(page("edgeprune run report", "".join(body)))
-    return path
+    return (
+        "<div class='figure'>"
+        + fig.to_html(full_html=False, include_plotlyjs=False, config=PLOTLY_CONFIG)
+        + "</div>"
+    )
 
 
-def grouped_bar_chart(
-    title: str,
-    groups: Sequence[str],
-    series: dict[str, Sequence[float | None]],
-    unit: str = "",
-    width: int = 640,
-    height: int = 260,
-) -> str:
-    """Vertical bars grouped by ``groups`` (x axis), one coloured bar per series in each group."""
-    top, bottom, left, right = 30, 45, 50, 140
-    h, w = height - top - bottom, width - left - right
-    vals = [v for s in series.values() for v in s if v is not None]
-    if not groups or not vals:
-        return f"<p>{_esc(title)}: no data</p>"
-    vmax = max(vals) * 1.15
-    gw = w / len(groups)
-    bw = gw * 0.8 / max(1, len(series))
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">',
-        f'<text x="4" y="18" font-size="13" font-weight="bold">{_esc(title)}</text>',
-        f'<line x1="{left}" y1="{top + h}" x2="{left + w}" y2="{top + h}" stroke="#333"/>',
-    ]
-    for i in range(5):
-        yv = vmax * i / 4
-        parts.append(
-            f'<text x="{left - 4}" y="{top + h - h * i / 4 + 3:.1f}" text-anchor="end" font-size="10">{yv:.3g}</text>'
-        )
-    for gi, group in enumerate(groups):
-        x0 = left + gi * gw + gw * 0.1
-        parts.append(
-            f'<text x="{left + (gi + 0.5) * gw:.1f}" y="{top + h + 15}" text-anchor="middle" font-size="11">{_esc(group)}</text>'
-        )
-        for si, (name, values) in enumerate(series.items()):
-            v = values[gi]
-            if v is None:
-                continue
-            bh = h * v / vmax
-            x = x0 + si * bw
-            parts.append(
-                f'<rect x="{x:.1f}" y="{top + h - bh:.1f}" width="{bw * 0.95:.1f}" height="{bh:.1f}" '
-                f'fill="{PALETTE[si % len(PALETTE)]}"><title>{_esc(group)} {_esc(name)}: {v:.4g}{_esc(unit)}</title></rect>'
-            )
-    for si, name in enumerate(series):
-        parts.append(
-            f'<rect x="{left + w + 10}" y="{top + 14 * si}" width="10" height="10" fill="{PALETTE[si % len(PALETTE)]}"/>'
-        )
-        parts.append(
-            f'<text x="{left + w + 24}" y="{top + 9 + 14 * si}" font-size="11">{_esc(name)[:20]}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1280px;padding:0 1em;color:#222}
+h1{margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+.sub{color:#555;margin-top:0}
+table{border-collapse:collapse;margin:.8em 0;font-size:14px}
+td,th{border:1px solid #d0d0d0;padding:4px 8px;text-align:right;vertical-align:top}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+table.sortable th{cursor:pointer;user-select:none}
+table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
+table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
+tr.unstable td{background:#fff6e0}tr.invalid td{background:#f2f2f2;color:#777}
+.figure{margin:.5em 0 1.2em 0}
+.recommend{border:2px solid #55a868;border-radius:8px;padding:.6em 1.2em;background:#f4fbf5}
+.recommend h2{border:none;margin-top:.3em}
+.recommend .choice{margin:.7em 0}
+.recommend .none{color:#a33}
+code,pre{font-family:ui-monospace,monospace;font-size:13px}
+pre{background:#f5f5f5;padding:6px 10px;overflow:auto;border-radius:4px;margin:.3em 0}
+.note{color:#555;font-size:90%}
+.badge{display:inline-block;padding:0 6px;border-radius:8px;font-size:85%;background:#eee}
+.badge.unstable{background:#ffe3a3}.badge.invalid{background:#ddd}
+"""
+
+# Click a header to sort by it (numbers by data-sort, text otherwise); click again to reverse.
+SORT_JS = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.querySelectorAll('th').forEach(function (th, col) {
+    th.addEventListener('click', function () {
+      var asc = th.getAttribute('aria-sort') !== 'ascending';
+      table.querySelectorAll('th').forEach(function (h) { h.removeAttribute('aria-sort'); });
+      th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
+      function key(row) {
+        var c = row.cells[col], v = c.getAttribute('data-sort');
+        if (v === null) { v = c.textContent.trim(); }
+        var n = Number(v);
+        return v !== '' && !isNaN(n) ? n : v.toLowerCase();
+      }
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b), d;
+        if (typeof x === 'number' && typeof y === 'number') { d = x - y; }
+        else if (typeof x === 'number') { return -1; }
+        else if (typeof y === 'number') { return 1; }
+        else { d = x.localeCompare(y); }
+        return asc ? d : -d;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+"""
 
 
-def xy_chart(
-    title: str,
-    points: dict[str, list[tuple[float, float, str]]],
-    lines: dict[str, list[tuple[float, float]]],
-    xlabel: str,
-    ylabel: str,
-    width: int = 560,
-    height: int = 340,
-) -> str:
-    """Points per series (legend) plus polylines; a line named like a point series takes its
-    colour (e.g. a per-device Pareto front), any other line is drawn dashed grey."""
-    top, bottom, left, right = 30, 45, 60, 140
-    h, w = height - top - bottom, width - left - right
-    xs = [p[0] for s in points.values() for p in s] + [p[0] for s in lines.values() for p in s]
-    ys = [p[1] for s in points.values() for p in s] + [p[1] for s in lines.values() for p in s]
-    if not xs:
-        return f"<p>{_esc(title)}: no data</p>"
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-    if x1 == x0:
-        x0, x1 = x0 - 1, x1 + 1
-    if y1 == y0:
-        y0, y1 = y0 - 1, y1 + 1
-    padx, pady = (x1 - x0) * 0.05, (y1 - y0) * 0.08
-    x0, x1, y0, y1 = x0 - padx, x1 + padx, y0 - pady, y1 + pady
+def page(title: str, subtitle: str, body: str) -> str:
+    """The whole report: one self-contained HTML document."""
+    from plotly.offline import get_plotlyjs
 
-    def sx(x: float) -> float:
-        return left + (x - x0) / (x1 - x0) * w
-
-    def sy(y: float) -> float:
-        return top + h - (y - y0) / (y1 - y0) * h
-
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">',
-        f'<text x="4" y="18" font-size="13" font-weight="bold">{_esc(title)}</text>',
-        f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#333"/>',
-        f'<text x="{left + w / 2}" y="{height - 8}" text-anchor="middle" font-size="11">{_esc(xlabel)}</text>',
-        f'<text x="14" y="{top + h / 2}" text-anchor="middle" font-size="11" transform="rotate(-90 14 {top + h / 2})">{_esc(ylabel)}</text>',
-    ]
-    for i in range(5):
-        xv, yv = x0 + (x1 - x0) * i / 4, y0 + (y1 - y0) * i / 4
-        parts.append(
-            f'<text x="{sx(xv):.1f}" y="{top + h + 14}" text-anchor="middle" font-size="10">{xv:.3g}</text>'
-        )
-        parts.append(
-            f'<text x="{left - 4}" y="{sy(yv) + 3:.1f}" text-anchor="end" font-size="10">{yv:.3g}</text>'
-        )
-    colors = {name: PALETTE[k % len(PALETTE)] for k, name in enumerate(points)}
-    for name, line in lines.items():
-        if len(line) < 2:
-            continue
-        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in line)
-        style = (
-            f'stroke="{colors[name]}" stroke-width="1.5"'
-            if name in colors
-            else 'stroke="#888" stroke-width="1" stroke-dasharray="4 3"'
-        )
-        parts.append(
-            f'<polyline points="{path}" fill="none" {style}><title>{_esc(name)}</title></polyline>'
-        )
-    for k, (name, pts) in enumerate(points.items()):
-        for x, y, tip in pts:
-            parts.append(
-                f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="{colors[name]}" fill-opacity="0.8"><title>{_esc(tip)}</title></circle>'
-            )
-        parts.append(
-            f'<rect x="{left + w + 10}" y="{top + 14 * k}" width="10" height="10" fill="{colors[name]}"/>'
-        )
-        parts.append(
-            f'<text x="{left + w + 24}" y="{top + 9 + 14 * k}" font-size="11">{_esc(name)[:20]}</text>'
-        )
-    extra = [n for n in lines if n not in colors]
-    for j, name in enumerate(extra):
-        y = top + 14 * (len(points) + j)
-        parts.append(
-            f'<line x1="{left + w + 10}" y1="{y + 5}" x2="{left + w + 20}" y2="{y + 5}" stroke="#888" stroke-dasharray="4 3"/>'
-        )
-        parts.append(
-            f'<text x="{left + w + 24}" y="{y + 9}" font-size="11">{_esc(name)[:20]}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{esc(title)}</title><style>{CSS}</style>"
+        f"<script>{get_plotlyjs()}</script></head><body>"
+        f"<h1>{esc(title)}</h1><p class='sub'>{subtitle}</p>{body}"
+        f"<script>{SORT_JS}</script></body></html>"
+    )

@@ -1,18 +1,37 @@
 """Pruning: criteria plugins, the plan, applying it (via Torch-Pruning), FLOPs/params counting."""
 
-from edgeprune.prune._engine import DependencyIndex, PrunableGroup, apply_plan, count_macs_params
+from edgeprune.prune._allocate import (
+    AccuracyProxy,
+    AllocationResult,
+    Allocator,
+    Plan,
+    ProxyScore,
+    TermCost,
+    allocate,
+)
+from edgeprune.prune._engine import (
+    DependencyIndex,
+    LayerCost,
+    PrunableGroup,
+    apply_plan,
+    count_macs_params,
+)
 from edgeprune.prune._prune import (
     PruneConfig,
     PruneResult,
     Scored,
+    allocate_keep,
+    allocation_grids,
+    build_pruned,
     choose_keep,
     compose_plans,
     materialize,
     prunable_groups,
     prune,
+    resolve_mode,
     score_model,
 )
-from edgeprune.prune._select import Target
+from edgeprune.prune._select import Target, normalized, round_keep
 from edgeprune.prune.criteria import (
     CRITERIA,
     Criterion,
@@ -26,10 +45,16 @@ from edgeprune.prune.plan import GroupPlan, PrunePlan
 
 __all__ = [
     "CRITERIA",
+    "AccuracyProxy",
+    "AllocationResult",
+    "Allocator",
     "Criterion",
     "DependencyIndex",
     "GroupPlan",
+    "LayerCost",
     "Option",
+    "Plan",
+    "ProxyScore",
     "PrunableGroup",
     "PruneConfig",
     "PrunePlan",
@@ -37,15 +62,23 @@ __all__ = [
     "ScoreContext",
     "Scored",
     "Target",
+    "TermCost",
+    "allocate",
+    "allocate_keep",
+    "allocation_grids",
     "apply_plan",
+    "build_pruned",
     "choose_keep",
     "compose_plans",
     "count_macs_params",
     "make_criterion",
     "materialize",
+    "normalized",
     "parse_criterion_opts",
     "prunable_groups",
     "prune",
     "register_criterion",
+    "resolve_mode",
+    "round_keep",
     "score_model",
 ]

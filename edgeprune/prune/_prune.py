@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 from edgeprune._progress import track
 from edgeprune.data import Dataset
 from edgeprune.errors import UsageError
+from edgeprune.prune._allocate import (
+    AccuracyProxy,
+    AllocationResult,
+    Allocator,
+    TermCost,
+    allocate,
+    round_grid,
+)
 from edgeprune.prune._cost import CostModel
 from edgeprune.prune._engine import DependencyIndex, PrunableGroup, count_macs_params
 from edgeprune.prune._select import (
     Target,
+    group_step,
+    min_keep,
     normalized,
     round_keep,
     solve_global,
@@ -26,11 +39,12 @@ from edgeprune.prune._select import (
 from edgeprune.prune.criteria import Criterion, ScoreContext, make_criterion
 from edgeprune.prune.plan import GroupPlan, PrunePlan
 from edgeprune.train import recalibrate_bn, select_device
+from edgeprune.vocab import check_choice
 
 if TYPE_CHECKING:  # the bundle record lives with the checkpoint contract, one layer up
     from edgeprune.checkpoint import ModelBundle
 
-MODES = ("uniform", "global")
+MODES = ("uniform", "global", "search")
 CONVENTIONS = ("all", "internal")
 
 
@@ -42,8 +56,12 @@ class PruneConfig:
     group root) or ``ratios`` (removed fraction per group root: a per-layer ratio vector) — or a
     criterion that picks its own widths (QSFM ``threshold``) — decides the widths.
     ``convention='internal'`` prunes only block-internal groups (HRank/CHIP's ResNet convention);
-    ``'all'`` also prunes residual/shared groups (DepGraph). ``mode`` None uses the criterion's
-    default (global for EasiEdge, uniform otherwise). ``finetune`` is the training a criterion may
+    ``'all'`` also prunes residual/shared groups (DepGraph). ``mode`` ``search`` chooses per-group
+    widths by accuracy (`edgeprune.prune._allocate`: candidate plans meeting the target, ranked by
+    BN-recalibrated accuracy on ``proxy_samples`` held-out training images, at most
+    ``search_evals`` evaluations, no group losing more than ``max_layer_ratio`` of its channels);
+    ``mode`` None means ``search`` for FLOPs/params targets when data is given, else the
+    criterion's default (global for EasiEdge, uniform otherwise). ``finetune`` is the training a criterion may
     do before the hard prune (EasiEdge's ADMM rounds); None forbids it.
     """
 
@@ -63,21 +81,29 @@ class PruneConfig:
     seed: int = 0
     device: str = "auto"
     finetune: Any = None
+    search_evals: int = 24
+    proxy_samples: int = 2048
+    max_layer_ratio: float = 0.8
 
     def __post_init__(self) -> None:
-        if self.mode is not None and self.mode not in MODES:
-            raise UsageError(f"unknown mode {self.mode!r}", hint=f"use one of {', '.join(MODES)}")
-        if self.convention not in CONVENTIONS:
-            raise UsageError(
-                f"unknown convention {self.convention!r}",
-                hint=f"use one of {', '.join(CONVENTIONS)}",
-            )
+        if self.mode is not None:
+            check_choice(self.mode, MODES, "mode")
+        check_choice(self.convention, CONVENTIONS, "convention")
         if self.round_to is not None and self.round_to < 1:
             raise UsageError(f"--round-to must be >= 1, got {self.round_to}")
         if self.calib_batches < 1 or self.calib_batch_size < 1:
             raise UsageError("--calib-batches and the calibration batch size must be >= 1")
         if self.min_channels < 1:
             raise UsageError(f"--min-channels must be >= 1, got {self.min_channels}")
+        if self.search_evals < 2:
+            raise UsageError(f"--search-evals must be >= 2, got {self.search_evals}")
+        if self.proxy_samples < 1:
+            raise UsageError(f"--proxy-samples must be >= 1, got {self.proxy_samples}")
+        if not 0.0 < self.max_layer_ratio <= 1.0:
+            raise UsageError(
+                f"--max-layer-ratio must be in (0, 1], got {self.max_layer_ratio}",
+                hint="e.g. 0.8: no layer loses more than 80% of its channels",
+            )
         make_criterion(self.criterion, self.criterion_options)  # validates name and options
         for r in (self.ratios or {}).values():
             if not 0.0 <= r < 1.0:
@@ -97,6 +123,15 @@ class PruneConfig:
                 "no pruning target given",
                 hint="pass --ratio, --flops-reduction, --params-reduction, --ratios-file or "
                 "--latency-budget (QSFM: or --criterion-opt threshold=T)",
+            )
+
+    def require_data(self, has_data: bool) -> None:
+        """Raise `UsageError` when the criterion is data-driven and no data is given: a check
+        on the command line alone, made before any model or dataset is loaded."""
+        if not has_data and make_criterion(self.criterion, self.criterion_options).needs_data:
+            raise UsageError(
+                f"criterion {self.criterion} is data-driven and needs --data",
+                hint="pass --data DATASET (e.g. fashion-mnist), or use a weight criterion such as l1",
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -252,17 +287,145 @@ def compose_plans(previous: PrunePlan, new: PrunePlan, index: DependencyIndex) -
     return PrunePlan(tuple(out), sorted(set(previous.ignored) | set(new.ignored)))
 
 
+def resolve_mode(config: PruneConfig, criterion: Criterion, data: Dataset | None) -> str:
+    """The selection mode ``config`` asks for: explicit, else ``search`` for a FLOPs/params target
+    with data, else the criterion's default. Raises `UsageError` for ``search`` without data."""
+    if config.mode == "search" and data is None:
+        raise UsageError(
+            "--mode search ranks candidate widths by accuracy and needs --data",
+            hint="pass --data DATASET, or --mode uniform|global",
+        )
+    if config.mode is not None:
+        return config.mode
+    if data is not None and config.target is not None and config.target.kind != "ratio":
+        return "search"
+    return criterion.default_mode
+
+
+def build_pruned(scored: Scored, keep: Mapping[int, int]) -> nn.Module:
+    """The scored model pruned to ``keep`` (a fresh copy; the criterion's selection and weight
+    adjustments applied; BatchNorm statistics as they were)."""
+    ctx, _, _ = _apply_keep(scored, keep, fresh_copy=True)
+    return ctx.model
+
+
+def allocation_grids(
+    groups: list[PrunableGroup], config: PruneConfig, floor_ratio: float | None = None
+) -> dict[int, list[int]]:
+    """Each group's allowed widths: multiples of its rounding step, at least ``min_keep`` and at
+    most ``max_layer_ratio`` of its channels removed, plus the full width."""
+    ratio = config.max_layer_ratio if floor_ratio is None else floor_ratio
+    grids = {}
+    for g in groups:
+        floor = round_keep(
+            g, math.ceil(g.width * (1 - ratio)), config.round_to, config.min_channels
+        )
+        step = group_step(g, config.round_to)
+        grids[g.index] = round_grid(
+            g, step, max(floor, min_keep(g, config.round_to, config.min_channels))
+        )
+    return grids
+
+
+def _kept(gi: int, width: int, keep: Mapping[int, int]) -> float:
+    return float(keep.get(gi, width))
+
+
+def allocate_keep(
+    scored: Scored, config: PruneConfig, data: Dataset | None
+) -> tuple[dict[int, int], AllocationResult]:
+    """Per-group widths for ``config.target`` chosen by accuracy (`edgeprune.prune._allocate`)."""
+    target = config.target
+    if target is None:
+        raise UsageError(
+            "--mode search needs a target", hint="pass --flops-reduction or --params-reduction"
+        )
+    ctx = scored.ctx
+    cost_model = CostModel(ctx.index)
+    full = cost_model.full()
+    terms: list[tuple[Callable[[Mapping[int, int]], float], set[int]]]
+    if target.kind == "ratio":
+        terms = [(partial(_kept, g.index, g.width), {g.index}) for g in ctx.groups]
+        budget = (1.0 - target.value) * sum(g.width for g in ctx.groups)
+        unit = "channels"
+    else:
+        terms = cost_model.terms(target.kind)
+        base = cost_model.macs(full) if target.kind == "flops" else cost_model.params(full)
+        budget = (1.0 - target.value) * base
+        unit = "MACs" if target.kind == "flops" else "parameters"
+    cost = TermCost(terms)
+    alloc = Allocator(
+        ctx.groups,
+        scored.scores,
+        cost,
+        allocation_grids(ctx.groups, config),
+        comparable=scored.criterion.comparable_scores,
+        seed=config.seed,
+    )
+    if cost(alloc.smallest()) > budget:
+        # The per-layer bound keeps too much: the target needs deeper cuts somewhere.
+        alloc = Allocator(
+            ctx.groups,
+            scored.scores,
+            cost,
+            allocation_grids(ctx.groups, config, floor_ratio=1.0),
+            comparable=scored.criterion.comparable_scores,
+            seed=config.seed,
+        )
+        if cost(alloc.smallest()) > budget:
+            reached = 1.0 - cost(alloc.smallest()) / (budget / (1.0 - target.value))
+            raise UsageError(
+                f"a {target.kind} reduction of {target.value:.0%} cannot be reached by pruning these groups (at most {reached:.1%})",
+                hint="lower the target, prune more groups (--convention all) or lower --min-channels",
+            )
+    proxy = (
+        AccuracyProxy(
+            lambda keep: build_pruned(scored, keep),
+            data,
+            samples=config.proxy_samples,
+            bn_batches=config.calib_batches,
+            batch_size=config.calib_batch_size,
+            seed=config.seed,
+            device=config.device,
+        )
+        if data is not None
+        else None
+    )
+    result = allocate(
+        alloc,
+        budget,
+        proxy,
+        max_evals=config.search_evals,
+        unit=unit,
+        proxy_samples=proxy.samples if proxy is not None else None,
+        description=f"rank width plans ({target.kind} -{target.value:.0%})",
+    )
+    return result.best.keep, result
+
+
 def prune(bundle: ModelBundle, config: PruneConfig, data: Dataset | None = None) -> PruneResult:
     """Prune a copy of ``bundle.model`` as ``config`` says; ``bundle`` is left unchanged.
 
     With ``data`` and ``config.recalibrate_bn`` the pruned model's BatchNorm statistics are
-    re-estimated on ``calib_batches`` training batches (no gradient step).
+    re-estimated on ``calib_batches`` training batches (no gradient step). In ``search`` mode
+    (the default for FLOPs/params targets with data) the widths are chosen by accuracy and
+    ``facts["allocation"]`` records the ranked candidates.
     Raises `UsageError` for impossible targets or unknown layers.
     """
     config.require_target()
     scored = score_model(bundle, config, data)
-    keep = choose_keep(scored.ctx, config, scored.scores, scored.criterion)
-    return materialize(bundle, scored, keep, config, data, fresh_copy=False)
+    allocation = None
+    explicit = config.widths is not None or config.ratios is not None
+    own = scored.criterion.chooses_own_widths()
+    if not explicit and not own and resolve_mode(config, scored.criterion, data) == "search":
+        keep, allocation = allocate_keep(scored, config, data)
+    else:
+        keep = choose_keep(scored.ctx, config, scored.scores, scored.criterion)
+    result = materialize(bundle, scored, keep, config, data, fresh_copy=False)
+    if allocation is not None:
+        roots = {g.index: g.root for g in scored.ctx.groups}
+        result.facts["allocation"] = allocation.to_dict(roots)
+    return result
 
 
 def fresh_context(scored: Scored) -> ScoreContext:
@@ -281,6 +444,20 @@ def fresh_context(scored: Scored) -> ScoreContext:
     return replace(ctx, model=model, index=index, groups=groups)
 
 
+def _apply_keep(
+    scored: Scored, keep: Mapping[int, int], fresh_copy: bool
+) -> tuple[ScoreContext, PrunePlan, dict[str, Any]]:
+    """Select the channels for ``keep``, let the criterion adjust weights, prune the model."""
+    ctx = fresh_context(scored) if fresh_copy else scored.ctx
+    criterion, scores = scored.criterion, scored.scores
+    plan = criterion.select(ctx, scores, keep) or topk_plan(
+        ctx.groups, scores, keep, ctx.index.ignored
+    )
+    facts = {**criterion.facts, **criterion.before_apply(ctx, plan)}
+    ctx.index.apply(plan)
+    return ctx, plan, facts
+
+
 def materialize(
     bundle: ModelBundle,
     scored: Scored,
@@ -295,13 +472,7 @@ def materialize(
     materialised from one scoring pass (the latency search does this).
     """
     macs_before, params_before = count_macs_params(bundle.model, bundle.example_input())
-    ctx = fresh_context(scored) if fresh_copy else scored.ctx
-    criterion, scores = scored.criterion, scored.scores
-    plan = criterion.select(ctx, scores, keep) or topk_plan(
-        ctx.groups, scores, keep, ctx.index.ignored
-    )
-    facts = {**criterion.facts, **criterion.before_apply(ctx, plan)}
-    ctx.index.apply(plan)
+    ctx, plan, facts = _apply_keep(scored, keep, fresh_copy)
     model = ctx.model
     if config.recalibrate_bn and data is not None:
         recalibrate_bn(
@@ -326,7 +497,7 @@ def materialize(
         params_before=params_before,
         params_after=params_after,
         scoring_seconds=scored.seconds,
-        criterion=criterion.describe(),
+        criterion=scored.criterion.describe(),
         widths=widths,
         facts=facts,
     )

@@ -18,6 +18,7 @@ from edgeprune.errors import UsageError
 from edgeprune.prune._cost import CostModel
 from edgeprune.prune._engine import PrunableGroup
 from edgeprune.prune.plan import GroupPlan, PrunePlan
+from edgeprune.vocab import check_choice
 
 TARGET_KINDS = ("ratio", "flops", "params")
 
@@ -28,10 +29,7 @@ class Target:
     value: float
 
     def __post_init__(self) -> None:
-        if self.kind not in TARGET_KINDS:
-            raise UsageError(
-                f"unknown target kind {self.kind!r}", hint=f"use one of {', '.join(TARGET_KINDS)}"
-            )
+        check_choice(self.kind, TARGET_KINDS, "target kind")
         if not 0.0 <= self.value < 1.0:
             flag = {
                 "ratio": "--ratio",
@@ -43,7 +41,8 @@ class Target:
             )
 
 
-def _step(g: PrunableGroup, round_to: int | None) -> int:
+def group_step(g: PrunableGroup, round_to: int | None) -> int:
+    """A group's width step: its grouped-conv chunk count, made a multiple of ``round_to``."""
     step = g.channel_groups
     if round_to:
         step = step * round_to // math.gcd(step, round_to)
@@ -51,14 +50,14 @@ def _step(g: PrunableGroup, round_to: int | None) -> int:
 
 
 def min_keep(g: PrunableGroup, round_to: int | None, min_channels: int) -> int:
-    step = _step(g, round_to)
+    step = group_step(g, round_to)
     floor = max(min_channels, 1)
     return min(g.width, max(step, -(-floor // step) * step))
 
 
 def round_keep(g: PrunableGroup, keep: float, round_to: int | None, min_channels: int) -> int:
     """Round a real-valued keep count to the group's step (grouped conv × round_to)."""
-    step = _step(g, round_to)
+    step = group_step(g, round_to)
     if g.width % step != 0 and keep >= g.width:
         return g.width
     k = round(keep / step) * step
@@ -152,7 +151,7 @@ def solve_global(
     while not reached():
         best_gi, best_cost = None, math.inf
         for gi, g in by_index.items():
-            step = _step(g, round_to)
+            step = group_step(g, round_to)
             new_keep = keep[gi] - step
             if new_keep < min_keep(g, round_to, min_channels):
                 continue
@@ -166,7 +165,7 @@ def solve_global(
                 f"the {target.kind} target {target.value:.0%} cannot be reached within the per-group minimum widths",
                 hint="lower the target or --min-channels",
             )
-        keep[best_gi] -= _step(by_index[best_gi], round_to)
+        keep[best_gi] -= group_step(by_index[best_gi], round_to)
     return keep
 
 

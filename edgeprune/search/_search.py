@@ -3,23 +3,29 @@
 Flow (`search`): lease the device; measure the base model; resolve the budget (``8ms`` or
 ``0.5x`` of the base); score channels with the criterion; build the device's latency model
 (lookup tables measured once per device and reused from the store) and calibrate it on the base
-model; then run a strategy, verifying every candidate on the device:
+model; then run a strategy, verifying candidates on the device:
 
-* ``latency`` (default): starting from full widths, repeatedly shrink the group whose next
-  fast-side width (the latency model's step structure, so no width sits on a cliff) costs the
-  least criterion importance per predicted millisecond saved, until the prediction meets the
-  target; measure; correct the target by measured/wanted and repeat until the measured latency is
-  within ``[(1 − tolerance)·budget, budget]``.
+* ``latency`` (default): the latency model prices a plan in microseconds, so many plans predicted
+  to meet the budget are generated (`edgeprune.prune.Allocator`: uniform, Torch-Pruning's global
+  plan, greedy importance-per-ms under several normalisations, a HALP knapsack, blends, then an
+  evolutionary refinement) and ranked by an accuracy proxy (BN recalibration + accuracy on a
+  held-out slice of the training set, EagleEye); the best few are measured on the device and
+  steered into the window ``[(1 − tolerance)·budget, budget]``; the most accurate measured one
+  wins. Without data the importance-per-ms plan is the only candidate (the report says so).
+  The winner is exported the way the deployed file will be and measured again.
 * ``uniform``: the baseline — one pruning ratio for every group, bisected against measured latency.
 * ``netadapt``: NetAdapt-style (Yang et al. 2018): reach the budget in ``iterations`` latency
   steps; after each step fine-tune briefly and re-score the pruned model before the next.
 
+A measurement whose CV stays above the protocol's threshold is never used as a result: it is
+repeated with a longer window and, if it stays unstable, `UnstableMeasurementError` says so.
 A budget that even the smallest allowed model cannot meet raises `BudgetInfeasibleError` with the
 best latency measured.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import tempfile
@@ -36,18 +42,33 @@ from edgeprune.bench import BenchConfig, Measurement, Store, measure
 from edgeprune.data import Dataset
 from edgeprune.device import DeviceSession
 from edgeprune.device.lease import run_leased
-from edgeprune.errors import BudgetInfeasibleError, UsageError
-from edgeprune.export import onnx_from_torch
-from edgeprune.prune import PruneConfig, PruneResult, Scored, materialize, score_model
-from edgeprune.prune._select import normalized, round_keep
+from edgeprune.errors import BudgetInfeasibleError, UnstableMeasurementError, UsageError
+from edgeprune.export import onnx_from_torch, resolve_exporter
+from edgeprune.prune import (
+    AccuracyProxy,
+    AllocationResult,
+    Allocator,
+    Plan,
+    PruneConfig,
+    PruneResult,
+    Scored,
+    allocate,
+    build_pruned,
+    materialize,
+    normalized,
+    round_keep,
+    score_model,
+)
 from edgeprune.search.latency_model import PROBE_EXPORTER, LatencyModel
 from edgeprune.train import TrainConfig, train
+from edgeprune.vocab import Percentile, check_choice
 
 if TYPE_CHECKING:
     from edgeprune.checkpoint import ModelBundle
 
+log = logging.getLogger(__name__)
+
 STRATEGIES = ("latency", "uniform", "netadapt")
-PERCENTILES = ("median", "p90", "p99", "mean", "min")
 _BUDGET_RE = re.compile(r"^\s*(?P<v>\d+(?:\.\d+)?)\s*(?P<u>ms|x)?\s*$", re.IGNORECASE)
 
 
@@ -102,28 +123,28 @@ class SearchConfig:
     )
     percentile: str = "median"
     strategy: str = "latency"
-    tolerance: float = 0.10
+    tolerance: float = 0.07
     max_verifications: int = 8
     calibration_ratios: tuple[float, ...] = (0.5,)
     max_layer_ratio: float = 0.8
     netadapt_iterations: int = 3
     netadapt_finetune: TrainConfig | None = None
     opset: int | None = None
+    # How the deployed file is exported: the winner is measured again exported this way.
+    exporter: str = "auto"
+    proxy_evals: int = 24
+    verify_top: int = 3
+    unstable_retries: int = 2
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise UsageError(
-                f"unknown strategy {self.strategy!r}", hint=f"use one of {', '.join(STRATEGIES)}"
-            )
-        if self.percentile not in PERCENTILES:
-            raise UsageError(
-                f"unknown percentile {self.percentile!r}",
-                hint=f"use one of {', '.join(PERCENTILES)}",
-            )
+        check_choice(self.strategy, STRATEGIES, "strategy")
+        check_choice(self.percentile, Percentile.choices(), "percentile")
         if not 0.0 < self.tolerance < 0.9:
             raise UsageError(f"tolerance must be in (0, 0.9), got {self.tolerance}")
         if self.max_verifications < 1:
             raise UsageError("max_verifications must be >= 1")
+        if self.proxy_evals < 2 or self.verify_top < 1 or self.unstable_retries < 0:
+            raise UsageError("proxy_evals must be >= 2, verify_top >= 1, unstable_retries >= 0")
         if not 0.0 < self.max_layer_ratio <= 1.0:
             raise UsageError(
                 f"--max-layer-ratio must be in (0, 1], got {self.max_layer_ratio}",
@@ -138,6 +159,8 @@ class SearchConfig:
 
 @dataclass
 class Candidate:
+    """A plan measured on the device (``predicted_ms``: the latency model's figure before)."""
+
     label: str
     widths: dict[str, int]
     predicted_ms: float | None
@@ -146,6 +169,7 @@ class Candidate:
     params: int
     measurement_id: int | None
     unstable: bool
+    proxy_accuracy: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,6 +191,9 @@ class SearchResult:
     model: dict[str, Any]
     device_measurements: int
     wall_seconds: float
+    allocation: AllocationResult | None = None
+    notes: list[str] = field(default_factory=list)
+    roots: dict[int, str] = field(default_factory=dict)
 
     @property
     def base_ms(self) -> float:
@@ -201,6 +228,8 @@ class SearchResult:
             "latency_model": self.model,
             "device_measurements": self.device_measurements,
             "wall_seconds": self.wall_seconds,
+            "allocation": self.allocation.to_dict(self.roots) if self.allocation else None,
+            "notes": list(self.notes),
             "base": self.base.to_dict(),
             "pruned": self.final.to_dict(),
         }
@@ -236,6 +265,7 @@ class _Verifier:
         )
         self.data, self.scfg, self.lm, self.tmp = data, scfg, lm, tmp
         self.cache: dict[tuple, tuple[Candidate, PruneResult, Measurement]] = {}
+        self.grids: dict[int, list[int]] = {}
         # Children (NetAdapt's later steps) report into the root: one count, one candidate list.
         self.root: _Verifier = parent.root if parent is not None else self
         self.measurements = 0
@@ -247,15 +277,25 @@ class _Verifier:
         self.to_own = {gi: own[root] for gi, root in self.roots.items() if root in own}
 
     def measure_onnx(self, path: Path, label: str) -> Measurement:
-        self.root.measurements += 1
-        return measure(self.dev, path, self.scfg.bench, store=self.store, label=label)
+        return measure_stable(
+            self.dev,
+            path,
+            self.scfg.bench,
+            self.store,
+            label,
+            self.scfg.unstable_retries,
+            self.root,
+        )
 
     def __call__(
-        self, keep: Mapping[int, int], label: str
+        self, keep: Mapping[int, int], label: str, proxy_accuracy: float | None = None
     ) -> tuple[Candidate, PruneResult, Measurement]:
         key = tuple(sorted(keep.items()))
         if key in self.cache:
-            return self.cache[key]
+            hit = self.cache[key]
+            if proxy_accuracy is not None:
+                hit[0].proxy_accuracy = proxy_accuracy
+            return hit
         predicted = self.lm.predict(keep)
         own_keep = {self.to_own[gi]: w for gi, w in keep.items() if gi in self.to_own}
         res = materialize(self.bundle, self.scored, own_keep, self.prune_cfg, self.data)
@@ -280,10 +320,56 @@ class _Verifier:
             res.params_after,
             m.id,
             m.unstable,
+            proxy_accuracy,
         )
         self.cache[key] = (cand, res, m)
         self.root.all_candidates.append(cand)
         return self.cache[key]
+
+
+def measure_stable(
+    dev: DeviceSession,
+    path: Path,
+    cfg: BenchConfig,
+    store: Store,
+    label: str,
+    retries: int = 2,
+    counter: Any = None,
+) -> Measurement:
+    """`measure`, but an unstable or invalid result is not a result: it is measured again with a
+    window twice as long, up to ``retries`` times, and `UnstableMeasurementError` is raised if it
+    never settles. ``counter.measurements`` (when given) counts every device measurement."""
+    window = cfg
+    m: Measurement | None = None
+    for attempt in range(retries + 1):
+        if counter is not None:
+            counter.measurements += 1
+        m = measure(dev, path, window, store=store, label=label)
+        if not m.unstable and m.valid:
+            return m
+        window = replace(
+            window,
+            min_seconds=window.min_seconds * 2,
+            max_seconds=max(window.max_seconds, window.min_seconds * 4),
+            min_runs=window.min_runs * 2,
+        )
+        if attempt < retries:
+            log.info(
+                "%s on %s: unstable (CV %.1f%%), measuring again", label, dev.name, 100 * m.stats.cv
+            )
+    assert m is not None
+    why = (
+        "invalid (the device throttled)"
+        if not m.valid
+        else f"unstable (CV {m.stats.cv:.1%} > {cfg.cv_threshold:.1%})"
+    )
+    raise UnstableMeasurementError(
+        f"the latency of {label} on {dev.name} stayed {why} after {retries + 1} measurements",
+        hint="quiet the device (nothing else running, fixed clocks), raise --bench-seconds, "
+        "or accept noisier numbers with --max-cv 0.05",
+        device=dev.name,
+        cv=m.stats.cv,
+    )
 
 
 def _removal_cost(scores: torch.Tensor, current: int, new: int) -> float:
@@ -348,25 +434,36 @@ def search_in_session(
 ) -> SearchResult:
     """`search` on an already open device session (``scfg.device`` is not used)."""
     t0 = time.perf_counter()
+    notes: list[str] = []
     with Store() as store, tempfile.TemporaryDirectory(prefix="edgeprune-search-") as tmpdir:
         tmp = Path(tmpdir)
-        onnx_from_torch(
-            bundle.model,
-            bundle.input_shape,
-            tmp / "base.onnx",
-            opset=scfg.opset,
-            exporter=PROBE_EXPORTER,
-        )
-        base_m = measure(dev, tmp / "base.onnx", scfg.bench, store=store, label="search:base")
+        counter = _Counter()
+        with track(f"measure the base model on {dev.name}", total=None):
+            onnx_from_torch(
+                bundle.model,
+                bundle.input_shape,
+                tmp / "base.onnx",
+                opset=scfg.opset,
+                exporter=PROBE_EXPORTER,
+            )
+            base_m = measure_stable(
+                dev,
+                tmp / "base.onnx",
+                scfg.bench,
+                store,
+                "search:base",
+                scfg.unstable_retries,
+                counter,
+            )
         base_ms = base_m.stats.get(scfg.percentile)
         budget_ms = scfg.budget.resolve(base_ms)
         scored = score_model(bundle, prune_cfg, data)
         ctx = scored.ctx
         lm = LatencyModel.for_model(ctx.model, ctx.example, ctx.index, ctx.groups)
-        profile = lm.profile(dev, store, scfg.block_bench)
+        tables = lm.measure_tables(dev, store, scfg.block_bench)
         lm.add_point(lm.full(), base_ms, "base")
         verify = _Verifier(dev, store, bundle, scored, prune_cfg, data, scfg, lm, tmp)
-        verify.measurements = 1  # the base model
+        verify.measurements = counter.measurements
         # No layer loses more than max_layer_ratio of its channels (AMC's bound, 0.8 by default):
         # without it the greedy step empties the costliest high-resolution blocks down to one
         # channel, which the latency model rewards and accuracy does not survive.
@@ -380,13 +477,16 @@ def search_in_session(
             for g in ctx.groups
         }
         cands = {g.index: lm.fast_side_widths(g, floors[g.index]) for g in ctx.groups}
+        verify.grids = cands
         for r in scfg.calibration_ratios:
             keep = {g.index: _on_grid(cands[g.index], g.width * (1 - r)) for g in ctx.groups}
             verify(keep, f"calibration {r:g}")
-        with track(f"search ({scfg.strategy}) for {budget_ms:.3f} ms on {dev.name}", total=None):
-            if scfg.strategy == "uniform":
+        allocation: AllocationResult | None = None
+        if scfg.strategy == "uniform":
+            with track(f"uniform search for {budget_ms:.3f} ms on {dev.name}", total=None):
                 chosen = _uniform(verify, ctx.groups, budget_ms, scfg, prune_cfg)
-            elif scfg.strategy == "netadapt":
+        elif scfg.strategy == "netadapt":
+            with track(f"netadapt search for {budget_ms:.3f} ms on {dev.name}", total=None):
                 chosen = _netadapt(
                     verify,
                     lm,
@@ -402,9 +502,14 @@ def search_in_session(
                     store,
                     tmp,
                 )
-            else:
-                chosen = _latency_aware(verify, lm, scored, cands, floors, budget_ms, scfg)
-        _, res, final_m = chosen
+        else:
+            chosen, allocation = _accuracy_aware(
+                verify, lm, scored, cands, floors, budget_ms, scfg, prune_cfg, data
+            )
+            if allocation.proxy_samples is None:
+                notes.extend(allocation.notes)
+        chosen, final_m = _check_deployed(verify, chosen, budget_ms, scfg, tmp, notes)
+        _, res, _ = chosen
         return SearchResult(
             result=res,
             device=dev.name,
@@ -415,10 +520,73 @@ def search_in_session(
             base=base_m,
             final=final_m,
             candidates=verify.all_candidates,
-            model={**lm.errors(), **profile, "layers": len(lm.terms)},
+            model={**lm.errors(), **tables, "layers": len(lm.terms)},
             device_measurements=verify.measurements,
             wall_seconds=time.perf_counter() - t0,
+            allocation=allocation,
+            notes=notes,
+            roots={g.index: g.root for g in ctx.groups},
         )
+
+
+class _Counter:
+    measurements = 0
+
+
+def _check_deployed(
+    verify: _Verifier,
+    chosen: tuple[Candidate, PruneResult, Measurement],
+    budget_ms: float,
+    scfg: SearchConfig,
+    tmp: Path,
+    notes: list[str],
+) -> tuple[tuple[Candidate, PruneResult, Measurement], Measurement]:
+    """Export the winner as the deployed file will be exported and measure that file.
+
+    The probes are TorchScript exports; another exporter can write a different graph (VGG's
+    classifier as MatMul+Add instead of Gemm, say) that runs slower. If the deployed export misses
+    the budget, the winner's plan is scaled down by what was missed and checked again.
+    """
+    cand, res, m = chosen
+    if resolve_exporter(scfg.exporter, scfg.opset) == PROBE_EXPORTER:
+        return chosen, m
+    for attempt in range(3):
+        path = tmp / f"deployed{attempt}.onnx"
+        with track("export the chosen model as it will be deployed", total=None):
+            onnx_from_torch(
+                res.bundle.model,
+                res.bundle.input_shape,
+                path,
+                opset=scfg.opset,
+                exporter=scfg.exporter,
+            )
+        final = verify.measure_onnx(path, "search:deployed")
+        ms = final.stats.get(scfg.percentile)
+        if ms <= budget_ms:
+            if attempt:
+                notes.append(
+                    f"the deployed export ran slower than the probe; the plan was cut further ({attempt}x)"
+                )
+            return (cand, res, final), final
+        # Same cut profile (a uniform plan stays uniform), scaled to what the deployed file missed.
+        keep = _keep_of(verify, cand)
+        alloc = Allocator(
+            verify.scored.ctx.groups, verify.scored.scores, verify.lm.term_cost(), verify.grids
+        )
+        target = verify.lm.predict(keep) * (budget_ms * (1 - scfg.tolerance / 2)) / ms
+        smaller = alloc.scaled(alloc.profile_of(keep), target)
+        cand, res, _ = verify(smaller, f"deployed correction {attempt + 1}")
+    raise BudgetInfeasibleError(
+        f"the deployed export of the chosen model runs {ms:.3f} ms on {verify.dev.name}, over the {budget_ms:.3f} ms budget",
+        hint="export with the probes' exporter (--opset 17 uses TorchScript) or raise the budget",
+        best_ms=ms,
+        budget_ms=budget_ms,
+    )
+
+
+def _keep_of(verify: _Verifier, cand: Candidate) -> dict[int, int]:
+    by_root = {root: gi for gi, root in verify.roots.items()}
+    return {by_root[r]: w for r, w in cand.widths.items()}
 
 
 def _on_grid(widths: list[int], want: float) -> int:
@@ -452,52 +620,130 @@ def _fallback(
     )
 
 
-def _latency_aware(
+def _accuracy_aware(
     verify: _Verifier,
     lm: LatencyModel,
     scored: Scored,
-    cands: Mapping[int, list[int]],
+    grids: Mapping[int, list[int]],
     floors: Mapping[int, int],
     budget_ms: float,
     scfg: SearchConfig,
-) -> tuple[Candidate, PruneResult, Measurement]:
-    """Greedy widths for a predicted target; the target is steered by measurements.
-
-    Achievable latencies are discrete (widths move in steps), so the target is bracketed: the
-    loosest target whose candidate measured within budget and the tightest one that did not;
-    the next target bisects the bracket (geometrically) until a candidate lands in the window or no
-    untried configuration lies between.
-    """
-    aim = budget_ms * (1 - scfg.tolerance / 3)  # upper part of the window, leaving room for noise
-    lower = budget_ms * (1 - scfg.tolerance)
-    smallest = {gi: min(ws) for gi, ws in cands.items()}
-    ok_t: float | None = None  # largest target whose candidate met the budget
-    slow_t: float | None = None  # smallest target whose candidate did not
-    target = aim
+    prune_cfg: PruneConfig,
+    data: Dataset | None,
+) -> tuple[tuple[Candidate, PruneResult, Measurement], AllocationResult]:
+    """Plans predicted to meet the budget, ranked by the accuracy proxy; the best few measured
+    and steered into the window; the most accurate one measured within budget wins."""
+    aim = budget_ms * (1 - scfg.tolerance / 2)
+    alloc = Allocator(
+        scored.ctx.groups,
+        scored.scores,
+        lm.term_cost(),
+        grids,
+        comparable=scored.criterion.comparable_scores,
+        seed=prune_cfg.seed,
+    )
+    proxy = (
+        AccuracyProxy(
+            lambda keep: build_pruned(scored, keep),
+            data,
+            samples=prune_cfg.proxy_samples,
+            bn_batches=prune_cfg.calib_batches,
+            batch_size=prune_cfg.calib_batch_size,
+            seed=prune_cfg.seed,
+            device=prune_cfg.device,
+        )
+        if data is not None
+        else None
+    )
+    if alloc.cost(alloc.smallest()) > aim:
+        # Even the smallest allowed plan is predicted too slow: measure it to be sure.
+        return _fallback(verify, floors, budget_ms), _no_allocation(aim, proxy)
+    allocation = allocate(
+        alloc,
+        aim,
+        proxy,
+        max_evals=scfg.proxy_evals,
+        unit="ms (predicted)",
+        proxy_samples=proxy.samples if proxy is not None else None,
+        description=f"rank width plans for {aim:.3f} ms on {verify.dev.name}",
+    )
+    verified: list[tuple[float, tuple[Candidate, PruneResult, Measurement]]] = []
     tried: list[tuple[Candidate, PruneResult, Measurement]] = []
+    top = allocation.plans[: scfg.verify_top]
+    with track(f"verify {len(top)} plan(s) on {verify.dev.name}", total=len(top)) as step:
+        for rank, plan in enumerate(top):
+            got, steps = _steer(verify, lm, alloc, plan, aim, budget_ms, scfg, proxy)
+            tried.extend(steps)
+            if got is not None:
+                acc = got[0].proxy_accuracy
+                verified.append((acc if acc is not None else -float(rank), got))
+            step(1)
+            if proxy is None:
+                break
+    if verified:
+        return max(verified, key=lambda v: v[0])[1], allocation
+    return _pick(tried, budget_ms) or _fallback(verify, floors, budget_ms), allocation
+
+
+def _no_allocation(target: float, proxy: AccuracyProxy | None) -> AllocationResult:
+    return AllocationResult(
+        [],
+        target,
+        "ms (predicted)",
+        proxy.samples if proxy else None,
+        0,
+        0.0,
+        0,
+        ["even the smallest allowed plan is predicted over budget"],
+    )
+
+
+def _steer(
+    verify: _Verifier,
+    lm: LatencyModel,
+    alloc: Allocator,
+    plan: Plan,
+    aim: float,
+    budget_ms: float,
+    scfg: SearchConfig,
+    proxy: AccuracyProxy | None,
+) -> tuple[
+    tuple[Candidate, PruneResult, Measurement] | None,
+    list[tuple[Candidate, PruneResult, Measurement]],
+]:
+    """Measure ``plan``; while it misses the window, refit, rescale its cut profile to a
+    corrected target and measure again. Achievable latencies are discrete, so the target is
+    bracketed (the loosest that met the budget, the tightest that did not) and bisected
+    geometrically once both sides are known. Returns the in-window candidate (or None) and all
+    candidates measured."""
+    lower = budget_ms * (1 - scfg.tolerance)
+    profile = alloc.profile_of(plan.keep)
+    keep, target = dict(plan.keep), aim
+    ok_t: float | None = None
+    slow_t: float | None = None
+    tried = []
     for i in range(scfg.max_verifications):
-        keep = greedy_widths(lm, scored, target, cands)
-        fresh = tuple(sorted(keep.items())) not in verify.cache
-        cand = verify(keep, f"step {i + 1}")
+        acc = proxy(keep).accuracy if proxy is not None else None
+        cand = verify(keep, f"{plan.label}" + (f" step {i + 1}" if i else ""), acc)
         tried.append(cand)
         measured = cand[0].measured_ms
-        if measured > budget_ms and keep == smallest:
-            return _fallback(verify, floors, budget_ms)
         if lower <= measured <= budget_ms:
-            return cand
+            return cand, tried
+        alloc.cost.scale, alloc.cost.offset = lm.alpha, lm.beta  # refitted with this point
         if measured <= budget_ms:
             ok_t = target if ok_t is None else max(ok_t, target)
         else:
             slow_t = target if slow_t is None else min(slow_t, target)
         if ok_t is not None and slow_t is not None:
             nxt = math.sqrt(ok_t * slow_t)
-            if not fresh and abs(nxt - target) / target < 1e-3:
-                break  # the bracket holds no further configuration
-            target = nxt
         else:
-            # The model was refitted with this point; move the target by what was measured.
-            target = max(1e-6, target * aim / measured)
-    return _pick(tried, budget_ms) or _fallback(verify, floors, budget_ms)
+            predicted = max(lm.predict(keep), 1e-9)
+            nxt = max(1e-6, aim * predicted / measured)  # this plan's residual after the refit
+        new = alloc.grow(alloc.scaled(profile, nxt), nxt)
+        if new == keep or (abs(nxt - target) / target < 1e-3):
+            break
+        keep, target = new, nxt
+    return None, tried
 
 
 def _uniform(

@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from edgeprune._hooks import ELEMENTWISE_ACTIVATIONS, Flow
-from edgeprune.prune import DependencyIndex
-from edgeprune.prune._engine import LayerCost
+from edgeprune.prune import DependencyIndex, LayerCost
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Parameter-free, so a block can copy one whatever its width (PReLU's per-channel slopes cannot).

@@ -21,6 +21,7 @@ import statistics
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from edgeprune.bench import BenchConfig, Store
 from edgeprune.bench.protocol import device_key, measure_batch
 from edgeprune.device import DeviceSession
 from edgeprune.export import onnx_from_torch
-from edgeprune.prune import DependencyIndex, PrunableGroup
+from edgeprune.prune import DependencyIndex, PrunableGroup, TermCost
 from edgeprune.search.blocks import BlockSpec, extract_blocks
 
 GRID_POINTS = 16
@@ -106,7 +107,7 @@ class LatencyModel:
     beta: float = 0.0
     points: list[ModelPoint] = field(default_factory=list)
     device_key: str | None = None
-    profiled_entries: int = 0
+    measured_entries: int = 0
     reused_entries: int = 0
 
     @classmethod
@@ -151,7 +152,7 @@ class LatencyModel:
                 need.setdefault((sig, ci, co), t)
         return need
 
-    def profile(
+    def measure_tables(
         self, dev: DeviceSession, store: Store, cfg: BenchConfig, opset: int = BLOCK_OPSET
     ) -> dict[str, Any]:
         """Measure every lookup-table entry this model needs that the store does not have yet."""
@@ -181,8 +182,7 @@ class LatencyModel:
                     )
                     files.append(path)
                     step(1)
-            with track(f"measure {len(files)} latency blocks on {dev.name}", total=None):
-                results = measure_batch(dev, files, cfg) if files else []
+            results = measure_batch(dev, files, cfg) if files else []
         for (sig, ci, co), (sha, stats, state) in zip(missing, results, strict=True):
             store.lut_add(
                 self.device_key,
@@ -195,7 +195,7 @@ class LatencyModel:
                 {"device": dev.name, "protocol": cfg.protocol_id, **state},
             )
             self.lut[(sig, ci, co)] = stats.median
-        self.profiled_entries = len(missing)
+        self.measured_entries = len(missing)
         return {
             "entries": len(need),
             "measured": len(missing),
@@ -225,6 +225,23 @@ class LatencyModel:
         t_out = self.lut[(sig, ci0, co)]
         t_in = self.lut[(sig, ci, co0)]
         return t_out * t_in / full if full > 0 else t_out
+
+    def term_cost(self) -> TermCost:
+        """The calibrated prediction as a `TermCost` (solvers re-price only what a change touches).
+
+        Built from the current fit: make a new one after `add_point`, or update its
+        ``scale``/``offset`` from ``alpha``/``beta``."""
+        return TermCost(
+            [
+                (
+                    partial(self._term_ms, t),
+                    {p.group for p in (*t.spec.cost.in_parts, *t.spec.cost.out_parts)},
+                )
+                for t in self.terms
+            ],
+            self.alpha,
+            self.beta,
+        )
 
     def raw(self, keep: Mapping[int, int]) -> float:
         return sum(self._term_ms(t, keep) for t in self.terms)

@@ -8,9 +8,10 @@ same data order as an uninterrupted one.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -265,11 +266,22 @@ def recalibrate_bn(
     No gradient step is taken; statistics are the exact average over the batches (momentum=None).
     Returns the number of BN layers recalibrated (0 if the model has none).
     """
+    dev = select_device(device)
+    model.to(dev)
+    loader = BatchLoader(data.train, data.info, batch_size, shuffle=True, seed=seed)
+    return recalibrate_bn_on(model, (x.to(dev) for x, _ in itertools.islice(loader, batches)))
+
+
+@torch.no_grad()
+def recalibrate_bn_on(model: nn.Module, inputs: Iterable[torch.Tensor]) -> int:
+    """`recalibrate_bn` on given input batches (already on the model's device).
+
+    Every BatchNorm's running statistics are reset and set to the exact average over ``inputs``;
+    all other layers run in eval mode. Returns the number of BN layers (0: nothing to do).
+    """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return 0
-    dev = select_device(device)
-    model.to(dev)
     saved = [(m.momentum, m.training) for m in bns]
     was_training = model.training
     model.eval()
@@ -277,13 +289,12 @@ def recalibrate_bn(
         m.reset_running_stats()
         m.momentum = None
         m.train()
-    loader = BatchLoader(data.train, data.info, batch_size, shuffle=True, seed=seed)
-    for i, (x, _) in enumerate(loader):
-        if i >= batches:
-            break
-        model(x.to(dev))
-    for m, (momentum, training) in zip(bns, saved, strict=True):
-        m.momentum = momentum
-        m.train(training)
-    model.train(was_training)
+    try:
+        for x in inputs:
+            model(x)
+    finally:
+        for m, (momentum, training) in zip(bns, saved, strict=True):
+            m.momentum = momentum
+            m.train(training)
+        model.train(was_training)
     return len(bns)

@@ -1,11 +1,16 @@
-"""CI runs a tiny smoke run of every benchmark script: each must finish and write its table.
+"""CI runs a tiny smoke run of every benchmark script: each must finish and write its tables,
+with the rows and columns the script promises and numbers that parse and agree with each other.
 
-The full runs (and their numbers) are the scripts' own business; see benchmarks/results/.
+The full runs (and their numbers) are the scripts' own business; see benchmarks/results/. No
+assertion here depends on a latency's size (the machine may be loaded).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,19 +30,94 @@ def _run(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Complet
     return proc
 
 
+Table = list[dict[str, str]]
+
+
+def md_tables(text: str) -> list[Table]:
+    """Every Markdown table in ``text``, as rows keyed by the header (each row has every column)."""
+    tables, block = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append(line)
+            continue
+        if block:
+            cells = [[c.strip() for c in row.strip().strip("|").split("|")] for row in block]
+            header, sep, rows = cells[0], block[1], cells[2:]
+            assert re.fullmatch(r"\|(-+\|)+", sep.replace(" ", "")), sep
+            assert all(len(r) == len(header) for r in rows), block
+            tables.append([dict(zip(header, r, strict=True)) for r in rows])
+            block = []
+    return tables
+
+
+def num(cell: str) -> float | None:
+    """A table cell as a number: ``—`` is None, ``12.5%`` is 12.5; anything else must parse."""
+    if cell == "—":
+        return None
+    value = float(cell.rstrip("%"))
+    assert math.isfinite(value), cell
+    return value
+
+
+def test_md_tables_reads_rows_and_refuses_ragged_ones() -> None:
+    text = "intro\n\n| a | b |\n|---|---|\n| 1 | — |\n| 2.5% | x |\n\nafter\n| c |\n|---|\n"
+    assert md_tables(text) == [[{"a": "1", "b": "—"}, {"a": "2.5%", "b": "x"}], []]
+    assert num("—") is None and num("2.5%") == 2.5
+    with pytest.raises(AssertionError):
+        md_tables("| a | b |\n|---|---|\n| 1 |\n")
+    with pytest.raises(ValueError):
+        num("fast")
+
+
 def test_criteria_compare_smoke(tmp_path: Path) -> None:
     out = tmp_path / "criteria"
     _run([str(BENCH / "criteria_compare.py"), "--smoke", "--out", str(out)], tmp_path)
     text = (out / "criteria.md").read_text()
-    assert "| 50% | qsfm |" in text and "Baseline accuracy" in text
-    assert len((out / "results.jsonl").read_text().splitlines()) == 4  # base + 3 criteria
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["criterion"] for r in results] == ["base", "l1", "qsfm", "easiedge"]
+    base_acc = float(re.search(r"Baseline accuracy \*\*([\d.]+)%\*\*", text).group(1))
+    assert base_acc == pytest.approx(100 * results[0]["accuracy"], abs=0.01)
+    (table,) = md_tables(text)
+    assert [(r["target"], r["criterion"]) for r in table] == [
+        ("50%", "l1"),
+        ("50%", "qsfm"),
+        ("50%", "easiedge"),
+    ]
+    for row, res in zip(table, results[1:], strict=True):
+        flops = num(row["FLOPs ↓ %"])
+        assert flops == pytest.approx(100 * res["flops_reduction"], rel=1e-3)
+        assert abs(flops - 50) <= 5  # the FLOPs target was met
+        assert 0 < num(row["params ↓ %"]) < 100
+        for col in ("acc no-FT, no recal %", "acc no-FT (BN recal) %", "acc fine-tuned %"):
+            assert 0 <= num(row[col]) <= 100, col
+        assert num(row["acc fine-tuned %"]) == pytest.approx(100 * res["acc_ft"], rel=1e-3)
+        assert num(row["scoring s"]) >= 0
+        latency, speedup = num(row["latency ms"]), num(row["speed-up"])
+        assert latency > 0 and speedup > 0  # measured on `local`; sizes depend on the load
+    plots = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", text)
+    assert plots and all((out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
 
 
 def test_criteria_cost_smoke(tmp_path: Path) -> None:
     out = tmp_path / "cost"
     _run([str(BENCH / "criteria_cost.py"), "--smoke", "--out", str(out)], tmp_path)
-    rows = (out / "cost.jsonl").read_text().splitlines()
-    assert len(rows) == 3 and "peak RSS" in (out / "cost.md").read_text()
+    rows = [json.loads(line) for line in (out / "cost.jsonl").read_text().splitlines()]
+    (table,) = md_tables((out / "cost.md").read_text())
+    assert (
+        [r["criterion"] for r in table]
+        == [r["criterion"] for r in rows]
+        == [
+            "l1",
+            "qsfm",
+            "chip",
+        ]
+    )
+    for row, res in zip(table, rows, strict=True):
+        assert num(row["scoring s"]) == pytest.approx(res["seconds"], rel=1e-3)
+        assert num(row["scoring s"]) > 0 and res["groups"] > 0
+        assert num(row["of which attention training s"]) is None  # none of these trains any
+        assert num(row["scoring s excl. attention"]) == num(row["scoring s"])
+        assert num(row["peak RSS MB"]) >= num(row["RSS before scoring MB"]) > 0
 
 
 def test_latency_search_smoke(tmp_path: Path) -> None:
@@ -53,9 +133,17 @@ def test_latency_search_smoke(tmp_path: Path) -> None:
         ],
         tmp_path,
     )
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["method"] for r in rows) == ["flops", "netadapt", "search", "tp"]
+    for r in rows:
+        # Each method's pick was measured within the budget it was given, or it says it found none.
+        assert r.get("infeasible") or r["measured_ms"] <= r["budget_ms"], r
+    search = next(r for r in rows if r["method"] == "search")
+    if not search.get("infeasible"):
+        assert search["allocation"]["ranked_by"] == "proxy accuracy"
+        assert 0.0 <= search["acc_ft"] <= 1.0
     text = (out / "latency_search.md").read_text()
-    assert "| local | 0.6x | latency |" in text
-    assert len((out / "results.jsonl").read_text().splitlines()) == 3  # latency, flops, tp
+    assert "## resnet20" in text and "| local | 0.6x | search |" in text
 
 
 def test_device_overhead_smoke(tmp_path: Path) -> None:
@@ -63,7 +151,48 @@ def test_device_overhead_smoke(tmp_path: Path) -> None:
         pytest.skip("needs openssh-server (make sysdeps installs it)")
     out = tmp_path / "overhead.md"
     _run([str(BENCH / "device_overhead.py"), "--smoke", "--out", str(out)], tmp_path)
-    assert "deploy" in out.read_text().lower()
+    text = out.read_text()
+    tables = md_tables(text)
+    deploy, links, agent = tables[0], tables[1], tables[2]
+    runs = [("command", "cold"), ("command", "cached"), ("session", "cold"), ("session", "cached")]
+    assert [(r["agent"], r["run"]) for r in deploy] == runs
+    trips = {}
+    for r in deploy:
+        total, bench, overhead = num(r["total"]), num(r["benchmark"]), num(r["overhead"])
+        assert num(r["n"]) == 1 and bench > 0 and overhead >= 0
+        assert total == pytest.approx(bench + overhead, rel=0.01, abs=0.01)
+        phases = dict(p.rsplit(" ", 1) for p in r["overhead by phase"].split(", "))
+        want = {"export", "lint", "host_reference", "connect", "push", "device_other"}
+        assert want <= set(phases)
+        assert all(float(v) >= 0 for v in phases.values())
+        channels, requests = r["exec channels / agent requests"].split(" / ")
+        trips[r["agent"], r["run"]] = (num(channels), num(requests))
+    assert [r["model sent"] for r in deploy] == ["yes", "no", "yes", "no"]  # cached: not re-sent
+    # The session agent speaks over one exec channel, cold or cached; the per-command agent opens
+    # one per request and upload, fewer when the agent and the model are already on the device.
+    assert trips["session", "cold"][0] == trips["session", "cached"][0] == 1
+    assert 1 < trips["command", "cached"][0] < trips["command", "cold"][0]
+    costs = {r["what"]: num(r["seconds"]) for r in links}
+    assert costs["one SSH command (exec channel + login shell)"] > 0
+    assert costs["one session request (exec true)"] > 0
+    assert costs["import onnxruntime on the device"] > 0
+    assert all(v is not None and v >= 0 for v in costs.values())
+    (row,) = agent
+    assert num(row["rounds"]) == 1 and num(row["bare loop"]) > 0
+    assert (
+        num(row["agent (SSH, protocol)"]) > 0 and len(row["per round (bare/agent)"].split("/")) == 2
+    )
+    if len(tables) > 3:  # a writable cgroup v1 cpu hierarchy: the slowed device was measured
+        speed = tables[3]
+        assert [(r["device"], r["CPU quota"]) for r in speed] == [
+            ("dev0", "none"),
+            ("slow", "0.25"),
+        ]
+        for r in speed:
+            assert num(r["n"]) >= 50 and 0 < num(r["median"]) <= num(r["p90"])
+            assert num(r["CV"]) >= 0 and r["unstable"] in ("yes", "no")
+    else:
+        assert "the slowed device was skipped" in text
 
 
 def test_farm_sweep_smoke(tmp_path: Path) -> None:
@@ -75,4 +204,25 @@ def test_farm_sweep_smoke(tmp_path: Path) -> None:
         [str(BENCH / "farm_sweep.py"), "--smoke", "--engines", "threads", "--out", str(out)],
         tmp_path,
     )
-    assert out.read_text().count("|") > 10
+    text = out.read_text()
+    phases, checks, report = md_tables(text)
+    killed, resumed = phases
+    assert killed["phase"] == "threads, until kill -9" and resumed["phase"] == "threads, resumed"
+    assert num(resumed["failed"]) == 0 and num(killed["wall s"]) > 0 and num(resumed["wall s"]) > 0
+    check = {r["check"].removeprefix("threads: "): r["result"] for r in checks}
+    jobs = int(check["jobs in the sweep"])
+    # Killed mid-sweep and resumed: every job is stored exactly once, none measured twice.
+    assert int(check["jobs stored before the kill"]) == num(killed["jobs run"]) > 0
+    assert num(killed["jobs run"]) + num(resumed["jobs run"]) == jobs == 12
+    assert check["rows stored / distinct job ids"] == f"{jobs} / {jobs}"
+    assert check["finished jobs measured again after resume"] == "0"
+    assert check["overlapping jobs on one device"] == "0"
+    per_device = dict(p.split(": ") for p in check["jobs per device"].split(", "))
+    assert set(per_device) <= {"dev0", "dev1", "dev2"}  # the resumed run's jobs, by device
+    assert sum(map(int, per_device.values())) == num(resumed["jobs run"])
+    assert [r["device"] for r in report] == ["dev0", "dev1", "dev2"]
+    assert sum(num(r["jobs"]) for r in report) == jobs
+    for r in report:
+        assert num(r["latency / all devices' median for the same variant (median)"]) > 0
+        assert num(r["Pareto-front points"]) >= 0
+    assert f"{jobs} rows" in text

@@ -20,7 +20,10 @@ def test_demo_reports_accuracy_and_measured_latency(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     cfg = DemoConfig(data="digits", epochs=2, finetune_epochs=1, out=str(out), bench_seconds=0.3)
     rep = run_demo(cfg)
-    assert (out / "report.html").read_text().count("<svg") >= 3
+    page = (out / "report.html").read_text()
+    # Accuracy vs latency, channels per layer, FLOPs vs speed-up: plotly charts, no CDN.
+    assert page.count('class="plotly-graph-div"') >= 3 and "<script src" not in page
+    assert "What to deploy" in page and "edgeprune deploy" in page
     lat = rep["latency"]
     assert (
         lat["device"] == "local"

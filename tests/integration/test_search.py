@@ -24,7 +24,18 @@ from odd_models import TinyNet
 pytestmark = pytest.mark.integration
 
 TINY = f"{Path(__file__).resolve().parents[1] / 'odd_models.py'}:make_tiny"
-FAST = BenchConfig(warmup_runs=3, warmup_seconds=0.1, min_runs=30, min_seconds=0.3, max_repeats=2)
+# These tests check the search's flow on a machine that may be loaded, where a preempted run can
+# push a measurement's CV past 500%; so noisy measurements are accepted here
+# (test_unstable_measurements_are_refused checks the refusal itself).
+NOISY_OK = 1e9
+FAST = BenchConfig(
+    warmup_runs=3,
+    warmup_seconds=0.1,
+    min_runs=30,
+    min_seconds=0.3,
+    max_repeats=2,
+    cv_threshold=NOISY_OK,
+)
 BLOCKS = BenchConfig(
     warmup_runs=2, warmup_seconds=0.01, min_runs=15, min_seconds=0.03, max_seconds=2, max_repeats=1
 )
@@ -42,7 +53,8 @@ def _share_lookup_tables(shared_home, monkeypatch) -> None:
     monkeypatch.setenv("EDGEPRUNE_HOME", str(shared_home))
 
 
-def _tiny(size: int = 16) -> ModelBundle:
+def _tiny(size: int = 32) -> ModelBundle:
+    # 32×32: enough work per run that pruning moves latency beyond the per-run overhead.
     torch.manual_seed(0)
     return ModelBundle(TinyNet().eval(), ArchSpec(factory=TINY), (1, size, size))
 
@@ -81,6 +93,7 @@ def test_max_layer_ratio_is_validated() -> None:
 
 
 def test_second_search_reuses_the_lookup_tables() -> None:
+    search(_tiny(), PruneConfig(criterion="l1"), _cfg("0.7x"))  # measures what is missing
     res = search(_tiny(), PruneConfig(criterion="l1"), _cfg("0.7x"))
     assert res.model["measured"] == 0 and res.model["reused"] == res.model["entries"]
 
@@ -139,7 +152,7 @@ def test_cli_prune_with_latency_budget_records_base_and_pruned(tmp_path, capsys)
             "prune",
             TINY,
             "--input-size",
-            "16",
+            "32",
             "--latency-budget",
             "0.7x",
             "--device",
@@ -148,22 +161,32 @@ def test_cli_prune_with_latency_budget_records_base_and_pruned(tmp_path, capsys)
             "0.3",
             "--table-seconds",
             "0.03",
+            "--max-cv",
+            str(NOISY_OK),
+            # The probes' exporter: at 0.1 ms the fixed cost of another exporter's graph can exceed
+            # any cut; the search then says so instead of choosing a model.
+            "--opset",
+            "17",
             "--out",
             str(out),
             "--json",
         ]
     )
     captured = capsys.readouterr()
-    assert code == 0, captured.err
+    assert code in (0, 1), captured.err
     rep = json.loads((out / "report.json").read_text())
     lat = rep["latency"]
     for side in ("base", "pruned"):
         assert lat[side]["context_key"] and lat[side]["stats"]["n"] > 0 and lat[side]["id"]
     assert lat["budget_ms"] == pytest.approx(0.7 * lat["base"]["stats"]["median"])
-    assert isinstance(lat["met"], bool)
+    # The deployed file itself was measured; the verdict and the exit code follow that number
+    # (a loaded machine can push a 0.1 ms model over its budget on the re-measurement: exit 1).
+    assert lat["met"] == (lat["pruned"]["stats"]["median"] <= lat["budget_ms"])
+    assert code == (0 if lat["met"] else 1), captured.err
     assert lat["pruned"]["context"]["artifact_sha256"] == rep["artifacts"]["model.onnx"]
     assert rep["search"]["device_measurements"] >= 2
-    assert load_checkpoint(out / "model.pt").model(torch.randn(1, 1, 16, 16)).shape == (1, 10)
+    # A checkpoint built by a factory reloads through that factory, named (--model-code).
+    assert load_checkpoint(out / "model.pt", TINY).model(torch.randn(1, 1, 32, 32)).shape == (1, 10)
 
 
 def test_cli_search_writes_a_plan(tmp_path, capsys) -> None:
@@ -173,13 +196,15 @@ def test_cli_search_writes_a_plan(tmp_path, capsys) -> None:
             "search",
             TINY,
             "--input-size",
-            "16",
+            "32",
             "--latency-budget",
             "0.8x",
             "--bench-seconds",
             "0.3",
             "--table-seconds",
             "0.03",
+            "--max-cv",
+            str(NOISY_OK),
             "--out",
             str(plan),
             "--json",
@@ -191,3 +216,47 @@ def test_cli_search_writes_a_plan(tmp_path, capsys) -> None:
     assert res["plan"]["groups"] and json.loads(plan.read_text())["budget"] == "0.8x"
     bad = main(["search", "resnet20", "--latency-budget", "fast"])
     assert bad == 2
+
+
+def test_latency_budget_with_another_target_is_a_usage_error(tmp_path, capsys) -> None:
+    code = main(
+        [
+            "prune",
+            TINY,
+            "--input-size",
+            "32",
+            "--latency-budget",
+            "0.5x",
+            "--ratio",
+            "0.3",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot be combined with --ratio" in err
+    assert not (tmp_path / "r").exists() and not (tmp_path / ".r.partial").exists()
+
+
+def test_unstable_measurements_are_refused() -> None:
+    from edgeprune.errors import UnstableMeasurementError
+
+    # No real measurement has a CV of zero: every attempt is "unstable", so after the retries
+    # the search must refuse rather than use the number.
+    never_stable = BenchConfig(
+        warmup_runs=2,
+        warmup_seconds=0.01,
+        min_runs=10,
+        min_seconds=0.05,
+        max_repeats=1,
+        cv_threshold=0.0,
+    )
+    cfg = SearchConfig(
+        budget=Budget.parse("0.6x"),
+        device="local",
+        bench=never_stable,
+        block_bench=BLOCKS,
+        unstable_retries=1,
+    )
+    with pytest.raises(UnstableMeasurementError, match=r"stayed unstable .* after 2 measurements"):
+        search(_tiny(), PruneConfig(criterion="l1"), cfg)

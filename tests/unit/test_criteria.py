@@ -175,12 +175,20 @@ def test_qsfm_threshold_mode_finds_its_own_ratios(digits_r20, digits) -> None:
     assert 0 < res.flops_reduction < 1
 
 
-def test_fss_removes_a_duplicate_first(digits) -> None:
+def test_fss_removes_both_members_of_a_duplicate_first(digits) -> None:
+    """FSS scores each map by its mean similarity to the others: channel 3 = 2 × channel 1 makes
+    both twins the most similar maps of the layer (equally so), so at width 2 both go."""
+    from edgeprune.prune._prune import score_model
+
     torch.manual_seed(2)
     b = ModelBundle(_Twin().eval(), ArchSpec(factory="tests:_Twin"), (1, 8, 8))
-    res = prune(b, _cfg("fss", widths={"conv1": 3}), digits)
-    kept = res.plan.groups[0].keep
-    assert 1 not in kept or 3 not in kept
+    scored = score_model(b, _cfg("fss", widths={"conv1": 2}), digits)
+    (conv1,) = [g.index for g in scored.ctx.groups if g.root == "conv1"]
+    scores = scored.scores[conv1]
+    assert scores[1] == pytest.approx(float(scores[3]), abs=1e-5)
+    assert max(scores[1], scores[3]) < min(scores[0], scores[2])
+    res = prune(b, _cfg("fss", widths={"conv1": 2}), digits)
+    assert res.plan.groups[0].root == "conv1" and res.plan.groups[0].keep == (0, 2)
 
 
 def test_chip_matches_its_svd_definition() -> None:

@@ -179,3 +179,32 @@ def test_lint_refuses_non_onnx_and_missing_files(tmp_path) -> None:
     bad.write_bytes(b"\x08\x07garbage")
     with pytest.raises(ExportError):
         lint_onnx(bad, "local")
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["../weights.bin", "../../../../etc/passwd", "/etc/passwd", "..\\weights.bin", "C:/w.bin"],
+)
+def test_external_data_outside_the_folder_is_an_error_and_is_refused(tmp_path, location) -> None:
+    from hostile import onnx_outside
+
+    from edgeprune.export import check_onnx_file
+
+    model = onnx_outside(tmp_path / "m", location)
+    findings = lint_onnx(model, "x86-cpu")
+    assert [f.code for f in findings if f.level == "error"] == ["external-data-outside"]
+    with pytest.raises(ExportError, match="refusing to read or ship it"):
+        check_onnx_file(model)
+
+
+def test_a_symlinked_side_file_that_leaves_the_folder_is_outside(tmp_path) -> None:
+    from hostile import onnx_outside
+
+    model = onnx_outside(tmp_path / "m", "w.bin", tmp_path / "secret.bin")
+    (tmp_path / "m" / "w.bin").symlink_to(tmp_path / "secret.bin")
+    codes = [f.code for f in lint_onnx(model, "x86-cpu") if f.level == "error"]
+    assert codes == ["external-data-outside"]
+    (tmp_path / "m" / "w.bin").unlink()
+    (tmp_path / "m" / "w.bin").write_bytes((tmp_path / "secret.bin").read_bytes())
+    assert {f.code for f in lint_onnx(model, "x86-cpu")} >= {"external-data"}
+    assert not has_errors(lint_onnx(model, "x86-cpu"))

@@ -48,7 +48,7 @@ def test_mobilenet_v2_configs_differ_in_strides() -> None:
     feats_c = cifar.features(x)
     feats_i = imnet.features(x)
     assert feats_c.shape[-1] == 4 and feats_i.shape[-1] == 1
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError, match="config must be 'cifar' or 'imagenet'"):
         build_model(ArchSpec(name="mobilenet_v2", kwargs={"config": "other"}))
 
 

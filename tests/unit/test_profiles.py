@@ -31,7 +31,7 @@ def test_builtin_profile_is_valid_and_round_trips(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "trt", "opset", "python"),
     [
-        # ../shared/DEVICES.md: JetPack 4.6 → TensorRT 8.2, parser opset ≤ 13, Python 3.6.
+        # docs/DEVICES.md: JetPack 4.6 → TensorRT 8.2, parser opset ≤ 13, Python 3.6.
         ("jetson-tx2", (8, 2, 1), 13, "3.6"),
         ("jetson-nano", (8, 2, 1), 13, "3.6"),
         # JetPack 6.1/6.2 → TensorRT 10.3, opset ≤ 20, Python 3.10.

@@ -6,7 +6,7 @@ import torch
 from edgeprune.checkpoint import ModelBundle
 from edgeprune.errors import UsageError
 from edgeprune.models import ArchSpec, build_model
-from edgeprune.prune import PruneConfig, Target, prune
+from edgeprune.prune import PruneConfig, PruneResult, Target, count_macs_params, prune
 
 
 def _bundle(name: str) -> ModelBundle:
@@ -15,13 +15,32 @@ def _bundle(name: str) -> ModelBundle:
     return ModelBundle(build_model(spec).eval(), spec, (1, 28, 28))
 
 
+def _check_widths(res: PruneResult) -> None:
+    """Something was pruned, and every reported width is the pruned model's real width."""
+    assert res.widths and any(kept < width for kept, width in res.widths.values())
+    modules = dict(res.bundle.model.named_modules())
+    for root, (kept, width) in res.widths.items():
+        m = modules[root]
+        assert 1 <= kept <= width
+        assert (getattr(m, "out_channels", None) or m.out_features) == kept, root
+
+
+def _measured_flops_reduction(before: ModelBundle, res: PruneResult) -> float:
+    """Recounted on the two models (not the result's own bookkeeping)."""
+    x = before.example_input()
+    return 1.0 - count_macs_params(res.bundle.model, x)[0] / count_macs_params(before.model, x)[0]
+
+
 @pytest.mark.parametrize("name", ["resnet20", "resnet56", "mobilenet_v2", "vgg16_bn"])
 @pytest.mark.parametrize("mode", ["uniform", "global"])
 @pytest.mark.parametrize("kind,value", [("flops", 0.5), ("params", 0.5), ("flops", 0.7)])
 def test_targets_land_within_tolerance(name: str, mode: str, kind: str, value: float) -> None:
-    res = prune(_bundle(name), PruneConfig(target=Target(kind, value), mode=mode))
+    base = _bundle(name)
+    res = prune(base, PruneConfig(target=Target(kind, value), mode=mode))
     got = res.flops_reduction if kind == "flops" else res.params_reduction
     assert abs(got - value) <= 0.05, got
+    assert res.flops_reduction == pytest.approx(_measured_flops_reduction(base, res))
+    _check_widths(res)
 
 
 def test_internal_convention_keeps_residual_channels() -> None:
@@ -34,9 +53,11 @@ def test_internal_convention_keeps_residual_channels() -> None:
 
 
 def test_round_to_keeps_multiples() -> None:
-    res = prune(_bundle("vgg16_bn"), PruneConfig(target=Target("flops", 0.5), round_to=8))
-    for kept, _width in res.widths.values():
-        assert kept % 8 == 0
+    base = _bundle("vgg16_bn")
+    res = prune(base, PruneConfig(target=Target("flops", 0.5), round_to=8))
+    _check_widths(res)
+    assert all(kept % 8 == 0 for kept, _width in res.widths.values())
+    assert abs(_measured_flops_reduction(base, res) - 0.5) <= 0.05
 
 
 def test_out_of_range_and_impossible_targets() -> None:
@@ -47,9 +68,12 @@ def test_out_of_range_and_impossible_targets() -> None:
 
 
 def test_global_mode_prunes_unevenly() -> None:
-    res = prune(_bundle("vgg16_bn"), PruneConfig(target=Target("flops", 0.5), mode="global"))
+    base = _bundle("vgg16_bn")
+    res = prune(base, PruneConfig(target=Target("flops", 0.5), mode="global"))
+    _check_widths(res)
     ratios = {k / w for k, w in res.widths.values()}
     assert len(ratios) > 3
+    assert abs(_measured_flops_reduction(base, res) - 0.5) <= 0.05
 
 
 def test_explicit_widths_and_unknown_layer() -> None:

@@ -126,7 +126,7 @@ def test_ray_engine_without_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch)
     import sys
 
     from edgeprune.errors import DependencyMissingError, UsageError
-    from edgeprune.farm.engines import make_engine
+    from edgeprune.farm.run import make_engine
 
     monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without Ray looks like
     with pytest.raises(DependencyMissingError) as e:

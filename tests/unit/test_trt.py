@@ -20,20 +20,20 @@ from pathlib import Path
 
 import pytest
 
+from edgeprune.bench import BenchConfig, Store, measure
+from edgeprune.bench.trt import bench_from_trtexec, run_trtexec
 from edgeprune.device import DeviceSession, agent_source, local_device
 from edgeprune.errors import DependencyMissingError, DeviceError
 from edgeprune.export.trt import (
     INT8_NO_CALIBRATION_WARNING,
     TrtexecOutputError,
     TrtVersion,
-    bench_from_trtexec,
     cached_engine_from_onnx,
     detect_version,
     engine_cache_key,
     engine_from_onnx,
     engine_on_device,
     l4t_from_tegra_release,
-    measure_on_device,
     parse_export_times,
     parse_trtexec_log,
     trtexec_bench_argv,
@@ -234,7 +234,7 @@ def test_measurements_keep_gpu_and_host_latency_apart() -> None:
     bench = bench_from_trtexec(fixture(T10_TIMES), fixture(T10_SUMMARY), warmup_ms=5000)
     ms = bench.measurements({"device": "d", "precision": "fp16", "runtime_version": "10.4.0"})
     gpu, host = ms["gpu_compute"], ms["host_latency"]
-    assert gpu.key != host.key and gpu.context["runtime"] == "tensorrt"
+    assert gpu.key != host.key and gpu.context["runtime"] == "trt"
     assert gpu.context["provider"] == "trtexec/gpu_compute" and gpu.stats == bench.gpu_compute
     assert len(host.raw_ms) == 5988 and host.context["runtime_version"] == "10.4.0"
 
@@ -424,7 +424,7 @@ def test_measure_on_local_device_builds_caches_and_rebuilds(tmp_path, trtexec) -
     onnx.write_bytes(b"an ONNX file's bytes travel once per hash")
     profile = replace(load_profile("jetson-nano"), trtexec=trtexec)
     with DeviceSession(local_device()) as dev:
-        bench, engine = measure_on_device(dev, onnx, profile, precision="fp16", warmup_ms=5000)
+        bench, engine = run_trtexec(dev, onnx, profile, precision="fp16", warmup_ms=5000)
         assert not engine.cached and str(bench.version) == "8.2.1"  # the device's banner
         assert bench.gpu_compute.n == 5988 and bench.gpu_compute.median == 0.499023
         assert (
@@ -433,8 +433,53 @@ def test_measure_on_local_device_builds_caches_and_rebuilds(tmp_path, trtexec) -
         again = engine_on_device(dev, onnx, profile, precision="fp16")
         assert again.cached and again.path == engine.path
         Path(engine.path).write_text("an engine from another TensorRT version")
-        bench2, engine2 = measure_on_device(dev, onnx, profile, precision="fp16", warmup_ms=5000)
+        bench2, engine2 = run_trtexec(dev, onnx, profile, precision="fp16", warmup_ms=5000)
         assert not engine2.cached and "rebuilt" in bench2.notes[-1]
         assert Path(engine.path).read_text().startswith("ENGINE")
         int8 = engine_on_device(dev, onnx, profile, precision="int8")
         assert int8.path != engine.path and INT8_NO_CALIBRATION_WARNING in int8.warnings
+
+
+@pytest.mark.integration
+def test_bench_measure_dispatches_trt_and_stores_both_quantities(
+    tmp_path, trtexec, monkeypatch, tiny_onnx
+) -> None:
+    """The one entry point: ``measure`` with runtime trt builds the engine on the device, runs
+    trtexec, and returns host latency with GPU compute time beside it, both stored."""
+    monkeypatch.setenv("PATH", f"{Path(trtexec).parent}{os.pathsep}{os.environ['PATH']}")
+    onnx = tiny_onnx
+    profile = replace(load_profile("jetson-nano"), trtexec=trtexec)
+    cfg = BenchConfig(runtime="trt", precision="fp16", warmup_seconds=5.0, min_seconds=1.0)
+    with DeviceSession(local_device()) as dev, Store() as store:
+        host = measure(
+            dev,
+            onnx,
+            cfg,
+            store=store,
+            label="m",
+            job_id="s/1",
+            profile=profile,
+            extra_context={"why": "test"},
+        )
+        assert host.context["input_shape"] == [1, 3, 8, 8]
+        (gpu,) = host.related
+        assert [m.id for m in store.query()] == [host.id, gpu.id]
+    assert host.context["provider"] == "trtexec/host_latency" and host.job_id == "s/1"
+    assert gpu.context["provider"] == "trtexec/gpu_compute" and gpu.label == "m (gpu compute)"
+    for m in (host, gpu):
+        assert m.context["runtime"] == "trt" and m.context["precision"] == "fp16"
+        assert m.context["runtime_version"] == "8.2.1" and m.context["why"] == "test"
+        assert m.context["engine"]["precision"] == "fp16" and m.stats.n == 5988
+    assert gpu.stats.median == 0.499023 and gpu.stats.median <= host.stats.median
+    assert host.key != gpu.key
+
+
+@pytest.mark.integration
+def test_bench_measure_trt_without_trtexec_says_so(tmp_path) -> None:
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"bytes")
+    with DeviceSession(local_device()) as dev:
+        if "trtexec" in (dev.info.get("runtimes") or {}):
+            pytest.skip("this host has a real trtexec")
+        with pytest.raises(DeviceError, match="trtexec was not found"):
+            measure(dev, onnx, BenchConfig(runtime="trt", precision="fp16"))

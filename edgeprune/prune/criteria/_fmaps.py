@@ -1,6 +1,6 @@
 """Feature maps of prunable groups, streamed over calibration batches.
 
-A group's *representative activation* is taken where METHODS.md says: after BN+activation where
+A group's *representative activation* is taken where docs/METHODS.md says: after BN+activation where
 the block has them, else after the BN, else the conv output. It is found on any model (no class
 names assumed) by one probe pass that records which leaf module consumes which tensor: for each
 output-channel member of a group (the BN if there is one, else the conv) the representative is

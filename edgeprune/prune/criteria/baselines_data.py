@@ -1,7 +1,6 @@
 """Baselines that need Torch-Pruning's importances or calibration data.
 
 - ``bn_scale``, ``taylor``: Torch-Pruning's own importance functions on each group.
-- ``fpgm``: the paper's filter-distance definition (see the class for why not Torch-Pruning's).
 - ``hrank``: average matrix rank of each channel's feature maps (HRank, Lin et al. 2020; as in
   lmbxmu/HRank: maps after ReLU, 5 batches of 128).
 - ``chip``: channel independence (CHIP, Sui et al. 2021): the drop in nuclear norm of the C×HW
@@ -14,7 +13,6 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from edgeprune.prune.criteria._base import (
     Criterion,
@@ -44,33 +42,6 @@ def _tp_scores(ctx: ScoreContext, kind: str) -> dict[int, torch.Tensor]:
             )
         out[g.index] = imp
     return out
-
-
-def filter_distance_sum(module: nn.Module) -> torch.Tensor:
-    """Σ_j ‖w_c − w_j‖₂ over a layer's filters: small for filters near the geometric median."""
-    weight = module.weight
-    assert isinstance(weight, torch.Tensor)
-    w = weight.detach().flatten(1).double()
-    return torch.cdist(w[None], w[None])[0].sum(1).float()
-
-
-@register_criterion
-class FPGM(Criterion):
-    """Filter pruning via geometric median (He et al. 2019): filters near the median are redundant.
-
-    Implemented from the paper (sum of Euclidean distances between a layer's filters), averaged
-    over a group's coupled layers. Torch-Pruning 1.6.1's FPGMImportance is not used: it measures
-    distances between |w|^p, mixes in consumer columns, and fails on grouped-conv consumers.
-    """
-
-    name = "fpgm"
-
-    def score(self, ctx: ScoreContext) -> dict[int, torch.Tensor]:
-        def per_layer(m: nn.Module) -> torch.Tensor:
-            d = filter_distance_sum(m)
-            return d / d.mean().clamp_min(1e-12)  # layers of one group on a common scale
-
-        return weight_scores(ctx, per_layer)
 
 
 @register_criterion

@@ -5,7 +5,7 @@ performance-improving subproblem and a global pruning subproblem; information ga
 how removing a filter changes the network's output class-probability distribution; a Taylor-based
 approximate algorithm (TBAA) computes IG cheaply.
 
-*Our reading* (METHODS.md §3, implemented as written):
+*Our reading* (docs/METHODS.md §3, implemented as written):
 1. A channel mask m (all ones, shaped N×C so gradients are per example) multiplies every prunable
    group's representative activation. IG_f = E_x KL(p(y|x) ‖ p(y|x; m_f = 0)); its first-order
    Taylor term vanishes, so the second-order (Fisher) term is used:

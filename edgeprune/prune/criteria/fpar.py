@@ -4,7 +4,7 @@
 with attention modules the mean of the channel-wise attention weights is almost constant across
 input batches, so a few batches suffice.
 
-*Our reading* (METHODS.md §4, implemented as written):
+*Our reading* (docs/METHODS.md §4, implemented as written):
 1. A squeeze-and-excitation module (GAP → FC C→C/16 → ReLU → FC → sigmoid) is attached after each
    prunable group's BN (its representative activation); only these modules are trained (backbone
    frozen, BatchNorm statistics fixed) for ``attention_steps`` steps on training batches.

@@ -4,7 +4,7 @@ QSFM — Quantified Similarity between Feature Maps (Wang et al., IEEE IoT-J 9(2
 arXiv 2105.06052). *The paper states*: redundancy is found in a layer's C×H×W output by quantifying
 the similarity between its feature maps; similar maps mean redundant filters; it works on ordinary
 and depthwise-separable convolutions and without fine-tuning; a PSNR variant exists.
-*Our reading* (METHODS.md §1, implemented as written): per image, min-max normalise each map to
+*Our reading* (docs/METHODS.md §1, implemented as written): per image, min-max normalise each map to
 [0, 1] and compute the C×C similarity (SSIM with a Gaussian window σ=1.5, window = min(11, H)
 made odd; or PSNR with data range 1), averaged over the calibration images; greedy removal of
 the most similar remaining pair's member with the larger total similarity to the others, until
@@ -16,7 +16,7 @@ least-squares α = ⟨F_j, F_i⟩ / ⟨F_i, F_i⟩ on the calibration maps; glob
 FSS — Feature-map Similarity Score (Cui, Wang, Yang, Guan, BDCC 7(4):159, 2023). *The paper
 states*: each feature map gets a similarity score that measures its filter's importance;
 similarity between a filter's output map and the others measures redundancy. *Our reading*
-(METHODS.md §2): ``score_c = mean over images of mean_{k≠c} sim(F_c, F_k)`` with sim ∈ {pearson
+(docs/METHODS.md §2): ``score_c = mean over images of mean_{k≠c} sim(F_c, F_k)`` with sim ∈ {pearson
 (default), cosine, ssim}; the most similar (redundant) channels go first: importance = −score. No
 compensation.
 

@@ -1,0 +1,180 @@
+"""The accuracy-aware allocator: candidates meet the cost target on their grids, the proxy judges
+on held-out training images only, and the chosen plan is never worse than uniform or global."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from edgeprune.checkpoint import ModelBundle
+from edgeprune.data import Dataset
+from edgeprune.errors import UsageError
+from edgeprune.models import ArchSpec, build_model
+from edgeprune.prune import (
+    AccuracyProxy,
+    Allocator,
+    PruneConfig,
+    Target,
+    TermCost,
+    allocate,
+    allocation_grids,
+    prune,
+    score_model,
+)
+from edgeprune.prune._cost import CostModel
+
+
+def _bundle(name: str = "resnet20", size: int = 16) -> ModelBundle:
+    torch.manual_seed(0)
+    spec = ArchSpec(name=name, kwargs={"in_channels": 1})
+    return ModelBundle(build_model(spec).eval(), spec, (1, size, size))
+
+
+@pytest.fixture(scope="module")
+def digits16():
+    from edgeprune.data import load_dataset
+
+    return load_dataset("digits", image_size=16)
+
+
+def _allocator(name: str, kind: str = "flops", round_to: int | None = None):
+    cfg = PruneConfig(criterion="l1", target=Target(kind, 0.5), round_to=round_to)
+    scored = score_model(_bundle(name), cfg)
+    cm = CostModel(scored.ctx.index)
+    cost = TermCost(cm.terms(kind))
+    grids = allocation_grids(scored.ctx.groups, cfg)
+    return Allocator(scored.ctx.groups, scored.scores, cost, grids, seed=0), cm, grids
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenet_v2", "vgg16_bn"])
+def test_term_cost_prices_one_group_change_exactly(name: str) -> None:
+    alloc, cm, grids = _allocator(name)
+    rng = random.Random(0)
+    keep = {gi: rng.choice(ws) for gi, ws in grids.items()}
+    total = alloc.cost(keep)
+    assert total == pytest.approx(cm.macs(keep))
+    for gi in rng.sample(sorted(grids), 5):
+        w = rng.choice(grids[gi])
+        assert alloc.cost.with_group(keep, total, gi, w) == pytest.approx(
+            cm.macs({**keep, gi: w}), rel=1e-9
+        )
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenet_v2", "vgg16_bn"])
+def test_every_candidate_meets_the_target_on_its_grid(name: str) -> None:
+    alloc, cm, grids = _allocator(name, round_to=4)
+    target = 0.5 * cm.macs(cm.full())
+    plans = alloc.candidates(target)
+    labels = [p.label for p in plans]
+    assert labels[:2] == ["uniform", "global"]
+    assert len(plans) >= 5  # distinct plans (equal plans of two generators are kept once)
+    assert any(lbl.startswith("greedy") for lbl in labels)
+    for p in plans:
+        assert p.cost <= target * (1 + 1e-9), p.label
+        assert p.cost == pytest.approx(cm.macs(p.keep))
+        for gi, w in p.keep.items():
+            assert w in grids[gi], (p.label, gi, w)
+            assert w % 4 == 0 or w == max(grids[gi]), (p.label, gi, w)
+    # Spending the slack: the filled plans come within one step of the target.
+    fill = next(p for p in plans if p.label == "uniform+fill")
+    assert fill.cost >= next(p for p in plans if p.label == "uniform").cost
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.5, 0.9, 1.0])
+def test_without_a_proxy_the_greedy_plan_is_returned_even_when_another_generator_matches_it(
+    ratio: float,
+) -> None:
+    # At a loose target several generators return the same plan and only the first label is
+    # kept in the candidate list; the no-proxy path must not depend on that.
+    alloc, cm, grids = _allocator("resnet20")
+    target = ratio * cm.macs(cm.full())
+    res = allocate(alloc, target, None)
+    assert res.best.label == "greedy/mean" and res.evaluations == 0
+    assert res.best.cost <= target * (1 + 1e-9)
+    assert all(w in grids[gi] for gi, w in res.best.keep.items())
+
+
+def test_knapsack_keeps_at_least_the_uniform_importance() -> None:
+    alloc, cm, _ = _allocator("vgg16_bn")
+    target = 0.5 * cm.macs(cm.full())
+
+    def kept(keep: dict[int, int]) -> float:
+        return sum(alloc.kept_value("mean", gi, w) for gi, w in keep.items())
+
+    knap = alloc.knapsack(target, "mean")
+    assert alloc.cost(knap) <= target
+    assert kept(knap) >= kept(alloc.uniform(target))
+
+
+def test_mutation_is_repaired_to_the_target() -> None:
+    alloc, cm, grids = _allocator("resnet20")
+    target = 0.4 * cm.macs(cm.full())
+    parent = alloc.uniform(target)
+    for _ in range(10):
+        child, _ = alloc.mutate(parent, alloc.global_rank(target), target)
+        assert alloc.cost(child) <= target
+        assert all(w in grids[gi] for gi, w in child.items())
+
+
+class _NoTest:
+    """A test split that fails when touched: the proxy must never read it."""
+
+    labels = torch.zeros(1, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return 1
+
+    def subset(self, n, seed=0):  # pragma: no cover - must not be called
+        raise AssertionError("the proxy read the test split")
+
+    def fetch(self, idx):  # pragma: no cover - must not be called
+        raise AssertionError("the proxy read the test split")
+
+
+def test_proxy_uses_disjoint_training_slices_and_never_the_test_split(digits16) -> None:
+    data = Dataset(digits16.info, digits16.train, _NoTest())  # type: ignore[arg-type]
+    proxy = AccuracyProxy(lambda keep: _bundle("resnet20").model, data, samples=300, seed=3)
+    bn = set(torch.cat(proxy.bn_idx).tolist())
+    ev = set(proxy.eval_idx.tolist())
+    assert len(ev) == 300 and not bn & ev
+    a = proxy({0: 16})
+    b = AccuracyProxy(lambda keep: _bundle("resnet20").model, data, samples=300, seed=3)({0: 16})
+    assert a == b  # fixed slices: the same plan gets the same score
+    assert 0.0 <= a.accuracy <= 1.0 and a.loss > 0
+    assert proxy.evaluations == 1 and proxy({0: 16}) is a
+
+
+def test_search_mode_is_never_worse_than_uniform_or_global_on_the_proxy(digits16) -> None:
+    res = prune(
+        _bundle("resnet20"),
+        PruneConfig(criterion="l1", target=Target("flops", 0.5), search_evals=8, proxy_samples=400),
+        digits16,
+    )
+    alloc = res.facts["allocation"]
+    assert alloc["ranked_by"] == "proxy accuracy" and alloc["evaluations"] == 8
+    base = alloc["baseline_proxy_accuracy"]
+    assert set(base) == {"uniform", "global"}
+    assert alloc["chosen_proxy_accuracy"] >= max(base.values())
+    assert alloc["candidates"][0]["label"] == alloc["chosen"]
+    # The FLOPs target holds for the materialised model (Torch-Pruning's counter).
+    assert 0.45 <= res.flops_reduction <= 0.55
+
+
+def test_default_mode_is_search_with_data_and_a_flops_target(digits16) -> None:
+    with_data = prune(
+        _bundle(),
+        PruneConfig(target=Target("flops", 0.3), search_evals=3, proxy_samples=64),
+        digits16,
+    )
+    assert "allocation" in with_data.facts
+    without = prune(_bundle(), PruneConfig(target=Target("flops", 0.3)))
+    assert "allocation" not in without.facts
+    ratio = prune(_bundle(), PruneConfig(target=Target("ratio", 0.3)), digits16)
+    assert "allocation" not in ratio.facts  # a ratio is per group by definition
+
+
+def test_search_mode_without_data_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="needs --data"):
+        prune(_bundle(), PruneConfig(target=Target("flops", 0.3), mode="search"))
