@@ -5,7 +5,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
-APT_PKGS := openssh-server dataset-fashion-mnist chromium
+APT_PKGS := openssh-server dropbear-bin dataset-fashion-mnist chromium
 
 .PHONY: demo test lint bench-smoke install sysdeps clean
 
@@ -20,7 +20,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check edgeprune tests benchmarks tools
 	$(BIN)/mypy edgeprune
 	$(BIN)/lint-imports
-	$(BIN)/vermin -q --no-tips -t=3.6- devices/agent/edgeprune_agent.py
+	$(BIN)/vermin -q --no-tips -t=3.6- devices/agent/edgeprune_agent.py devices/agent/bootstrap.py
 	$(BIN)/hadolint docker/host/Dockerfile docker/rpi/Dockerfile docker/jetson/Dockerfile.jp6 docker/jetson/Dockerfile.jp46
 	$(BIN)/shellcheck --shell=sh devices/provision/*.sh docker/agent/entrypoint.sh
 
@@ -29,8 +29,8 @@ bench-smoke: $(STAMP)
 
 install: $(STAMP)
 
-# openssh-server for the loopback device farm the tests start; Fashion-MNIST for the demo;
-# chromium for the report's browser test.
+# openssh-server and dropbear-bin for the loopback device farm the tests start; Fashion-MNIST for the
+# demo; chromium for the report's browser test.
 sysdeps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -1,12 +1,15 @@
 """What the SSH device layer costs, measured on a loopback sshd farm (real sshd, real agent).
 
-Three tables (markdown on stdout, and in ``--out``):
+The device ``dev0`` has a slow login shell: its ``.bashrc`` sleeps ``--shell-startup`` seconds
+(250 ms: what a pyenv/conda ``.bashrc`` costs every SSH command on a real board). Tables
+(markdown on stdout, and in ``--out``):
 
-1. **Deploy overhead**: `edgeprune.pipeline.deploy.deploy` of one ONNX file, split into phases;
-   *overhead* = total wall time − the benchmark phase (`measure`). *Cold*: the device's work
-   directory is empty (agent and model are uploaded); *warm*: both are already there. Also the
-   cost of one SSH command (``run(["true"])``) here, and of the login shell that sshd starts for
-   every command.
+1. **Deploy overhead**, per agent mode (``command``: one agent process per request, the layer
+   before issue 11; ``session``: one agent per session over one exec channel):
+   `edgeprune.pipeline.deploy.deploy` of one ONNX file, split into phases; *overhead* = total wall
+   time − the device's own warm-up and timed loops. *Cold*: the device's work directory is empty
+   (agent and model are uploaded); *cached*: both are already there. Also the cost of one SSH
+   command and of one session request.
 2. **Agent vs bare loop**: the agent's median (through SSH, by the protocol) against a bare ONNX
    Runtime timing loop in a fresh Python process with the same session options, thread count,
    input and warm-up, alternated ``--rounds`` times.
@@ -20,12 +23,14 @@ model and short runs (a minute) to check that the script works; its numbers mean
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -79,48 +84,77 @@ def export_model(name: str, in_channels: int, size: int, out: Path) -> Path:
     return path
 
 
-def ssh_command_cost(reps: int) -> tuple[float, float, float]:
-    """Median seconds of run(["true"]) over SSH, of `bash -c true`, and of the same with the
-    SSH_CLIENT variable sshd sets (Debian's bash then sources ~/.bashrc)."""
+def set_mode(name: str, mode: str) -> None:
     from edgeprune.device import Inventory
-    from edgeprune.device.ssh import SSHTransport
 
     inv = Inventory.load()
-    with SSHTransport(inv.get("dev0"), inv) as t:
+    inv.add(replace(inv.get(name), agent_mode=mode), replace_existing=True)
+    inv.save()
+
+
+def link_costs(reps: int, blob: Path) -> dict[str, float]:
+    """Medians (seconds) on dev0: one SSH command (an exec channel, the login shell), one request
+    to a running session agent, starting a session agent, importing onnxruntime there, and
+    uploading ``blob`` as the first and as the second transfer of a fresh connection, over SFTP
+    and over the agent's channel."""
+    from edgeprune.device import Inventory
+    from edgeprune.device.agent import SessionAgent
+    from edgeprune.device.ssh import SSHTransport
+    from edgeprune.export import sha256_file
+
+    inv = Inventory.load()
+    spec = inv.get("dev0")
+    sha = sha256_file(blob)
+    runs: dict[str, list[float]] = {}
+
+    @contextlib.contextmanager
+    def clock(key: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        runs.setdefault(key, []).append(time.perf_counter() - t0)
+
+    with SSHTransport(spec, inv) as t:
         t.run(["true"])
-        ssh = []
         for _ in range(reps):
-            t0 = time.perf_counter()
-            t.run(["true"])
-            ssh.append(time.perf_counter() - t0)
-
-    def local(env: dict[str, str]) -> float:
-        runs = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            subprocess.run(["bash", "-c", "true"], env=env, stdin=subprocess.DEVNULL, check=True)
-            runs.append(time.perf_counter() - t0)
-        return statistics.median(runs)
-
-    plain = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/")}
-    return (
-        statistics.median(ssh),
-        local(plain),
-        local({**plain, "SSH_CLIENT": "127.0.0.1 1 22"}),
+            with clock("one SSH command (exec channel + login shell)"):
+                t.run(["true"])
+    code = (
+        "import time; t = time.perf_counter(); import onnxruntime; print(time.perf_counter() - t)"
     )
+    for i in range(3):
+        with SSHTransport(spec, inv) as t:
+            t.sftp_available()
+            for n in ("first", "second"):
+                with clock(f"SFTP upload, {n} transfer on a fresh connection"):
+                    t.put(blob, f"{spec.workdir}/sftp-{i}-{n}")
+        with SSHTransport(spec, inv) as t:
+            agent = SessionAgent(t, spec.python, spec.workdir, spec.name)
+            with clock("session agent start (SSH channel, login shell, python, bootstrap)"):
+                agent.start()
+            for n in ("first", "second"):
+                with clock(f"agent-channel upload, {n} transfer on a fresh connection"):
+                    agent.upload(blob, agent.workdir, f"{n}-{i}", sha)
+            for _ in range(reps):
+                with clock("one session request (exec true)"):
+                    agent.call("exec", 30, argv=["true"], limit_s=10)
+            r = agent.call("exec", 120, argv=[spec.python, "-c", code], limit_s=100)
+            runs.setdefault("import onnxruntime on the device", []).append(float(r["stdout"]))
+            agent.close()
+    return {k: statistics.median(v) for k, v in runs.items()}
 
 
-def deploy_overhead(model: Path, bench, reps: int, workdir: Path) -> list[dict]:
+def deploy_overhead(model: Path, bench, reps: int, workdir: Path, mode: str) -> list[dict]:
     from edgeprune.pipeline.deploy import DeployConfig, deploy
 
+    set_mode("dev0", mode)
     cfg = DeployConfig(bench=bench)
     rows = []
     for _ in range(reps):
         for item in workdir.iterdir():  # cold: an empty work directory on the device
             subprocess.run(["rm", "-rf", "--", str(item)], check=True)
-        for kind in ("cold", "warm"):
+        for kind in ("cold", "cached"):
             res = deploy(str(model), "dev0", cfg)
-            rows.append({"kind": kind, **res})
+            rows.append({"kind": kind, "mode": mode, **res})
     return rows
 
 
@@ -153,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=None, help="cold/warm deploy pairs (default 3)")
     p.add_argument("--rounds", type=int, default=None, help="agent/bare rounds (default 5)")
     p.add_argument("--quota", type=float, default=0.25, help="CPU quota of the slowed device")
+    p.add_argument(
+        "--shell-startup", type=float, default=0.25, help="seconds dev0's .bashrc sleeps"
+    )
+    p.add_argument("--modes", default="command,session", help="agent modes to compare")
     p.add_argument("--out", type=Path, default=None, help="also write the tables here")
     args = p.parse_args(argv)
 
@@ -174,44 +212,55 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         bench = replace(bench, warmup_seconds=0.1, min_seconds=0.2)
     model = export_model(model_name, channels, size, tmp)
-    devices = [FarmDeviceConfig("dev0")]
+    devices = [FarmDeviceConfig("dev0", shell_startup_s=args.shell_startup)]
     if cgroups_available():
         devices.append(FarmDeviceConfig("slow", cpu_quota=args.quota))
     lines = [
         f"Model: {model_name} ({channels}x{size}x{size}, ONNX opset 18, ONNX Runtime CPU, 1 thread); "
         f"benchmark: warm-up >= {bench.warmup_runs} runs and {bench.warmup_seconds:g} s, "
-        f"then >= {bench.min_runs} runs and {bench.min_seconds:g} s. "
+        f"then >= {bench.min_runs} runs and {bench.min_seconds:g} s. Device dev0: loopback "
+        f"sshd whose login shell sleeps {args.shell_startup:g} s in .bashrc. "
         f"Command: `python benchmarks/device_overhead.py{' --smoke' if args.smoke else ''}`.",
+        f"Load average at the start: {', '.join(f'{v:.1f}' for v in os.getloadavg())}.",
         "",
     ]
     with Farm(tmp / "farm", devices) as farm:
         farm.write_inventory(tmp / "config")
-        ssh, bash_plain, bash_ssh = ssh_command_cost(10)
-        rows = deploy_overhead(model, bench, reps, farm.devices["dev0"].workdir)
+        costs = link_costs(10, model)
+        rows = []
+        for mode in args.modes.split(","):
+            rows += deploy_overhead(model, bench, reps, farm.devices["dev0"].workdir, mode)
         phase_names = sorted(
             {k for r in rows for k in r["phases"]}, key=list(rows[0]["phases"]).index
         )
         out_rows = []
-        for kind in ("cold", "warm"):
-            rs = [r for r in rows if r["kind"] == kind]
-            med = {k: statistics.median(r["phases"].get(k, 0.0) for r in rs) for k in phase_names}
-            out_rows.append(
-                [
-                    kind,
-                    len(rs),
-                    statistics.median(r["total_seconds"] for r in rs),
-                    statistics.median(r["phases"]["bench"] for r in rs),
-                    statistics.median(r["overhead_seconds"] for r in rs),
-                    ", ".join(f"{k} {v:.2f}" for k, v in med.items() if k != "bench"),
-                    "no" if all(not r["sent"] for r in rs) else "yes",
-                    statistics.median(r["device_commands"] for r in rs),
-                ]
-            )
+        for mode in args.modes.split(","):
+            for kind in ("cold", "cached"):
+                rs = [r for r in rows if r["kind"] == kind and r["mode"] == mode]
+                med = {
+                    k: statistics.median(r["phases"].get(k, 0.0) for r in rs) for k in phase_names
+                }
+                trips = [r["device_round_trips"] for r in rs]
+                out_rows.append(
+                    [
+                        mode,
+                        kind,
+                        len(rs),
+                        statistics.median(r["total_seconds"] for r in rs),
+                        statistics.median(r["phases"]["bench"] for r in rs),
+                        statistics.median(r["overhead_seconds"] for r in rs),
+                        ", ".join(f"{k} {v:.2f}" for k, v in med.items() if k != "bench"),
+                        "no" if all(not r["sent"] for r in rs) else "yes",
+                        f"{statistics.median(t['channels'] for t in trips):g} / "
+                        f"{statistics.median(t['requests'] for t in trips):g}",
+                    ]
+                )
         lines += [
             "### Deploy overhead (seconds, medians)",
             "",
             table(
                 [
+                    "agent",
                     "run",
                     "n",
                     "total",
@@ -219,16 +268,19 @@ def main(argv: list[str] | None = None) -> int:
                     "overhead",
                     "overhead by phase",
                     "model sent",
-                    "SSH commands",
+                    "exec channels / agent requests",
                 ],
                 out_rows,
             ),
             "",
-            f"One SSH command (`run(['true'])`, median of 10): {ssh * 1000:.0f} ms; "
-            f"`bash -c true` here: {bash_plain * 1000:.0f} ms, with sshd's SSH_CLIENT set "
-            f"(bash then sources ~/.bashrc): {bash_ssh * 1000:.0f} ms.",
+            "### Link costs on dev0 (seconds, medians)",
+            "",
+            table(["what", "seconds"], [[k, v] for k, v in costs.items()]),
+            "",
+            f"Uploads: the model file ({model.stat().st_size / 1e6:.1f} MB), on three fresh connections.",
             "",
         ]
+        set_mode("dev0", "session")
         pairs = agent_vs_bare(model, bench, rounds)
         bare = statistics.median(b for b, _ in pairs)
         agent = statistics.median(a for _, a in pairs)

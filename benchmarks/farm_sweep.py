@@ -10,8 +10,10 @@ Phases, each checked against the store (markdown on stdout, and in ``--out``):
    artifact cache) with ``--engine ray`` on a private local Ray instance (loopback only).
 
 Then ``edgeprune report`` on the sweep. Per-job overhead = a job's round trip on the host (sent to
-the device worker .. result back) minus the benchmark's own window on the device (agent start,
-warm-up and measurement), as `run_sweep` reports it.
+the device worker .. result back) minus the device's own warm-up and timed loops (as the agent
+times them), as `run_sweep` reports it. The devices' login shells sleep ``--shell-startup``
+seconds (a pyenv/conda ``.bashrc``); ``--agent-mode command`` measures the per-command agent (the
+layer before the session agent) on the same farm.
 
 Run: ``python benchmarks/farm_sweep.py [--smoke] [--engines threads,ray] [--out FILE.md]``.
 ``--smoke`` runs 3 devices and 12 jobs (about a minute) to check that the script works.
@@ -128,6 +130,17 @@ def overlaps(rows: list[dict[str, Any]]) -> int:
     return n
 
 
+def set_agent_mode(inventory: Path, mode: str) -> None:
+    from dataclasses import replace
+
+    from edgeprune.device import Inventory
+
+    inv = Inventory.load(inventory)
+    for spec in list(inv.devices.values()):
+        inv.add(replace(spec, agent_mode=mode), replace_existing=True)
+    inv.save()
+
+
 def farm_run(sweep: Path, engine: str, env: dict[str, str]) -> tuple[dict[str, Any], float]:
     t0 = time.perf_counter()
     r = subprocess.run([str(BIN / "edgeprune"), "farm", "run", str(sweep), "--engine", engine, "--json"],
@@ -161,6 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="take the trained base checkpoints from this folder",
     )
+    p.add_argument("--agent-mode", default="session", choices=["session", "command"])
+    p.add_argument(
+        "--tag", default="", help="suffix for the sweep names (a new name runs every job again)"
+    )
+    p.add_argument(
+        "--shell-startup", type=float, default=0.25, help="seconds each device's .bashrc sleeps"
+    )
     args = p.parse_args(argv)
     out_path = args.out.resolve() if args.out else None  # the script changes directory below
     engines = [e for e in args.engines.split(",") if e]
@@ -179,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     n_dev = 3 if args.smoke else 8
     n_slow = 1 if args.smoke else 2
     devices = [
-        FarmDeviceConfig(f"dev{i}", cpu_quota=0.25 if i >= n_dev - n_slow else None)
+        FarmDeviceConfig(
+            f"dev{i}",
+            cpu_quota=0.25 if i >= n_dev - n_slow else None,
+            shell_startup_s=args.shell_startup or None,
+        )
         for i in range(n_dev)
     ]
     kill_after = args.kill_after if args.kill_after is not None else (4 if args.smoke else 60)
@@ -189,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine_line()}; load average before: {os.getloadavg()[0]:.1f}.",
         f"Devices: {n_dev} loopback sshd devices in one profile `loopback`; "
         + ", ".join(f"{d.name} at {d.cpu_quota:g} CPU" for d in devices if d.cpu_quota)
-        + " (cgroup v1 quota), the rest at full speed.",
+        + f" (cgroup v1 quota), the rest at full speed; login shells sleep {args.shell_startup:g} s "
+        f"(.bashrc); agent mode `{args.agent_mode}`.",
         f"Command: `python benchmarks/farm_sweep.py {' '.join(sys.argv[1:] if argv is None else argv)}`.",
         "",
     ]
@@ -198,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     checks: list[list[Any]] = []
     with Farm(tmp / "farm", devices) as farm:
         farm.write_inventory(tmp / "config")
+        set_agent_mode(tmp / "config" / "devices.yaml", args.agent_mode)
         os.chdir(tmp)
         t0 = time.perf_counter()
         checkpoints = [] if args.smoke else train_bases(tmp, env, args.bases)
@@ -215,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 "",
             ]
         if "threads" in engines:
-            name = "farm-threads"
+            name = f"farm-threads{args.tag}"
             sweep = tmp / f"{name}.yaml"
             sweep.write_text(yaml.safe_dump(sweep_spec(name, args.smoke, checkpoints)))
             t0 = time.perf_counter()
@@ -272,8 +298,13 @@ def main(argv: list[str] | None = None) -> int:
             last_sweep = sweep
         # The default engine without pruning beside it, and Ray: every variant from the cache.
         for engine, name, label, key in (
-            ("threads", "farm-threads-cached", "threads, variants cached", "threads-cached"),
-            ("ray", "farm-ray", "ray (local instance)", "ray"),
+            (
+                "threads",
+                f"farm-threads-cached{args.tag}",
+                "threads, variants cached",
+                "threads-cached",
+            ),
+            ("ray", f"farm-ray{args.tag}", "ray (local instance)", "ray"),
         ):
             if key not in engines:
                 continue

@@ -1,11 +1,19 @@
-"""A loopback device farm: N real OpenSSH ``sshd`` processes standing in for edge boards.
+"""A loopback device farm: N real SSH servers (OpenSSH ``sshd`` or ``dropbear``) standing in for
+edge boards.
 
 Each device gets its own 127.0.0.x address and port, a throwaway host key, a work directory and an
 entry in a ``devices.yaml`` + strict ``known_hosts`` written for edgeprune. All devices accept one
-throwaway client key. A device can be slowed with a cgroup v1 CPU quota
-(``/sys/fs/cgroup/cpu/<group>/cpu.cfs_quota_us``): its sshd runs in the group, so everything it
-spawns (the agent, ONNX Runtime) is slowed too. Teardown kills every process the device started
-(the whole cgroup when there is one) and removes its files.
+throwaway client key. Each is a board of its own: its sessions see ``EDGEPRUNE_BOARD_ID`` (the
+agent's board lock), unique per device unless two configs name the same ``board``. Each has its
+own login ``HOME`` with a ``.bashrc``: empty, or sleeping ``shell_startup_s`` seconds to reproduce
+a slow shell start-up (a pyenv/conda ``.bashrc`` costs ~250 ms on every SSH command). A device can
+be slowed with a cgroup v1 CPU quota (``/sys/fs/cgroup/cpu/<group>/cpu.cfs_quota_us``): its server
+runs in the group, so everything it spawns (the agent, ONNX Runtime) is slowed too. A ``dropbear``
+device serves SFTP only when ``/usr/lib/sftp-server`` exists (Debian's openssh package provides
+it; ``sftp=False`` hides it); it reads the login user's ``~/.ssh/authorized_keys``, so it runs in a
+private mount namespace with the farm's files bind-mounted over ``~/.ssh`` (and ``~/.bashrc``,
+``/usr/lib/sftp-server``): needs root. Teardown kills every process
+the device started (the whole cgroup when there is one) and removes its files.
 
 Library use (the pytest fixture in ``tests/integration/conftest.py``)::
 
@@ -15,9 +23,10 @@ Library use (the pytest fixture in ``tests/integration/conftest.py``)::
 
 Command line (keeps the farm up until Ctrl-C)::
 
-    python -m edgeprune._devices.testfarm --count 2 --slow dev1=0.25 --config DIR
+    python -m edgeprune._devices.testfarm --count 2 --slow dev1=0.25 --shell-startup 0.25 --config DIR
 
-Needs ``/usr/sbin/sshd`` and ``ssh-keygen`` (Debian: ``apt-get install openssh-server``).
+Needs ``/usr/sbin/sshd`` and ``ssh-keygen`` (Debian: ``apt-get install openssh-server``), and for
+dropbear devices ``dropbear``/``dropbearkey`` (``apt-get install dropbear-bin``) and root.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import argparse
 import contextlib
 import getpass
 import os
+import pwd
 import random
 import shutil
 import signal
@@ -40,6 +50,11 @@ from pathlib import Path
 from typing import Any
 
 SSHD = "/usr/sbin/sshd"
+DROPBEAR = "/usr/sbin/dropbear"
+DROPBEAR_KEY = "/usr/bin/dropbearkey"
+DROPBEAR_SFTP = "/usr/lib/sftp-server"  # where Debian's dropbear looks for an SFTP server
+SERVERS = ("openssh", "dropbear")
+BOARD_ID_ENV = "EDGEPRUNE_BOARD_ID"
 SFTP_SERVER_CANDIDATES = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server")
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 # A short CFS period spreads the quota over each inference. With the kernel's default 100 ms a 25%
@@ -56,12 +71,25 @@ class FarmError(RuntimeError):
 
 @dataclass(frozen=True)
 class FarmDeviceConfig:
-    """How to start one loopback device. ``cpu_quota`` is a fraction of one CPU (None: full speed)."""
+    """How to start one loopback device.
+
+    ``cpu_quota``: a fraction of one CPU (None: full speed). ``server``: openssh or dropbear (no
+    SFTP). ``shell_startup_s``: the login shell's ``.bashrc`` sleeps this long (None: empty).
+    ``board``: the board identity its sessions see (None: one of its own; two devices with the
+    same value are one board reached two ways).
+    """
 
     name: str
     cpu_quota: float | None = None
     sftp: bool = True
     profile: str = "loopback"
+    server: str = "openssh"
+    shell_startup_s: float | None = None
+    board: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.server not in SERVERS:
+            raise FarmError(f"unknown SSH server {self.server!r}: use one of {', '.join(SERVERS)}")
 
 
 @dataclass
@@ -77,10 +105,16 @@ class FarmDevice:
     cgroup: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(default_factory=Path)
+    board: str = ""
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def home(self) -> Path:
+        """The login HOME its sessions get (holds the ``.bashrc``)."""
+        return self.root / "home"
 
     @property
     def known_hosts_line(self) -> str:
@@ -159,6 +193,25 @@ def keygen(path: Path) -> str:
     return " ".join(path.with_suffix(".pub").read_text().split()[:2])
 
 
+def dropbear_keygen(path: Path) -> str:
+    """A dropbear ed25519 host key at ``path``; returns the public key's first two fields."""
+    subprocess.run(
+        [_tool("dropbearkey", (DROPBEAR_KEY,)), "-t", "ed25519", "-f", str(path)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    out = subprocess.run(
+        [_tool("dropbearkey", (DROPBEAR_KEY,)), "-y", "-f", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("ssh-"))
+    return " ".join(line.split()[:2])
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -202,7 +255,15 @@ class Farm:
 
     def start(self) -> Farm:
         """Generate keys and start every device; on any failure everything started is torn down."""
-        _tool("sshd", (SSHD,))
+        if any(c.server == "openssh" for c in self.configs):
+            _tool("sshd", (SSHD,))
+        if any(c.server == "dropbear" for c in self.configs):
+            _tool("dropbear", (DROPBEAR,))
+            if os.geteuid() != 0 or shutil.which("unshare") is None:
+                raise FarmError(
+                    "dropbear devices need root and unshare(1): dropbear reads ~/.ssh/authorized_keys, "
+                    "bind-mounted in a private mount namespace"
+                )
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             keygen(self.client_key)
@@ -245,7 +306,7 @@ class Farm:
             return
         procs = [dev.proc.pid, *descendants(dev.proc.pid)]
         for pid in procs:
-            if _comm(pid) == "sshd":
+            if _comm(pid) in ("sshd", "dropbear"):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         dev.proc.wait()
@@ -265,7 +326,7 @@ class Farm:
         self.kill(name)
         for f in dev.root.glob("ssh_host_ed25519_key*"):
             f.unlink()
-        dev.host_key_line = keygen(dev.root / "ssh_host_ed25519_key")
+        dev.host_key_line = self._host_key(dev.config, dev.root / "ssh_host_ed25519_key")
         return self.restart(name)
 
     # ------------------------------------------------------------------ inventory
@@ -346,11 +407,21 @@ class Farm:
 
     # ------------------------------------------------------------------ internals
 
+    def _host_key(self, cfg: FarmDeviceConfig, path: Path) -> str:
+        return dropbear_keygen(path) if cfg.server == "dropbear" else keygen(path)
+
     def _create(self, cfg: FarmDeviceConfig, host: str) -> FarmDevice:
         root = self.root / cfg.name
         (root / "work").mkdir(parents=True)
-        host_key = keygen(root / "ssh_host_ed25519_key")
+        host_key = self._host_key(cfg, root / "ssh_host_ed25519_key")
         (root / "authorized_keys").write_text(self.client_key.with_suffix(".pub").read_text())
+        ssh_dir = root / "dot-ssh"  # what a dropbear device sees as ~/.ssh
+        ssh_dir.mkdir(mode=0o700)
+        (ssh_dir / "authorized_keys").write_text(self.client_key.with_suffix(".pub").read_text())
+        home = root / "home"
+        home.mkdir()
+        rc = f"sleep {cfg.shell_startup_s:g}\n" if cfg.shell_startup_s else ""
+        (home / ".bashrc").write_text(rc)
         dev = FarmDevice(
             config=cfg,
             host=host,
@@ -359,6 +430,7 @@ class Farm:
             workdir=root / "work",
             host_key_line=host_key,
             log=root / "sshd.log",
+            board=f"{self._tag}-{cfg.board or cfg.name}",
         )
         if cfg.cpu_quota is not None or cgroups_available():
             dev.cgroup = self._cgroup(cfg)
@@ -397,22 +469,48 @@ class Farm:
             "MaxStartups 50:30:100",
             "MaxSessions 50",
             "LogLevel INFO",
+            # The device's own login HOME (its .bashrc) and board identity, whoever runs the farm.
+            f"SetEnv HOME={dev.home} {BOARD_ID_ENV}={dev.board}",
         ]
         if dev.config.sftp:
             lines.append(f"Subsystem sftp {_tool('sftp-server', SFTP_SERVER_CANDIDATES)}")
         return "\n".join(lines) + "\n"
 
+    def _server_argv(self, dev: FarmDevice) -> tuple[list[str], dict[str, str] | None]:
+        """The server's command line and environment (None: inherit)."""
+        if dev.config.server == "openssh":
+            conf = dev.root / "sshd_config"
+            conf.write_text(self._config_text(dev))
+            return [SSHD, "-D", "-f", str(conf), "-E", str(dev.log)], None
+        # dropbear: -F foreground, -E log to stderr, -s no passwords, -e pass this environment on.
+        home = Path(pwd.getpwnam(self.user).pw_dir)
+        binds = [(dev.root / "dot-ssh", home / ".ssh")]
+        if (home / ".bashrc").is_file():
+            binds.append((dev.home / ".bashrc", home / ".bashrc"))
+        if not dev.config.sftp and Path(DROPBEAR_SFTP).exists():
+            binds.append((Path("/dev/null"), Path(DROPBEAR_SFTP)))  # not executable: no subsystem
+        (home / ".ssh").mkdir(mode=0o700, exist_ok=True)
+        script = "".join(f'mount --bind "{a}" "{b}" && ' for a, b in binds)
+        argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                script + 'exec "$0" "$@"', DROPBEAR, "-F", "-E", "-s", "-e",
+                "-p", f"{dev.host}:{dev.port}", "-r", str(dev.root / "ssh_host_ed25519_key"),
+                "-P", str(dev.root / "dropbear.pid")]  # fmt: skip
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+               BOARD_ID_ENV: dev.board, "LANG": "C.UTF-8"}  # fmt: skip
+        return argv, env
+
     def _launch(self, dev: FarmDevice) -> None:
-        conf = dev.root / "sshd_config"
-        conf.write_text(self._config_text(dev))
         for attempt in range(5):
-            proc = subprocess.Popen(
-                [SSHD, "-D", "-f", str(conf), "-E", str(dev.log)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            argv, env = self._server_argv(dev)
+            with open(dev.log, "ab") as log:  # sshd writes it itself (-E); dropbear to stderr
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log if dev.config.server == "dropbear" else subprocess.DEVNULL,
+                    start_new_session=True,
+                    env=env,
+                )
             dev.proc = proc
             if dev.cgroup is not None:
                 # Before the first connection: every session sshd forks inherits the group.
@@ -422,13 +520,12 @@ class Farm:
                 return
             except FarmError:
                 self._kill_all(dev)
-                log = dev.log.read_text(errors="replace") if dev.log.is_file() else ""
-                if "Address already in use" in log and attempt < 4:
+                text = dev.log.read_text(errors="replace") if dev.log.is_file() else ""
+                if "Address already in use" in text and attempt < 4:
                     dev.port = _free_port(dev.host)  # another farm took the port: pick a new one
-                    conf.write_text(self._config_text(dev))
                     continue
                 raise FarmError(
-                    f"sshd for {dev.name} failed to start: {log.strip()[-500:]}"
+                    f"{dev.config.server} for {dev.name} failed to start: {text.strip()[-500:]}"
                 ) from None
 
     def _kill_all(self, dev: FarmDevice) -> None:
@@ -482,6 +579,20 @@ def main(argv: list[str] | None = None) -> int:
         help="start NAME without an sftp subsystem",
     )
     p.add_argument(
+        "--dropbear",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run NAME on dropbear (no SFTP; needs root)",
+    )
+    p.add_argument(
+        "--shell-startup",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="every device's .bashrc sleeps this long (a slow login shell)",
+    )
+    p.add_argument(
         "--config", help="write devices.yaml + known_hosts here (default: $EDGEPRUNE_CONFIG)"
     )
     p.add_argument("--profile", default="loopback")
@@ -493,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
             cpu_quota=slow.get(f"dev{i}"),
             sftp=f"dev{i}" not in args.no_sftp,
             profile=args.profile,
+            server="dropbear" if f"dev{i}" in args.dropbear else "openssh",
+            shell_startup_s=args.shell_startup,
         )
         for i in range(args.count)
     ]

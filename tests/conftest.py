@@ -1,7 +1,9 @@
 """Test isolation and options.
 
 Every test gets its own ``EDGEPRUNE_HOME`` (store, caches, locks) and config dir, and runs in a
-temporary working directory, so nothing leaks between tests or into the user's files.
+temporary working directory, so nothing leaks between tests or into the user's files. The
+`local` device gets a board identity of its own (``EDGEPRUNE_BOARD_ID``), so test runs that share
+this machine do not queue for one board lock.
 ``--device NAME`` enables the `hardware` tests against a real board from the inventory.
 """
 
@@ -37,6 +39,7 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     monkeypatch.setenv("EDGEPRUNE_HOME", str(env / "home"))
     monkeypatch.setenv("EDGEPRUNE_CONFIG", str(env / "config"))
     monkeypatch.delenv("EDGEPRUNE_DATA", raising=False)
+    monkeypatch.setenv("EDGEPRUNE_BOARD_ID", f"test-{os.getpid()}-{env.name}")
     work = env / "work"
     work.mkdir()
     monkeypatch.chdir(work)

@@ -1,43 +1,109 @@
 #!/usr/bin/env python3
-"""edgeprune on-device agent: one stdlib-only file, Python >= 3.6, JSON in, one JSON document out.
+"""edgeprune on-device agent: one stdlib-only file, Python >= 3.6, JSON in, JSON out.
 
-Usage: python3 edgeprune_agent.py REQUEST.json
+Two ways to run it (the host picks one per device, `agent_mode` in devices.yaml):
 
-The request is a JSON object {"verb": "info" | "bench" | "state" | "trt_info" | "build_engine",
-...}. The agent prints exactly
-one JSON object on stdout: {"ok": true, "agent_version": V, "result": {...}} or
-{"ok": false, "agent_version": V, "error": {"type": T, "message": M}}. Exit codes: 0 ok, 3 handled
-error, 75 device busy (another benchmark holds the lock). It never unpickles anything; numeric
-arrays travel as .npy files loaded with allow_pickle=False.
+* **Session** (default): ``python3 edgeprune_agent.py --serve WORKDIR`` (started by the bootstrap
+  over one SSH exec channel, see bootstrap.py) reads JSON-line requests on stdin and writes one
+  JSON-line reply per request on stdout, for the whole device session. A request is
+  {"id": N, "verb": V, "deadline_s": T, ...}; the reply {"id": N, "ok": true, "result": {...}} or
+  {"id": N, "ok": false, "error": {"type": T, "message": M, ...}}. A request or reply line with
+  "stream_bytes": N is followed by exactly N raw bytes (file uploads and downloads). The agent
+  exits when stdin closes (the connection is gone: it stops everything it started, and the kernel
+  drops its locks) and when a request passes its deadline (it answers "deadline" first).
+* **Per command**: ``python3 edgeprune_agent.py REQUEST.json [SHA256]`` runs one request from an
+  uploaded file and prints one reply. Exit codes: 0 ok, 3 handled error, 75 device busy.
 
-Runtimes (imported only when asked for): onnxruntime (+ numpy); TensorRT through the device's
-trtexec, run from an argv the host sends (never a shell string). Keep this file compatible with
-Python 3.6 (JetPack 4.x): no walrus, no dataclasses, no f-string '=' specifier, no
-subprocess capture_output/text.
+Verbs: open (facts + board lock + stale-upload sweep + files, in one request), info, state,
+lock, unlock, have, bench (ONNX Runtime, or TensorRT through trtexec), bench_batch, trt_info,
+build_engine, exec, upload, download, cleanup. One benchmark at a time per *board*: an flock on
+/tmp/edgeprune-board-<ID>.lock, ID from the board's EDGEPRUNE_BOARD_ID (default "default"), so two
+device entries, users or hosts that reach one board exclude each other. It never unpickles
+anything; arrays travel as .npy bytes loaded with allow_pickle=False. Keep this file compatible
+with Python 3.6 (JetPack 4.x): no walrus, no dataclasses, no f-string '=' specifier, no subprocess
+capture_output/text.
 """
 
+import base64
+import errno
 import glob
 import hashlib
+import io
 import json
 import os
 import platform
+import re
 import shutil
+import signal
+import stat
 import struct
 import subprocess
 import sys
+import threading
 import time
 
-AGENT_VERSION = "1.0"
+AGENT_VERSION = "2.0"
 EXIT_OK = 0
 EXIT_ERROR = 3
 EXIT_BUSY = 75
+EXIT_HANGUP = 129
+EXIT_DEADLINE = 124
+KILL_GRACE_S = 5.0
+SUBDIRS = ("agent", "artifacts", "requests", "outputs", "engines")
+ARTIFACT_NAME = re.compile(r"^[0-9a-f]{64}(\.[A-Za-z0-9]{1,16})?$")
+BOARD_ID_ENV = "EDGEPRUNE_BOARD_ID"
+LOCK_DIR = "/tmp"
+CHUNK = 1 << 16
+# Uploads are read in big pieces: each piece needs the GIL, which a background import may hold.
+STREAM_CHUNK = 1 << 20
 
 
 class AgentError(Exception):
-    def __init__(self, kind, message):
+    def __init__(self, kind, message, **details):
         Exception.__init__(self, message)
         self.kind = kind
         self.message = message
+        self.details = details
+
+
+# --------------------------------------------------------------------------- child processes
+
+_CHILDREN = set()
+
+
+def _spawn(argv, **kw):
+    """Start a child in its own process group, remembered so that a dying agent stops it too."""
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, start_new_session=True, **kw)
+    _CHILDREN.add(proc)
+    return proc
+
+
+def _kill_group(proc, grace=KILL_GRACE_S):
+    """SIGTERM the child's process group, SIGKILL it after ``grace`` seconds (like timeout -k)."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except OSError:
+            pass
+        if wait is None:
+            break
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    proc.wait()
+
+
+def _shutdown(code):
+    """Stop every child's process group (each has its own: `_spawn`), then exit at once."""
+    for proc in list(_CHILDREN):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    os._exit(code)
 
 
 # --------------------------------------------------------------------------- system facts
@@ -54,15 +120,17 @@ def _read(path, default=None):
 def _run(argv, timeout=10):
     """Run a local tool; return (exit code, stdout) or (None, '') when it is missing."""
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+        proc = _spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     except (OSError, ValueError):
         return None, ""
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        _kill_group(proc)
         proc.communicate()
         return None, ""
+    finally:
+        _CHILDREN.discard(proc)
     return proc.returncode, out
 
 
@@ -212,30 +280,82 @@ def state():
     return {"time": time.time(), "clocks": clocks(), "temperatures": temperatures(), "throttle": throttle()}
 
 
-def runtimes():
-    found = {}
-    try:
-        import onnxruntime as ort
+RUNTIME_MODULES = ("onnxruntime", "numpy")
 
-        found["onnxruntime"] = {"version": ort.__version__, "providers": ort.get_available_providers()}
+
+def _dist_version(module):
+    """The installed version of ``module``'s distribution, read from its metadata without
+    importing it (importing onnxruntime costs ~0.3 s on a fast board, seconds on a Nano).
+    None when it is not installed; "" when installed but the metadata is not found."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return None
+    locations = list(spec.submodule_search_locations or []) or [spec.origin or ""]
+    site = os.path.dirname(os.path.abspath(locations[0]))
+    prefix = module.replace("-", "_").lower()
+    for pattern, key in (("*.dist-info", "METADATA"), ("*.egg-info", "PKG-INFO")):
+        for d in sorted(glob.glob(os.path.join(site, pattern))):
+            name = os.path.basename(d).split("-", 1)[0].lower()
+            if name != prefix and not name.startswith(prefix + "_"):
+                continue
+            for line in (_read(os.path.join(d, key), "") or "").splitlines():
+                if line.startswith("Version:"):
+                    return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _imported_runtime(name):
+    try:
+        module = __import__(name)
     except Exception as e:  # ImportError or a broken install
-        found["onnxruntime"] = {"missing": str(e)[:200]}
-    try:
-        import numpy
+        return {"missing": str(e)[:200]}
+    out = {"version": getattr(module, "__version__", "?")}
+    if name == "onnxruntime":
+        out["providers"] = module.get_available_providers()
+    return out
 
-        found["numpy"] = {"version": numpy.__version__}
-    except Exception as e:
-        found["numpy"] = {"missing": str(e)[:200]}
-    try:
-        import tensorrt
 
-        found["tensorrt"] = {"version": tensorrt.__version__}
-    except Exception:
-        pass
+def runtimes(import_modules=False):
+    """Runtimes and versions. Without ``import_modules`` (and unless already imported) versions come
+    from package metadata; `devices check` imports them to catch broken installs."""
+    found = {}
+    for name in RUNTIME_MODULES:
+        version = None if import_modules or name in sys.modules else _dist_version(name)
+        if version:
+            found[name] = {"version": version}
+        elif version is None and not import_modules and name not in sys.modules:
+            found[name] = {"missing": "No module named %r" % name}
+        else:
+            found[name] = _imported_runtime(name)
+    trt = _dist_version("tensorrt")
+    if trt is not None:
+        found["tensorrt"] = {"version": trt} if trt else _imported_runtime("tensorrt")
     trtexec = _which("trtexec", ("/usr/src/tensorrt/bin", "/usr/local/tensorrt/bin", "/opt/tensorrt/bin"))
     if trtexec:
         found["trtexec"] = {"path": trtexec}
     return found
+
+
+def _preload(modules):
+    """Import runtimes in the background while the host is busy elsewhere (uploading, comparing):
+    the benchmark that follows finds them loaded. Failures are left for that request to report."""
+
+    def load():
+        for name in modules:
+            if name in RUNTIME_MODULES:
+                try:
+                    __import__(name)
+                except Exception:
+                    pass
+
+    t = threading.Thread(target=load, name="preload")
+    t.daemon = True
+    t.start()
 
 
 def machine_id():
@@ -243,8 +363,358 @@ def machine_id():
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def verb_info(req, workdir):
-    usage = shutil.disk_usage(workdir)
+# --------------------------------------------------------------------------- the board lock
+
+
+def board_id():
+    """This board's identity: EDGEPRUNE_BOARD_ID as the board's sshd/profile sets it, else 'default'."""
+    raw = os.environ.get(BOARD_ID_ENV) or "default"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", raw)[:64] or "default"
+
+
+def board_lock_path():
+    return os.path.join(LOCK_DIR, "edgeprune-board-%s.lock" % board_id())
+
+
+def _open_lock_file(path):
+    """Open (or create, world-readable and writable) the lock file without following links."""
+    flags = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(5):
+        try:
+            return os.open(path, os.O_RDWR | flags), True
+        except OSError as e:
+            if e.errno == errno.EACCES:
+                return os.open(path, os.O_RDONLY | flags), False
+            if e.errno != errno.ENOENT:
+                raise
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | flags, 0o666)
+        except OSError as e:
+            if e.errno == errno.EEXIST:
+                continue  # another user created it between the two opens
+            raise
+        os.fchmod(fd, 0o666)  # every user of the board must be able to lock it
+        return fd, True
+    raise AgentError("lock", "cannot open the board lock %s" % path)
+
+
+def read_holder(path):
+    try:
+        with open(path) as f:
+            text = f.read(4096).strip()
+    except (IOError, OSError):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"text": text[:200]} if text else None
+    return value if isinstance(value, dict) else None
+
+
+class BoardLock(object):
+    """Exclusive, non-blocking flock on the board's lock file; the holder is written into it."""
+
+    def __init__(self):
+        self.path = board_lock_path()
+        self.fd = None
+        self.writable = False
+
+    def acquire(self, holder):
+        import fcntl
+
+        fd, writable = _open_lock_file(self.path)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise AgentError("lock", "the board lock %s is not a regular file" % self.path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except (IOError, OSError):
+                raise AgentError(
+                    "busy",
+                    "another session is benchmarking this board",
+                    holder=read_holder(self.path),
+                    board=board_id(),
+                )
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd, self.writable = fd, writable
+        if writable:
+            info = dict(holder or {})
+            info.update({"agent_pid": os.getpid(), "device_user": _user(), "since": time.time()})
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        return self
+
+    def release(self):
+        if self.fd is not None:
+            if self.writable:
+                try:
+                    os.ftruncate(self.fd, 0)
+                except OSError:
+                    pass
+            os.close(self.fd)
+            self.fd = None
+
+
+def _user():
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.getuid())
+
+
+class Context(object):
+    """What a request runs with: the work directory, and the lock this session holds (if any)."""
+
+    def __init__(self, workdir, session=False):
+        self.workdir = workdir
+        self.session = session
+        self.lock = None  # the BoardLock this session holds for its whole life
+        self.parent_holds_lock = False
+
+    def bench_lock(self, req):
+        """The board lock for one benchmark: a no-op when this session (or its parent) holds it."""
+        ctx = self
+
+        class _Hold(object):
+            def __enter__(self):
+                self.lock = None
+                if ctx.lock is None and not ctx.parent_holds_lock:
+                    self.lock = BoardLock().acquire(req.get("holder"))
+                return self
+
+            def __exit__(self, *exc):
+                if self.lock is not None:
+                    self.lock.release()
+
+        return _Hold()
+
+
+# --------------------------------------------------------------------------- work directory files
+
+
+def _inside(path, workdir):
+    """The absolute path if it lies inside ``workdir`` (after resolving links), else an error."""
+    real = os.path.realpath(path)
+    root = os.path.realpath(workdir)
+    if not real.startswith(root + os.sep):
+        raise AgentError("input", "path %s is outside the work directory %s" % (path, workdir))
+    return real
+
+
+def _artifact_path(name, ctx):
+    """WORKDIR/artifacts/<sha256><suffix> for a content-addressed name (error when malformed)."""
+    if not isinstance(name, str) or not ARTIFACT_NAME.match(name):
+        raise AgentError("input", "invalid artifact name %r" % (name,))
+    return os.path.join(ctx.workdir, "artifacts", name)
+
+
+def _model_path(req, ctx, key="model", ref="artifact"):
+    """The model a request names: an artifact of the cache (reported missing) or a path."""
+    if req.get(ref):
+        path = _artifact_path(req[ref], ctx)
+        if not os.path.isfile(path):
+            raise AgentError("missing_artifact", "artifact %s is not on this device" % req[ref], name=req[ref])
+        return path
+    model = req.get(key)
+    if not model or not os.path.isfile(model):
+        raise AgentError("input", "model file not found: %s" % model)
+    return model
+
+
+def scan_stale(workdir, older_than_s, remove):
+    """Partial uploads and abandoned request files older than ``older_than_s`` (seconds).
+
+    Uploads, engine builds and requests write ``.part`` files under unique names and rename them
+    when complete; a killed host leaves them behind. Anything older than the host's upload deadline
+    belongs to no live session, so ``remove`` deletes it. Returns counts and bytes.
+    """
+    now = time.time()
+    found, size, removed = 0, 0, 0
+    for sub in SUBDIRS:
+        d = os.path.join(workdir, sub)
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for name in names:
+            stale = ".part" in name or (sub == "requests" and name.endswith(".json"))
+            if not stale:
+                continue
+            path = os.path.join(d, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < older_than_s:
+                continue
+            found += 1
+            size += st.st_size
+            if remove:
+                try:
+                    os.remove(path)
+                    removed += 1
+                except OSError:
+                    pass
+    return {"files": found, "bytes": size, "removed": removed, "older_than_s": older_than_s}
+
+
+def _receive_stream(inp, req, workdir):
+    """Read the ``stream_bytes`` that follow an upload request into a unique part file.
+
+    Runs in the reader thread, before the request is queued, so the channel stays in step even
+    when the write fails (the bytes are read and dropped; the request then reports the error).
+    """
+    n = int(req.get("stream_bytes") or 0)
+    h = hashlib.sha256()
+    out = None
+    try:
+        target = _inside(req.get("target") or "", workdir)
+        d = os.path.dirname(target)
+        if not os.path.isdir(d):
+            os.makedirs(d)
+        part = os.path.join(d, ".%s.%d-%s.part" % (os.path.basename(target), os.getpid(), req.get("id")))
+        out = open(part, "wb")
+        req["_part"] = part
+    except (AgentError, IOError, OSError) as e:
+        req["_stream_error"] = getattr(e, "message", None) or str(e)
+    left = n
+    t0 = time.time()
+    while left > 0:
+        data = inp.read(min(left, STREAM_CHUNK))
+        if not data:
+            break
+        left -= len(data)
+        h.update(data)
+        if out is not None:
+            try:
+                out.write(data)
+            except (IOError, OSError) as e:
+                req["_stream_error"] = str(e)
+                out.close()
+                out = None
+    if out is not None:
+        try:
+            out.close()
+        except (IOError, OSError) as e:
+            req["_stream_error"] = str(e)
+    if left > 0:
+        req["_stream_error"] = "the connection closed during the upload"
+    req["_received_sha256"] = h.hexdigest()
+    req["_receive_seconds"] = round(time.time() - t0, 4)
+
+
+def verb_upload(req, ctx):
+    """Move a streamed upload into place: verified against ``sha256`` (when given), atomic."""
+    part = req.get("_part")
+    try:
+        if "stream_bytes" not in req:
+            raise AgentError("input", "upload needs the file's bytes on the session channel")
+        if req.get("_stream_error"):
+            raise AgentError("write", "cannot write %s: %s" % (req.get("target"), req["_stream_error"]))
+        got = req["_received_sha256"]
+        if req.get("sha256") and got != req["sha256"]:
+            raise AgentError("corrupt", "upload is corrupt (sha256 %s != %s)" % (got[:12], req["sha256"][:12]), got=got)
+        target = _inside(req["target"], ctx.workdir)
+        os.rename(part, target)
+        part = None
+        return {"path": target, "sha256": got, "bytes": int(req["stream_bytes"]),
+                "receive_seconds": req.get("_receive_seconds")}
+    finally:
+        if part and os.path.exists(part):
+            os.remove(part)
+
+
+def verb_download(req, ctx):
+    """Send a file of the work directory back as raw bytes after the reply line (session only)."""
+    path = _inside(req.get("path") or "", ctx.workdir)
+    if not os.path.isfile(path):
+        raise AgentError("input", "%s does not exist" % path)
+    return {"path": path, "sha256": _sha256(path), "_stream_file": path}
+
+
+def verb_have(req, ctx):
+    """Which of the named artifacts the device's cache holds."""
+    names = req.get("names") or []
+    present = [n for n in names if os.path.isfile(_artifact_path(n, ctx))]
+    return {"present": present, "missing": [n for n in names if n not in present]}
+
+
+def verb_cleanup(req, ctx):
+    """Empty the named cache directories (artifacts, requests, outputs, engines) under the lock."""
+    dirs = req.get("dirs") or []
+    freed = 0
+    with ctx.bench_lock(req):
+        for sub in dirs:
+            if sub not in SUBDIRS or sub == "agent":
+                raise AgentError("input", "cannot clean %r" % (sub,))
+            d = os.path.join(ctx.workdir, sub)
+            for name in os.listdir(d) if os.path.isdir(d) else []:
+                path = os.path.join(d, name)
+                try:
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        freed += _du(path)
+                        shutil.rmtree(path)
+                    else:
+                        freed += os.lstat(path).st_size
+                        os.remove(path)
+                except OSError:
+                    pass
+    return {"cleaned": dirs, "freed_bytes": freed, "disk_free_bytes": shutil.disk_usage(ctx.workdir).free}
+
+
+def _du(path):
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def verb_exec(req, ctx):
+    """Run an argv (no shell) with a deadline: the session's replacement for an SSH command.
+
+    Past ``limit_s`` seconds the process group gets SIGTERM, then SIGKILL 5 s later (``timeout -k 5``);
+    the exit code is then 124, as with timeout(1).
+    """
+    argv = req.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise AgentError("input", "argv must be a non-empty JSON list of strings")
+    if any("\0" in a for a in argv):
+        raise AgentError("input", "argv elements must not contain NUL")
+    timeout = float(req.get("limit_s") or 60)
+    t0 = time.time()
+    try:
+        proc = _spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=req.get("cwd") or None)
+    except OSError as e:
+        return {"exit_code": 127, "stdout": "", "stderr": "%s: %s\n" % (argv[0], e.strerror), "seconds": 0.0,
+                "timed_out": False}
+    timed_out = False
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc)
+        out, err = proc.communicate()
+    finally:
+        _CHILDREN.discard(proc)
+    return {
+        "exit_code": 124 if timed_out else (proc.returncode if proc.returncode >= 0 else 128 - proc.returncode),
+        "stdout": out.decode("utf-8", "replace"),
+        "stderr": err.decode("utf-8", "replace"),
+        "seconds": round(time.time() - t0, 4),
+        "timed_out": timed_out,
+    }
+
+
+def verb_info(req, ctx):
+    usage = shutil.disk_usage(ctx.workdir)
     return {
         "arch": arch(),
         "os": os_release(),
@@ -253,47 +723,65 @@ def verb_info(req, workdir):
         "machine_id": machine_id(),
         "python": platform.python_version(),
         "python_executable": sys.executable,
-        "runtimes": runtimes(),
+        "runtimes": runtimes(bool(req.get("import_runtimes"))),
         "cpu": cpu_facts(),
         "memory": memory(),
         "l4t": _read("/etc/nv_tegra_release"),
         "disk_free_bytes": usage.free,
-        "workdir": workdir,
+        "workdir": ctx.workdir,
+        "board": {"id": board_id(), "lock": board_lock_path(), "holder": read_holder(board_lock_path())},
+        "stale_parts": scan_stale(ctx.workdir, float(req.get("stale_after_s") or 600), False),
+        "agent_pid": os.getpid(),
+        "session": ctx.session,
         "state": state(),
     }
 
 
-def verb_state(req, workdir):
+def verb_state(req, ctx):
     return state()
 
 
+def verb_open(req, ctx):
+    """A session's first request: take the board lock (when asked; session mode keeps it until the
+    connection ends), sweep stale partial uploads (when locked), read small work-directory files
+    (e.g. a clock-restore record), and report the facts of ``info`` — one round trip. Then start
+    importing the ``preload`` runtimes in the background (after ``info``, which must not wait)."""
+    locked = False
+    if req.get("lock") and ctx.session:
+        verb_lock(req, ctx)
+        locked = True
+    elif req.get("lock"):
+        BoardLock().acquire(req.get("holder")).release()  # per command: busy fails here, at once
+    swept = None
+    if req.get("lock"):
+        swept = scan_stale(ctx.workdir, float(req.get("stale_after_s") or 600), True)
+    files = {}
+    for name in req.get("read") or []:
+        path = _inside(os.path.join(ctx.workdir, name), ctx.workdir)
+        files[name] = _read(path)
+    info = verb_info(req, ctx)
+    if req.get("preload") and ctx.session:
+        _preload(req["preload"])
+    return {"info": info, "locked": locked, "swept": swept, "files": files}
+
+
+def verb_lock(req, ctx):
+    """Hold the board lock for the rest of this session (session mode only)."""
+    if not ctx.session:
+        raise AgentError("input", "lock needs a session agent (a per-command agent exits at once)")
+    if ctx.lock is None:
+        ctx.lock = BoardLock().acquire(req.get("holder"))
+    return {"locked": True, "lock": ctx.lock.path, "board": board_id()}
+
+
+def verb_unlock(req, ctx):
+    if ctx.lock is not None:
+        ctx.lock.release()
+        ctx.lock = None
+    return {"locked": False}
+
+
 # --------------------------------------------------------------------------- benchmarking
-
-
-class _Lock(object):
-    """Non-blocking exclusive flock on WORKDIR/bench.lock: one benchmark per device."""
-
-    def __init__(self, workdir):
-        self.path = os.path.join(workdir, "bench.lock")
-        self.fd = None
-
-    def __enter__(self):
-        import fcntl
-
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except (IOError, OSError):
-            os.close(self.fd)
-            self.fd = None
-            raise AgentError("busy", "another benchmark is running on this device")
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, str(os.getpid()).encode())
-        return self
-
-    def __exit__(self, *exc):
-        if self.fd is not None:
-            os.close(self.fd)
 
 
 def _ort_session(path, threads, provider):
@@ -348,38 +836,49 @@ def _timed_loop(step, warmup_runs, warmup_seconds, min_runs, min_seconds, max_ru
     return n, times
 
 
-def verb_bench(req, workdir):
+def _npy_load_b64(text):
+    import numpy as np
+
+    return np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False)
+
+
+def _npy_b64(array):
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def verb_bench(req, ctx):
+    """Benchmark one model by the protocol's loop. With ``parity_inputs_b64`` (an .npy), first run
+    the model once on those inputs and return its first output (``parity_outputs_b64``): parity
+    and benchmark in one request. ``fresh_process`` runs it in a new agent process (repeats)."""
     if req.get("runtime") == "trt":
-        return _bench_trt(req, workdir)
-    model = req.get("model")
-    if not model or not os.path.isfile(model):
-        raise AgentError("input", "model file not found: %s" % model)
+        return _bench_trt(req, ctx)
+    model = _model_path(req, ctx)
     runtime = req.get("runtime", "ort")
     if runtime != "ort":
         raise AgentError("input", "runtime %r is not supported by this agent verb" % runtime)
+    if req.get("fresh_process") and ctx.session:
+        return _in_fresh_process(req, ctx)
     threads = int(req.get("threads", 1))
     batch = int(req.get("batch", 1))
-    with _Lock(workdir):
+    with ctx.bench_lock(req):
         before = state()
+        t_load = time.time()
         sess = _ort_session(model, threads, req.get("provider"))
         feeds = _feeds(sess, batch, int(req.get("seed", 0)))
-        outputs = None
-        if req.get("inputs_npy"):
-            import numpy as np
-
-            arr = np.load(req["inputs_npy"], allow_pickle=False)
-            name = sess.get_inputs()[0].name
-            result = sess.run(None, {name: arr})
-            out_path = req.get("outputs_npy") or os.path.join(workdir, "outputs.npy")
-            tmp = out_path + ".part"
-            with open(tmp, "wb") as f:
-                np.save(f, result[0], allow_pickle=False)
-            os.rename(tmp, out_path)
-            outputs = {"path": out_path, "shape": list(result[0].shape)}
+        parity = None
+        if req.get("parity_inputs_b64"):
+            arr = _npy_load_b64(req["parity_inputs_b64"])
+            out = sess.run(None, {sess.get_inputs()[0].name: arr})[0]
+            parity = {"outputs_b64": _npy_b64(out), "shape": list(out.shape)}
 
         def step():
             sess.run(None, feeds)
 
+        t0 = time.time()
         warm, times = _timed_loop(
             step,
             int(req.get("warmup_runs", 10)),
@@ -389,6 +888,7 @@ def verb_bench(req, workdir):
             int(req.get("max_runs", 100000)),
             float(req.get("max_seconds", 60.0)),
         )
+        t1 = time.time()
         after = state()
     import onnxruntime as ort
 
@@ -398,32 +898,77 @@ def verb_bench(req, workdir):
         "provider": sess.get_providers()[0],
         "threads": threads,
         "batch": batch,
+        "model": model,
         "input_shapes": {k: list(v.shape) for k, v in feeds.items()},
         "warmup_runs": warm,
         "times_ms": times,
-        "outputs": outputs,
+        "parity": parity,
+        "load_seconds": round(t0 - t_load, 4),
+        "bench_seconds": round(t1 - t0, 4),
+        "window": [t0, t1],  # the device's clock: when the board was busy measuring
         "state_before": before,
         "state_after": after,
         "pid": os.getpid(),
     }
 
 
-def verb_bench_batch(req, workdir):
+_FRESH = [0]
+
+
+def _in_fresh_process(req, ctx):
+    """Run ``req`` in a new per-command agent process (the protocol repeats in fresh processes);
+    this session keeps the board lock meanwhile, so the child does not take it."""
+    _FRESH[0] += 1
+    child = dict(req)
+    for k in ("fresh_process", "exit_on_stdin_eof", "id"):
+        child.pop(k, None)
+    child.update({"workdir": ctx.workdir, "delete_request": True, "parent_holds_lock": True})
+    path = os.path.join(ctx.workdir, "requests", "fresh-%d-%d.json" % (os.getpid(), _FRESH[0]))
+    with open(path, "w") as f:
+        json.dump(child, f)
+    timeout = float(req.get("deadline_s") or 3600)
+    proc = _spawn([sys.executable, "--", os.path.abspath(__file__), path], stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise AgentError("deadline", "the fresh benchmark process passed its deadline")
+    finally:
+        _CHILDREN.discard(proc)
+        if os.path.exists(path):
+            os.remove(path)
+    try:
+        reply = json.loads(out.decode("utf-8", "replace").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise AgentError("runtime", "the fresh benchmark process gave no reply: %s" % err.decode("utf-8", "replace")[-300:])
+    if not reply.get("ok"):
+        e = reply.get("error") or {}
+        raise AgentError(e.get("type") or "runtime", e.get("message") or "fresh benchmark failed")
+    result = reply["result"]
+    result["fresh_process"] = True
+    return result
+
+
+def verb_bench_batch(req, ctx):
     """Benchmark many small ONNX models in one process (latency lookup tables).
 
     Each model gets its own session and the same warm-up/measure loop as ``bench``; the device
-    lock is held for the whole batch. Returns per-model raw times; the host computes statistics.
+    lock is held for the whole batch. Models are ``artifacts`` (cache names) or ``models`` (paths).
+    Returns per-model raw times; the host computes statistics.
     """
-    models = req.get("models") or []
-    if not isinstance(models, list) or not models:
-        raise AgentError("input", "bench_batch needs a non-empty list of model paths")
-    for m in models:
-        if not isinstance(m, str) or not os.path.isfile(m):
-            raise AgentError("input", "model file not found: %s" % m)
+    names = req.get("artifacts")
+    if names:
+        models = [_model_path({"artifact": n}, ctx) for n in names]
+    else:
+        models = req.get("models") or []
+        if not isinstance(models, list) or not models:
+            raise AgentError("input", "bench_batch needs a non-empty list of models")
+        models = [_model_path({"model": m}, ctx) for m in models]
     threads = int(req.get("threads", 1))
     batch = int(req.get("batch", 1))
     results = []
-    with _Lock(workdir):
+    with ctx.bench_lock(req):
         before = state()
         for model in models:
             sess = _ort_session(model, threads, req.get("provider"))
@@ -463,7 +1008,7 @@ TRTEXEC_DIRS = ("/usr/src/tensorrt/bin", "/usr/local/tensorrt/bin", "/opt/tensor
 TRT_LOG_TAIL = 32000
 
 
-def verb_trt_info(req, workdir):
+def verb_trt_info(req, ctx):
     """Raw facts the host reads the TensorRT version from: trtexec's banner, L4T, dpkg."""
     trtexec = req.get("trtexec")
     if not (trtexec and os.path.isfile(trtexec)):
@@ -513,13 +1058,14 @@ def _trt_run(argv, timeout, log_path):
     t0 = time.time()
     timed_out = False
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = _spawn(argv, stdout=log, stderr=subprocess.STDOUT)
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            _kill_group(proc)
             code, timed_out = None, True
+        finally:
+            _CHILDREN.discard(proc)
     with open(log_path, "rb") as f:
         f.seek(0, 2)
         size = f.tell()
@@ -536,7 +1082,7 @@ def _sha256(path):
     return h.hexdigest()
 
 
-def verb_build_engine(req, workdir):
+def verb_build_engine(req, ctx):
     """Build a TensorRT engine with trtexec into the device's engine cache, atomically.
 
     Request: argv (list; must contain --saveEngine=<part>), engine (final path), part (a
@@ -555,7 +1101,7 @@ def verb_build_engine(req, workdir):
     directory = os.path.dirname(os.path.abspath(engine))
     if not os.path.isdir(directory):
         os.makedirs(directory)
-    with _Lock(workdir):
+    with ctx.bench_lock(req):
         code, timed_out, seconds, tail = _trt_run(argv, float(req.get("timeout_s", 3600)), part + ".log")
         built = code == 0 and os.path.isfile(part) and os.path.getsize(part) > 0
         if built:
@@ -568,7 +1114,7 @@ def verb_build_engine(req, workdir):
             "sha256": _sha256(engine) if built else None}
 
 
-def _bench_trt(req, workdir):
+def _bench_trt(req, ctx):
     """Benchmark an engine with trtexec --loadEngine/--exportTimes; return the times and the log."""
     argv = _trt_argv(req)
     engine, times_path = req.get("engine"), req.get("times_json")
@@ -581,7 +1127,7 @@ def _bench_trt(req, workdir):
                 "log": "engine file not found: %s" % engine}
     if os.path.exists(times_path):
         os.remove(times_path)
-    with _Lock(workdir):
+    with ctx.bench_lock(req):
         before = state()
         code, timed_out, seconds, tail = _trt_run(argv, float(req.get("timeout_s", 600)), times_path + ".log")
         after = state()
@@ -597,36 +1143,7 @@ def _bench_trt(req, workdir):
             "pid": os.getpid()}
 
 
-# --------------------------------------------------------------------------- device layer: hangup watch, telemetry
-
-EXIT_HANGUP = 129
-
-
-def _exit_on_stdin_eof():
-    """Stop this agent's whole process group when its stdin reaches EOF.
-
-    Over SSH the client keeps the command's stdin open until the command ends; if the connection
-    drops (client killed, sshd killed, network gone) sshd closes it. Nothing is ever sent on stdin,
-    so EOF means "nobody is listening": stop the runtime rather than hold the device's lock.
-    """
-    import signal
-    import threading
-
-    def watch():
-        try:
-            while os.read(0, 4096):
-                pass
-        except OSError:
-            pass
-        try:
-            os.killpg(os.getpgrp(), signal.SIGTERM)
-        except OSError:
-            pass
-        os._exit(EXIT_HANGUP)
-
-    t = threading.Thread(target=watch, name="stdin-eof-watch")
-    t.daemon = True
-    t.start()
+# --------------------------------------------------------------------------- telemetry
 
 
 def _start_telemetry(argv, workdir):
@@ -634,10 +1151,10 @@ def _start_telemetry(argv, workdir):
     if not argv:
         return None
     argv = [str(a) for a in argv]
-    path = os.path.join(workdir, "telemetry-%d.log" % os.getpid())
+    path = os.path.join(workdir, "outputs", "telemetry-%d-%d.log" % (os.getpid(), int(time.time() * 1e6)))
     out = open(path, "w")
     try:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = _spawn(argv, stdout=out, stderr=subprocess.STDOUT)
     except (OSError, ValueError) as e:
         out.close()
         os.remove(path)
@@ -652,12 +1169,8 @@ def _stop_telemetry(handle, max_lines=400):
     if "proc" not in handle:
         return handle
     proc = handle["proc"]
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    _kill_group(proc)
+    _CHILDREN.discard(proc)
     handle["file"].close()
     with open(handle["path"]) as f:
         lines = [line.rstrip("\n") for line in f if line.strip()]
@@ -673,10 +1186,10 @@ def _stop_telemetry(handle, max_lines=400):
 def _with_telemetry(verb):
     """Run ``verb`` with the request's ``telemetry`` logger (argv) alongside; attach its log."""
 
-    def run(req, workdir):
-        handle = _start_telemetry(req.get("telemetry"), workdir)
+    def run(req, ctx):
+        handle = _start_telemetry(req.get("telemetry"), ctx.workdir)
         try:
-            result = verb(req, workdir)
+            result = verb(req, ctx)
         finally:
             log = _stop_telemetry(handle)
         if log is not None:
@@ -686,7 +1199,72 @@ def _with_telemetry(verb):
     return run
 
 
-VERBS = {"info": verb_info, "state": verb_state, "bench": _with_telemetry(verb_bench), "bench_batch": verb_bench_batch, "trt_info": verb_trt_info, "build_engine": verb_build_engine}
+VERBS = {
+    "open": verb_open,
+    "info": verb_info,
+    "state": verb_state,
+    "lock": verb_lock,
+    "unlock": verb_unlock,
+    "have": verb_have,
+    "bench": _with_telemetry(verb_bench),
+    "bench_batch": verb_bench_batch,
+    "trt_info": verb_trt_info,
+    "build_engine": verb_build_engine,
+    "exec": verb_exec,
+    "upload": verb_upload,
+    "download": verb_download,
+    "cleanup": verb_cleanup,
+}
+SESSION_ONLY = ("upload", "download")
+
+
+def _dispatch(req, ctx):
+    """Run one request; return (reply, exit code). Never raises for a request's own failure."""
+    code = EXIT_OK
+    try:
+        if not isinstance(req, dict):
+            raise AgentError("input", "request must be a JSON object")
+        verb = req.get("verb")
+        if verb not in VERBS:
+            raise AgentError("input", "unknown verb %r; choose one of %s" % (verb, ", ".join(sorted(VERBS))))
+        if verb in SESSION_ONLY and not ctx.session:
+            raise AgentError("input", "%s needs a session agent" % verb)
+        reply = {"ok": True, "agent_version": AGENT_VERSION, "result": VERBS[verb](req, ctx)}
+    except AgentError as e:
+        code = EXIT_BUSY if e.kind == "busy" else EXIT_ERROR
+        error = {"type": e.kind, "message": e.message}
+        error.update(e.details)
+        reply = {"ok": False, "agent_version": AGENT_VERSION, "error": error}
+    except Exception as e:  # an OS or runtime failure (e.g. onnxruntime rejects the model)
+        code = EXIT_ERROR
+        reply = {"ok": False, "agent_version": AGENT_VERSION, "error": {"type": type(e).__name__, "message": str(e)[:500]}}
+    if isinstance(req, dict) and "id" in req:
+        reply["id"] = req["id"]
+    return reply, code
+
+
+# --------------------------------------------------------------------------- per-command mode
+
+
+def _exit_on_stdin_eof():
+    """Stop this agent (and what it started) when its stdin reaches EOF.
+
+    Over SSH the client keeps the command's stdin open until the command ends; if the connection
+    drops (client killed, sshd killed, network gone) sshd closes it. Nothing is ever sent on stdin,
+    so EOF means "nobody is listening": stop the runtime rather than hold the board's lock.
+    """
+
+    def watch():
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        _shutdown(EXIT_HANGUP)
+
+    t = threading.Thread(target=watch, name="stdin-eof-watch")
+    t.daemon = True
+    t.start()
 
 
 def _check_request(path, expected):
@@ -698,40 +1276,165 @@ def _check_request(path, expected):
         raise AgentError("input", "request file is corrupt (sha256 %s != %s)" % (got[:12], expected[:12]))
 
 
-def main(argv):
-    if len(argv) not in (2, 3):
-        sys.stderr.write("usage: edgeprune_agent.py REQUEST.json [SHA256]\n")
-        return 2
-    code = EXIT_OK
+def _watchdog(seconds, on_expiry):
+    """Call ``on_expiry`` after ``seconds`` unless cancelled (the agent's own deadline)."""
+    if not seconds:
+        return None
+    timer = threading.Timer(float(seconds), on_expiry)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def run_once(path, sha):
+    """Per-command mode: one request file in, one JSON reply on stdout; returns the exit code."""
     try:
-        if len(argv) == 3:
-            _check_request(argv[1], argv[2])
-        with open(argv[1]) as f:
+        if sha is not None:
+            _check_request(path, sha)
+        with open(path) as f:
             req = json.load(f)
-        if not isinstance(req, dict):
-            raise AgentError("input", "request must be a JSON object")
-        if req.get("delete_request"):
-            os.remove(argv[1])
-        verb = req.get("verb")
-        if verb not in VERBS:
-            raise AgentError("input", "unknown verb %r; choose one of %s" % (verb, ", ".join(sorted(VERBS))))
+        if isinstance(req, dict) and req.get("delete_request"):
+            os.remove(path)
+    except (AgentError, IOError, OSError, ValueError) as e:
+        reply = {"ok": False, "agent_version": AGENT_VERSION,
+                 "error": {"type": getattr(e, "kind", type(e).__name__), "message": getattr(e, "message", str(e))[:500]}}
+        _write_line(sys.stdout, reply)
+        return EXIT_ERROR
+    workdir = (req.get("workdir") if isinstance(req, dict) else None) or os.path.dirname(os.path.abspath(path))
+    ctx = Context(workdir)
+    if isinstance(req, dict):
+        ctx.parent_holds_lock = bool(req.get("parent_holds_lock"))
         if req.get("exit_on_stdin_eof"):
             _exit_on_stdin_eof()
-        workdir = req.get("workdir") or os.path.dirname(os.path.abspath(argv[1]))
-        reply = {"ok": True, "agent_version": AGENT_VERSION, "result": VERBS[verb](req, workdir)}
-    except AgentError as e:
-        code = EXIT_BUSY if e.kind == "busy" else EXIT_ERROR
-        reply = {"ok": False, "agent_version": AGENT_VERSION, "error": {"type": e.kind, "message": e.message}}
-    except (IOError, OSError, ValueError) as e:
-        code = EXIT_ERROR
-        reply = {"ok": False, "agent_version": AGENT_VERSION, "error": {"type": type(e).__name__, "message": str(e)[:500]}}
-    except Exception as e:  # a runtime failure (e.g. onnxruntime rejects the model)
-        code = EXIT_ERROR
-        reply = {"ok": False, "agent_version": AGENT_VERSION, "error": {"type": type(e).__name__, "message": str(e)[:500]}}
-    sys.stdout.write(json.dumps(reply))
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+
+    def expired():
+        _write_line(sys.stdout, _deadline_reply(req))
+        _shutdown(EXIT_DEADLINE)
+
+    timer = _watchdog(req.get("deadline_s") if isinstance(req, dict) else None, expired)
+    reply, code = _dispatch(req, ctx)
+    if timer is not None:
+        timer.cancel()
+    _write_line(sys.stdout, reply)
     return code
+
+
+def _deadline_reply(req):
+    seconds = req.get("deadline_s") if isinstance(req, dict) else None
+    reply = {"ok": False, "agent_version": AGENT_VERSION,
+             "error": {"type": "deadline", "message": "%s passed its %ss deadline on the device and was stopped"
+                       % (req.get("verb") if isinstance(req, dict) else "request", seconds)}}
+    if isinstance(req, dict) and "id" in req:
+        reply["id"] = req["id"]
+    return reply
+
+
+_OUT_LOCK = threading.Lock()
+
+
+def _write_line(out, obj, stream_file=None):
+    """One JSON line (plus, for a download, the file's bytes), written whole under a lock."""
+    data = (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
+    with _OUT_LOCK:
+        raw = getattr(out, "buffer", out)
+        raw.write(data)
+        if stream_file is not None:
+            with open(stream_file, "rb") as f:
+                for chunk in iter(lambda: f.read(CHUNK), b""):
+                    raw.write(chunk)
+        raw.flush()
+
+
+# --------------------------------------------------------------------------- session mode
+
+
+def serve(workdir):
+    """Session mode: JSON-line requests on stdin, replies on stdout, until stdin closes.
+
+    The protocol keeps the real stdout for itself; anything else that writes to fd 1 (a print,
+    a native library) goes to stderr instead. A reader thread owns stdin: it queues requests
+    (reading the raw bytes of uploads) and ends the agent when the channel closes.
+    """
+    import queue
+
+    proto = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ctx = Context(os.path.abspath(workdir), session=True)
+    requests = queue.Queue()
+    inp = sys.stdin.buffer
+
+    def reader():
+        try:
+            while True:
+                line = inp.readline()
+                if not line:
+                    break
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    req = json.loads(line.decode("utf-8"))
+                except ValueError:
+                    req = None
+                if not isinstance(req, dict):
+                    req = {"verb": None}
+                # Keys with a leading underscore are the reader's own notes (e.g. "_part").
+                req = dict((k, v) for k, v in req.items() if not k.startswith("_"))
+                if req.get("stream_bytes"):
+                    _receive_stream(inp, req, ctx.workdir)
+                requests.put(req)
+        except (IOError, OSError):
+            pass
+        _shutdown(EXIT_HANGUP)
+
+    t = threading.Thread(target=reader, name="stdin-reader")
+    t.daemon = True
+    t.start()
+    _write_line(proto, {"hello": {"agent_version": AGENT_VERSION, "pid": os.getpid(), "workdir": ctx.workdir,
+                                  "python": platform.python_version(), "board": board_id()}})
+    while True:
+        req = requests.get()
+        if req.get("verb") == "close":
+            verb_unlock(req, ctx)
+            _write_line(proto, {"id": req.get("id"), "ok": True, "agent_version": AGENT_VERSION, "result": {}})
+            _shutdown(EXIT_OK)
+        answered = [False]
+        guard = threading.Lock()
+
+        def expired(req=req):
+            with guard:
+                if answered[0]:
+                    return
+                answered[0] = True
+            _write_line(proto, _deadline_reply(req))
+            _shutdown(EXIT_DEADLINE)
+
+        timer = _watchdog(req.get("deadline_s"), expired)
+        reply, _code = _dispatch(req, ctx)
+        if timer is not None:
+            timer.cancel()
+        with guard:
+            if answered[0]:
+                continue  # the watchdog answered and is stopping the agent
+            answered[0] = True
+        stream = None
+        result = reply.get("result")
+        if isinstance(result, dict) and "_stream_file" in result:
+            stream = result.pop("_stream_file")
+            reply["stream_bytes"] = os.path.getsize(stream)
+        _write_line(proto, reply, stream)
+
+
+def main(argv):
+    if len(argv) == 3 and argv[1] == "--serve":
+        serve(argv[2])
+        return EXIT_OK
+    if len(argv) not in (2, 3):
+        sys.stderr.write("usage: edgeprune_agent.py REQUEST.json [SHA256] | --serve WORKDIR\n")
+        return 2
+    return run_once(argv[1], argv[2] if len(argv) == 3 else None)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from edgeprune.bench.result import Measurement, context_key
 from edgeprune.bench.stats import Stats, compute_stats
 from edgeprune.bench.store import Store
 from edgeprune.device import DeviceSession
+from edgeprune.device.agent import npy_b64, npy_from_b64
 from edgeprune.errors import DeviceError
 
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -40,6 +43,31 @@ def _throttled(state: dict[str, Any] | None) -> bool:
     return bool(((state or {}).get("throttle") or {}).get("active"))
 
 
+@dataclass(frozen=True)
+class ParityProbe:
+    """Check a model's outputs on the device in the benchmark's own request.
+
+    The first attempt runs the model once on ``inputs`` before its warm-up and returns the first
+    output; ``check(outputs)`` judges it (raise to stop: nothing is stored) and returns the record
+    kept in the measurement's context under ``parity``.
+    """
+
+    inputs: Any
+    check: Callable[[Any], dict[str, Any]]
+
+
+def require_onnxruntime(dev: DeviceSession) -> dict[str, Any]:
+    """The device's ONNX Runtime facts; `DeviceError` naming the provisioning command without it."""
+    rt = (dev.info.get("runtimes") or {}).get("onnxruntime") or {}
+    if "missing" in rt or not rt:
+        raise DeviceError(
+            f"onnxruntime is missing on {dev.name} ({rt.get('missing', 'not reported')})",
+            hint=f"run `edgeprune devices provision {dev.name}` (installs it in a venv on the device)",
+            device=dev.name,
+        )
+    return rt
+
+
 def measure_ort(
     dev: DeviceSession,
     artifact: Path,
@@ -49,17 +77,17 @@ def measure_ort(
     job_id: str | None = None,
     reuse: bool = False,
     extra_context: dict[str, Any] | None = None,
+    parity: ParityProbe | None = None,
 ) -> Measurement:
-    """`edgeprune.bench.measure` for ``runtime="ort"`` (see there)."""
+    """`edgeprune.bench.measure` for ``runtime="ort"`` (see there).
+
+    A reused measurement sends nothing to the device. ``parity`` checks the device's outputs in
+    the first attempt's request. The artifact travels only when the device's cache lacks it (a
+    session agent says so in its reply to the benchmark request itself). Attempts after the
+    first run in a fresh process.
+    """
     sha = sha256_file(artifact)
-    remote, _sent = dev.push_artifact(artifact, sha)
-    rt = (dev.info.get("runtimes") or {}).get("onnxruntime") or {}
-    if "missing" in rt:
-        raise DeviceError(
-            f"onnxruntime is missing on {dev.name}: {rt['missing']}",
-            hint=f"run `edgeprune devices provision {dev.name}`",
-            device=dev.name,
-        )
+    rt = require_onnxruntime(dev)
     provider = cfg.provider or CPU_PROVIDER
     input_shape = onnx_input_shape(artifact, cfg.batch)
     if reuse and store is not None:
@@ -70,18 +98,23 @@ def measure_ort(
             stored.notes.append("reused from the store (same context key)")
             return stored
     attempts: list[tuple[Stats, dict[str, Any]]] = []
+    parity_record: dict[str, Any] | None = None
     started = time.time()
     what = f"measure {label or artifact.name} on {dev.name}"
     with track(what, total=None) as step:
-        for _attempt in range(cfg.max_repeats):
-            reply = dev.call(
-                "bench",
-                timeout=cfg.deadline(),
-                model=remote,
-                runtime=cfg.runtime,
-                telemetry=dev.telemetry,
+        for attempt in range(cfg.max_repeats):
+            request: dict[str, Any] = {
+                "runtime": cfg.runtime,
+                "telemetry": dev.telemetry,
+                "fresh_process": attempt > 0,
                 **_protocol(cfg),
-            )
+            }
+            if parity is not None and attempt == 0:
+                request["parity_inputs_b64"] = npy_b64(parity.inputs)
+            reply = dev.call_with_artifact("bench", cfg.deadline(), artifact, sha, **request)
+            if parity is not None and attempt == 0:
+                outputs = npy_from_b64((reply.get("parity") or {})["outputs_b64"])
+                parity_record = parity.check(outputs)
             stats = compute_stats(reply["times_ms"])
             attempts.append((stats, reply))
             step(0, attempt=f"{len(attempts)}/{cfg.max_repeats}", cv=f"{stats.cv:.1%}")
@@ -95,16 +128,30 @@ def measure_ort(
         {
             "started_at": started,
             "finished_at": time.time(),
+            # The device's own time in warm-up + timed loops, all attempts: the rest of a job's
+            # wall time is the device layer's overhead.
+            "bench_window_s": round(
+                sum(float(a[1].get("bench_seconds") or 0.0) for a in attempts), 4
+            ),
+            # [start, end] of the first and last attempts' loops on the device's clock.
+            "device_window": [
+                (attempts[0][1].get("window") or [None, None])[0],
+                (attempts[-1][1].get("window") or [None, None])[1],
+            ],
             "command": best.get("_command"),
             "state_before": best.get("state_before"),
             "state_after": best.get("state_after"),
             "warmup_runs_done": best.get("warmup_runs"),
             "artifact_name": artifact.name,
+            "artifact_sent": bool(attempts[0][1].get("_sent")),
+            "agent_mode": dev.spec.agent_mode,
             "clocks_control": dev.clocks_record,
             "telemetry": best.get("telemetry"),
             **(extra_context or {}),
         }
     )
+    if parity_record is not None:
+        ctx["parity"] = parity_record
     valid = not (_throttled(best.get("state_before")) or _throttled(best.get("state_after")))
     unstable = best_stats.cv > cfg.cv_threshold
     notes = []
@@ -147,7 +194,7 @@ def measure_batch(
     per_model = cfg.warmup_seconds + cfg.max_seconds
     with track(f"measure {len(artifacts)} models on {dev.name}", total=len(artifacts)) as step:
         step(0, stage="upload")
-        remotes = [dev.push_artifact(p, sha)[0] for p, sha in zip(artifacts, shas, strict=True)]
+        remotes = [r for r, _ in dev.push_artifacts(list(zip(artifacts, shas, strict=True)))]
         step(0, stage="measure")
         for start in range(0, len(remotes), chunk):
             part = remotes[start : start + chunk]

@@ -26,7 +26,7 @@ import torch
 from edgeprune._files import sha256_file
 from edgeprune.bench.config import BenchConfig
 from edgeprune.bench.context import DEVICE_KEY_FIELDS, device_context, device_key, onnx_input_shape
-from edgeprune.bench.ort import measure_batch, measure_ort
+from edgeprune.bench.ort import ParityProbe, measure_batch, measure_ort
 from edgeprune.bench.result import Measurement
 from edgeprune.bench.store import Store
 from edgeprune.bench.torch_cuda import measure_torch_cuda
@@ -40,6 +40,7 @@ from edgeprune.vocab import Runtime
 __all__ = [
     "DEVICE_KEY_FIELDS",
     "BenchConfig",
+    "ParityProbe",
     "device_context",
     "device_key",
     "measure",
@@ -58,6 +59,7 @@ def measure(
     reuse: bool = False,
     extra_context: dict[str, Any] | None = None,
     profile: DeviceProfile | None = None,
+    parity: ParityProbe | None = None,
 ) -> Measurement:
     """Benchmark ``artifact`` by the protocol with ``cfg.runtime``; store (when ``store`` is
     given) and return the result.
@@ -67,10 +69,11 @@ def measure(
     GPU-compute one in ``related``). ``torch-cuda`` takes a checkpoint or a `ModelBundle` and
     runs on this host: ``dev`` is None or the ``local`` device. With ``reuse`` (ONNX Runtime) a
     stored valid measurement whose whole context key matches is returned instead of measuring
-    again (the device is still asked for its current context to build the key).
-    ``extra_context`` is recorded with the result (e.g. a parity check); it is not part of the
-    context key. Raises `UsageError` for a missing file or a runtime that cannot take it,
-    `DeviceError` for device faults.
+    again (nothing is sent to the device). ``extra_context`` is recorded with the result; it is
+    not part of the context key. ``parity`` (ONNX Runtime) checks the device's outputs in the
+    first attempt's own request (a mismatch raises there and stores nothing). Raises
+    `UsageError` for a missing file or a runtime that cannot take it, `DeviceError` for device
+    faults.
     """
     cfg = cfg or BenchConfig()
     if reuse and cfg.runtime is not Runtime.ORT:
@@ -85,7 +88,7 @@ def measure(
     path = _onnx_file(artifact, cfg.runtime)
     if cfg.runtime is Runtime.TRT:
         return measure_trt(dev, path, cfg, store, label, job_id, extra_context, profile)
-    return measure_ort(dev, path, cfg, store, label, job_id, reuse, extra_context)
+    return measure_ort(dev, path, cfg, store, label, job_id, reuse, extra_context, parity)
 
 
 def _onnx_file(artifact: str | Path | ModelBundle, runtime: Runtime) -> Path:

@@ -32,11 +32,35 @@ def command() -> Any:
     return decorate(typer.main.get_command(app))
 
 
+# Options whose value is optional (``--wait`` alone = until free): click needs the value, so a bare
+# one is given its default here.
+OPTIONAL_VALUES = {"--wait": "inf"}
+
+
+def _fill_optional_values(args: list[str]) -> list[str]:
+    out = []
+    for i, a in enumerate(args):
+        nxt = args[i + 1] if i + 1 < len(args) else None
+        if a in OPTIONAL_VALUES and (nxt is None or not _is_number(nxt)):
+            a = f"{a}={OPTIONAL_VALUES[a]}"
+        out.append(a)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = _fill_optional_values(given)
     json_out = "--json" in args
     settings.quiet = settings.verbose = False
-    settings.argv, settings.interrupt_note = tuple(args), None
+    settings.argv, settings.interrupt_note = tuple(given), None
     try:
         with filesystem_errors():  # disk full, read-only, permissions: one line, exit 2
             code = command().main(args=args, prog_name="edgeprune", standalone_mode=False)

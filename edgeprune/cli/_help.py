@@ -24,6 +24,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 EXPORTERS = ("auto", "dynamo", "torchscript")
 TRAIN_DEVICES = ("auto", "cpu", "cuda")
 ENGINES = ("threads", "ray")
+AGENT_MODES = ("session", "command")
 
 # Option name -> metavar, for every command; (command path, option) overrides it for one.
 METAVARS: dict[str, str] = {
@@ -42,6 +43,7 @@ METAVARS: dict[str, str] = {
     "--exporter": "|".join(EXPORTERS),
     "--train-device": "|".join(TRAIN_DEVICES),
     "--engine": "|".join(ENGINES),
+    "--agent-mode": "|".join(AGENT_MODES),
     "--to": "onnx",
     "--profile": "PROFILE",
     "--out": "PATH",
@@ -204,6 +206,7 @@ EXAMPLES: dict[str, list[str]] = {
     "deploy": [
         "edgeprune deploy runs/r56-l1/model.pt --device nano-1",
         "edgeprune deploy r56.onnx --device jetson-nano --runtime trt --precision fp16",
+        "edgeprune deploy r56.onnx --device nano-1 --wait 300   # queue up to 5 min for a busy board",
     ],
     "demo": ["edgeprune demo", "edgeprune demo --latency-budget 0.6x --out runs/demo-lat"],
     "profiles": ["edgeprune profiles", "edgeprune profiles jetson-nano"],
@@ -220,7 +223,11 @@ EXAMPLES: dict[str, list[str]] = {
     ],
     "devices list": ["edgeprune devices list"],
     "devices remove": ["edgeprune devices remove nano-1"],
-    "devices trust": ["edgeprune devices trust nano-1", "edgeprune devices trust nano-1 --yes"],
+    "devices trust": [
+        "edgeprune devices trust nano-1",
+        "edgeprune devices trust nano-1 --yes",
+        "edgeprune devices trust nano-1 --replace   # after reinstalling the board",
+    ],
     "devices check": ["edgeprune devices check", "edgeprune devices check nano-1 --json"],
     "devices provision": [
         "edgeprune devices provision nano-1",

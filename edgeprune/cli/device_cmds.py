@@ -13,6 +13,7 @@ from edgeprune.cli._app import (
     JSON_HELP,
     app,
     console,
+    console_err,
     emit_json,
     fmt,
     kv_table,
@@ -27,6 +28,21 @@ INCOMPLETE_MEASUREMENT = (
     "nothing was stored (a measurement is stored only when complete); rerun the command"
 )
 NameArg = Annotated[str, typer.Argument(help="Device name from devices.yaml.")]
+WaitOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--wait",
+        metavar="[SECONDS]",
+        help="Queue for a busy device up to SECONDS (alone: until it is free); "
+        "without it a busy device fails at once, naming who holds it.",
+    ),
+]
+
+
+def print_waiting(holder: str) -> None:
+    """``--wait``'s note on stderr: who holds the device (user text: never Rich markup)."""
+    console_err.print(f"waiting for the device: {holder}", markup=False, highlight=False)
+
 
 devices_app = typer.Typer(
     help="The device inventory (devices.yaml): add, trust, check and provision SSH devices.",
@@ -72,6 +88,14 @@ def add_cmd(
     replace: Annotated[
         bool, typer.Option("--replace", help="Overwrite an existing entry.")
     ] = False,
+    agent_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--agent-mode",
+            help="session (default: one agent per session, one shell start-up) or command "
+            "(one agent process per request).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Add an SSH device. No passwords; pin its host key next with `devices trust NAME`."""
@@ -91,6 +115,7 @@ def add_cmd(
         python=python,
         known_hosts=known_hosts,
         replace=replace,
+        agent_mode=agent_mode,
     )
     if json_out:
         emit_json({"device": name, "inventory": str(path), **spec.to_yaml_dict()})
@@ -138,6 +163,14 @@ def remove_cmd(name: NameArg, json_out: JsonOpt = False) -> None:
 def trust_cmd(
     name: NameArg,
     yes: Annotated[bool, typer.Option("--yes", help="Pin without asking.")] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Allow replacing a pinned key that CHANGED (a reinstalled device); without it a "
+            "changed key is refused and both fingerprints are shown.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Show the device's SSH host key fingerprint and pin it (asks first unless --yes)."""
@@ -150,7 +183,7 @@ def trust_cmd(
         console.print(f"{r.device} ({r.address}) offers {r.key_type} {r.fingerprint}{change}")
         return bool(typer.confirm("pin this key?", default=False))
 
-    res = trust_device(name, yes=yes, confirm=ask)
+    res = trust_device(name, yes=yes, confirm=ask, replace=replace)
     if json_out:
         emit_json(res.to_dict())
         return
@@ -186,7 +219,7 @@ def check_cmd(
     else:
         t = Table(
             "device", "reachable", "arch", "python", "runtimes", "TensorRT", "thermal",
-            "free disk", "problems → fixes", title="device check",
+            "free disk (stale uploads)", "problems → fixes", title="device check",
         )  # fmt: skip
         for r in results:
             s = r.summary()
@@ -201,7 +234,8 @@ def check_cmd(
                 ", ".join(f"{k} {v}" for k, v in s["runtimes"].items()) or "—",
                 fmt(s["tensorrt"]),
                 thermal,
-                _mib(s["disk_free_bytes"]),
+                _mib(s["disk_free_bytes"])
+                + (f" ({_mib(s['stale_parts_bytes'])})" if s["stale_parts_bytes"] else ""),
                 "\n".join(f"{p.message} → {p.fix}" if p.fix else p.message for p in r.problems)
                 or styled("ok", "green"),
             )
@@ -277,7 +311,8 @@ def clean_cmd(name: NameArg, json_out: JsonOpt = False) -> None:
         emit_json(res)
         return
     console.print(
-        f"cleaned {name}: free disk {_mib(res['disk_free_before'])} → {_mib(res['disk_free_after'])}"
+        f"cleaned {name}: {_mib(res['freed_bytes'])} freed, "
+        f"free disk {_mib(res['disk_free_before'])} → {_mib(res['disk_free_after'])}"
     )
 
 
@@ -327,6 +362,7 @@ def deploy_cmd(
         int | None, typer.Option("--input-size", help="Input size for zoo models/factories.")
     ] = None,
     model_code: ModelCodeOpt = None,
+    wait: WaitOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Export for the device's profile, lint, push, (build), check parity, benchmark, store."""
@@ -348,8 +384,19 @@ def deploy_cmd(
             max_repeats=repeats,
         ),
     )
+    if wait is not None and wait < 0:
+        raise typer.BadParameter("must be >= 0 seconds", param_hint="--wait")
     with progress(json_out), on_interrupt(INCOMPLETE_MEASUREMENT):
-        res = deploy(model, device, cfg, parse_kwargs(model_kwargs), input_size, model_code)
+        res = deploy(
+            model,
+            device,
+            cfg,
+            parse_kwargs(model_kwargs),
+            input_size,
+            model_code,
+            wait_s=wait,
+            on_wait=print_waiting,
+        )
     from edgeprune.cli.commands import warn_slowdowns
 
     warn_slowdowns(res)
@@ -384,6 +431,13 @@ def deploy_cmd(
                 ("valid / unstable", f"{m['valid']} / {m['unstable']}"),
                 ("store id", m["id"]),
                 ("phases (s)", ", ".join(f"{k} {v:.2f}" for k, v in ph.items())),
+                (
+                    "device round trips",
+                    "{channels} channel(s), {requests} agent request(s)".format(
+                        **res["device_round_trips"]
+                    )
+                    + f" ({res['agent_mode']} agent)",
+                ),
                 (
                     "total / overhead (s)",
                     f"{res['total_seconds']:.2f} / {res['overhead_seconds']:.2f}",

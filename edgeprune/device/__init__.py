@@ -1,9 +1,11 @@
-"""Devices: inventory, transports (local subprocess, SSH), the agent client, locks and sessions.
+"""Devices: inventory, transports (local subprocess, SSH), the agent clients (one agent process
+per session over one channel, or one per request), locks and sessions.
 
-`edgeprune.device.ssh` is the only module that imports fabric/paramiko (loaded lazily).
+`edgeprune.device.ssh` is the only module that imports fabric/paramiko (loaded lazily). Every
+remote argv is logged at DEBUG on the ``edgeprune.device`` logger.
 """
 
-from edgeprune.device.agent import AgentClient, agent_sha256, agent_source
+from edgeprune.device.agent import AgentClient, SessionAgent, agent_sha256, agent_source
 from edgeprune.device.inventory import LOCAL, DeviceSpec, Inventory, local_device, validate_name
 from edgeprune.device.local import LocalTransport
 from edgeprune.device.lock import DeviceLock
@@ -19,6 +21,7 @@ __all__ = [
     "DeviceSpec",
     "Inventory",
     "LocalTransport",
+    "SessionAgent",
     "Transport",
     "agent_sha256",
     "agent_source",

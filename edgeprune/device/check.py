@@ -72,6 +72,9 @@ class DeviceCheck:
             "throttled": bool(throttle.get("active")),
             "governor": (state.get("clocks") or {}).get("governor"),
             "disk_free_bytes": info.get("disk_free_bytes"),
+            # Partial uploads a killed host left behind (swept by the next locked session).
+            "stale_parts_bytes": (info.get("stale_parts") or {}).get("bytes"),
+            "stale_parts_files": (info.get("stale_parts") or {}).get("files"),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,7 +155,7 @@ def check_one(spec: DeviceSpec, inventory: Inventory | None = None) -> DeviceChe
     res = DeviceCheck(spec.name, spec.host, spec.profile)
     t0 = time.perf_counter()
     try:
-        with DeviceSession(spec, lock=False, inventory=inventory) as dev:
+        with DeviceSession(spec, lock=False, inventory=inventory, import_runtimes=True) as dev:
             res.info = dev.info
         res.reachable = True
         res.problems = problems_for(spec, res.info)

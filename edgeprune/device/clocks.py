@@ -151,13 +151,19 @@ class ClockControl:
         self.t.run(["rm", "-f", "--", self.record_path], timeout=CMD_TIMEOUT_S, check=False)
         return self.record
 
-    def recover(self) -> bool:
-        """Restore from a record a dead session left on the device. True when there was one."""
-        r = self.t.run(["cat", "--", self.record_path], timeout=CMD_TIMEOUT_S, check=False)
-        if not r.ok:
+    def recover(self, text: str | None = None, already_read: bool = False) -> bool:
+        """Restore from a record a dead session left on the device. True when there was one.
+
+        With ``already_read``, ``text`` is the record as the session's ``open`` request read it
+        (None: there is none); otherwise it is read from the device here.
+        """
+        if not already_read:
+            r = self.t.run(["cat", "--", self.record_path], timeout=CMD_TIMEOUT_S, check=False)
+            text = r.stdout if r.ok else None
+        if text is None:
             return False
         try:
-            saved = json.loads(r.stdout)
+            saved = json.loads(text)
         except ValueError:
             saved = {}
         self.record["recovered"] = True

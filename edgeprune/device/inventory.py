@@ -11,10 +11,14 @@ Format::
         jump: bastion            # optional: another device entry used as jump host
         profile: jetson-nano
         tags: [lab]
-        workdir: .edgeprune      # relative to the login directory
+        workdir: ~/.edgeprune    # absolute, or ~/… (expanded on the device by its Python)
         python: /usr/bin/python3 # absolute: non-interactive SSH has a short PATH
+        agent_mode: session      # or `command`: one agent process per request
 
-No passwords: a ``password`` key is an error. A built-in ``local`` device always exists.
+No passwords: a ``password`` key is an error. A built-in ``local`` device always exists. Names
+start with a letter or digit. Every path (``workdir``, ``python``, ``key``, ``known_hosts``) is
+absolute (or ``~/…``) and has no control characters, so none can be read as a command-line option
+on either side.
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ import yaml
 from edgeprune import config
 from edgeprune.errors import NotFoundError, UnknownNameError, UsageError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 HOST_RE = re.compile(r"^[A-Za-z0-9._:%-]{1,253}$")
 USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 LOCAL = "local"
 INVENTORY_FILE = "devices.yaml"
+DEFAULT_WORKDIR = "~/.edgeprune"
+AGENT_MODES = ("session", "command")
 
 
 @dataclass(frozen=True)
@@ -53,10 +59,11 @@ class DeviceSpec:
     jump: str | None = None
     profile: str = "x86-cpu"
     tags: tuple[str, ...] = ()
-    workdir: str = ".edgeprune"
+    workdir: str = DEFAULT_WORKDIR
     python: str = "/usr/bin/python3"
     known_hosts: str | None = None
     connect_timeout: float = 10.0
+    agent_mode: str = "session"
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -74,12 +81,22 @@ class DeviceSpec:
                 raise UsageError(f"device {self.name}: invalid user name {self.user!r}")
             if self.jump is not None:
                 validate_name(self.jump)
-        for text, what in ((self.workdir, "workdir"), (self.python, "python")):
-            if not text or any(c in text for c in "\n\r\0"):
-                raise UsageError(f"device {self.name}: invalid {what} {text!r}")
-        if self.kind == "ssh" and not self.python.startswith("/"):
+        validate_path(self.name, "workdir", self.workdir, home_ok=True, example="~/.edgeprune")
+        validate_path(self.name, "python", self.python, home_ok=False, example="/usr/bin/python3")
+        if self.key is not None:
+            validate_path(self.name, "key", self.key, home_ok=True, example="~/.ssh/id_ed25519")
+        if self.known_hosts is not None:
+            validate_path(
+                self.name,
+                "known_hosts",
+                self.known_hosts,
+                home_ok=True,
+                example="~/.edgeprune-hosts",
+            )
+        if self.agent_mode not in AGENT_MODES:
             raise UsageError(
-                f"device {self.name}: python must be an absolute path", hint="e.g. /usr/bin/python3"
+                f"device {self.name}: agent_mode {self.agent_mode!r} is not one of {', '.join(AGENT_MODES)}",
+                hint="session (one agent per session, the default) or command (one per request)",
             )
 
     @property
@@ -99,9 +116,33 @@ def validate_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise UsageError(
             f"invalid device name {name!r}",
-            hint="names use letters, digits, '.', '_' and '-' (1-64 characters)",
+            hint="names start with a letter or digit, then letters, digits, '.', '_' or '-' (1-64 characters)",
         )
     return name
+
+
+def validate_path(device: str, key: str, value: object, home_ok: bool, example: str) -> str:
+    """A devices.yaml path: absolute (or ``~/…`` when ``home_ok``), no control characters.
+
+    Such a path never starts with ``-``, so no program reads it as an option (a workdir of
+    ``-cimport os;…`` once ran code through python). Raises `UsageError` naming the key and a fix.
+    """
+    text = value if isinstance(value, str) else ""
+    problem = None
+    if not isinstance(value, str):
+        problem = "must be a path (a string)"
+    elif not text:
+        problem = "is empty"
+    elif any(ord(c) < 32 or c == "\x7f" for c in text):
+        problem = "contains a control character (newline, NUL, ...)"
+    elif not (text.startswith("/") or (home_ok and text.startswith("~/"))):
+        problem = "must be an absolute path" + (" or start with ~/" if home_ok else "")
+    if problem is not None:
+        raise UsageError(
+            f"device {device}: {key} {value!r} {problem}",
+            hint=f"set `{key}:` for {device} in devices.yaml to e.g. {example}",
+        )
+    return text
 
 
 def local_device() -> DeviceSpec:
@@ -109,7 +150,7 @@ def local_device() -> DeviceSpec:
         name=LOCAL,
         kind="local",
         profile="local",
-        workdir=str(config.home_dir() / "devices" / LOCAL),
+        workdir=str((config.home_dir() / "devices" / LOCAL).resolve()),
         python=sys.executable,
     )
 
@@ -161,11 +202,19 @@ def _spec_from_entry(name: str, entry: Any, source: Path) -> DeviceSpec:
             hint=f"known keys: {', '.join(sorted(allowed))}",
         )
     values = dict(entry)
-    if "tags" in values:
-        values["tags"] = tuple(str(t) for t in values["tags"] or ())
-    if "port" in values:
-        values["port"] = int(values["port"])
-    return DeviceSpec(name=name, **values)
+    try:
+        if "tags" in values:
+            values["tags"] = tuple(str(t) for t in values["tags"] or ())
+        if "port" in values:
+            values["port"] = int(values["port"])
+        return DeviceSpec(name=name, **values)
+    except UsageError as e:
+        raise UsageError(f"{source}: {e.message}", hint=e.hint) from None
+    except (TypeError, ValueError) as e:
+        raise UsageError(
+            f"{source}: device {name!r} has an invalid value ({e})",
+            hint="see the devices.yaml format in `edgeprune devices add --help`",
+        ) from None
 
 
 @dataclass

@@ -9,8 +9,16 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import cast
 
-from edgeprune.device.transport import DEFAULT_TIMEOUT_S, CommandResult, Transport
+from edgeprune.device.transport import (
+    DEFAULT_TIMEOUT_S,
+    ByteSource,
+    Channel,
+    CommandResult,
+    Transport,
+    log,
+)
 from edgeprune.errors import DeviceError, RemoteTimeoutError
 
 KILL_GRACE_S = 5.0
@@ -30,6 +38,7 @@ class LocalTransport(Transport):
     def run(
         self, argv: list[str], timeout: float = DEFAULT_TIMEOUT_S, check: bool = True
     ) -> CommandResult:
+        log.debug("%s: run %s", self.device, " ".join(argv))
         t0 = time.perf_counter()
         try:
             proc = subprocess.Popen(
@@ -63,6 +72,42 @@ class LocalTransport(Transport):
         if check:
             self.check_failed(result, argv[0])
         return result
+
+    def open_channel(self, argv: list[str]) -> Channel:
+        """Start ``argv`` in its own process group with pipes for stdin/stdout/stderr."""
+        log.debug("%s: open channel %s", self.device, " ".join(argv))
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                env=self.env,
+            )
+        except OSError as e:
+            raise DeviceError(
+                f"cannot start {argv[0]} on {self.device}: {e}",
+                device=self.device,
+                command=" ".join(argv),
+            ) from e
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin = proc.stdin
+
+        def write(data: bytes) -> None:
+            stdin.write(data)
+            stdin.flush()
+
+        def close() -> None:
+            with contextlib.suppress(OSError):
+                stdin.close()  # the agent exits on EOF
+            try:
+                proc.wait(timeout=KILL_GRACE_S)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+
+        stderr = cast(ByteSource, proc.stderr)  # a BufferedReader: read1 returns what has arrived
+        return Channel(self.device, proc.stdout, stderr, write, close, proc.poll)
 
     def put(self, local: Path, remote: str) -> None:
         try:

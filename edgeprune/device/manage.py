@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import posixpath
 from pathlib import Path
 from typing import Any
 
-from edgeprune.device.agent import AgentClient
 from edgeprune.device.inventory import LOCAL, DeviceSpec, Inventory
 from edgeprune.device.session import DeviceSession
 from edgeprune.errors import UsageError
 
 CLEAN_TIMEOUT_S = 120.0
+# The caches the agent fills (the agent itself stays: it would be uploaded again at once).
+CLEAN_DIRS = ("artifacts", "requests", "outputs", "engines")
 
 
 def add_device(
@@ -28,6 +28,7 @@ def add_device(
     python: str | None = None,
     known_hosts: str | None = None,
     replace: bool = False,
+    agent_mode: str | None = None,
 ) -> tuple[DeviceSpec, Path]:
     """Validate and add a device entry; returns it and the inventory file written.
 
@@ -60,6 +61,8 @@ def add_device(
         values["workdir"] = workdir
     if python is not None:
         values["python"] = python
+    if agent_mode is not None:
+        values["agent_mode"] = agent_mode
     spec = DeviceSpec(name=name, **values)
     inv.add(spec, replace_existing=replace)
     return spec, inv.save()
@@ -88,8 +91,12 @@ def clean_device(name: str) -> dict[str, Any]:
     spec = inv.get(name)
     with DeviceSession(spec, inventory=inv) as dev:
         before = dev.info.get("disk_free_bytes")
-        dirs = [posixpath.join(spec.workdir, d) for d in AgentClient.SUBDIRS if d != "agent"]
-        dev.transport.run(["rm", "-rf", "--", *dirs], timeout=CLEAN_TIMEOUT_S)
-        dev.transport.run(["mkdir", "-p", "--", *dirs], timeout=CLEAN_TIMEOUT_S)
-        after = dev.call("info", timeout=CLEAN_TIMEOUT_S).get("disk_free_bytes")
-    return {"device": name, "removed": dirs, "disk_free_before": before, "disk_free_after": after}
+        res = dev.cleanup(list(CLEAN_DIRS), timeout=CLEAN_TIMEOUT_S)
+        dirs = [dev.remote_path(d) for d in CLEAN_DIRS]
+    return {
+        "device": name,
+        "removed": dirs,
+        "freed_bytes": res.get("freed_bytes"),
+        "disk_free_before": before,
+        "disk_free_after": res.get("disk_free_bytes"),
+    }

@@ -1,7 +1,7 @@
 """``edgeprune devices provision``: the agent's runtime needs in a venv on the device.
 
-Steps (each skipped when already done, so a rerun is cheap and safe): resolve the absolute work
-directory; ``python3 -m venv WORKDIR/venv [--system-site-packages]``; ``pip install`` the
+Steps (each skipped when already done, so a rerun is cheap and safe): the session resolves the
+absolute work directory; ``python3 -m venv [--system-site-packages] -- WORKDIR/venv``; ``pip install`` the
 packages into it; check that they import; record ``python: WORKDIR/venv/bin/python`` for the
 device in devices.yaml. Nothing is installed system-wide and nothing needs root.
 """
@@ -93,11 +93,7 @@ def provision_device(
     with DeviceSession(session_spec, inventory=inv) as dev:
         t = dev.transport
         base = base_python or str(dev.info.get("python_executable") or spec.python)
-        workdir = t.run(
-            [base, "-c", "import os, sys; print(os.path.abspath(sys.argv[1]))", spec.workdir],
-            timeout=60,
-        ).stdout.strip()
-        venv = posixpath.join(workdir, "venv")
+        venv = dev.remote_path("venv")  # the work directory as the device resolved it
         vpy = posixpath.join(venv, "bin", "python")
         res = ProvisionResult(device=name, venv=venv, python=vpy)
         modules = _import_names(packages)
@@ -115,7 +111,7 @@ def provision_device(
                 "venv",
                 *(["--system-site-packages"] if system_site_packages else []),
             ]
-            r = t.run([*argv, venv], timeout=VENV_TIMEOUT_S, check=False)
+            r = t.run([*argv, "--", venv], timeout=VENV_TIMEOUT_S, check=False)
             if not r.ok:
                 raise DeviceError(
                     f"creating the venv on {name} failed: {r.tail(3) or r.exit_code}",

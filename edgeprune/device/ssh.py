@@ -16,12 +16,18 @@ Rules this module enforces (checked on these machines, see DEVICES.md):
 - Files go over SFTP, or, when the server has no sftp subsystem (dropbear), over the exec channel
   (``cat > PATH`` fed from the channel). Verification and atomic renames are done by the generic
   `upload_verified`/`download_verified` on top of `put`/`get`.
+- `open_channel` starts one long-lived process (the session agent) on its own exec channel with
+  no ``timeout`` wrapper: its protocol carries the deadlines, and it exits when the channel closes.
+- A server that accepts TCP but never sends an SSH banner (a hung board, another service on the
+  port) is one line saying so. paramiko's own log records stay out of the terminal unless logging
+  is configured (``-v``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
 import math
 import posixpath
 import shlex
@@ -38,9 +44,20 @@ from invoke.exceptions import CommandTimedOut
 from paramiko.config import SSHConfig
 
 from edgeprune.device.inventory import DeviceSpec
-from edgeprune.device.transport import DEFAULT_TIMEOUT_S, CommandResult, Transport, _hint_for
+from edgeprune.device.transport import (
+    DEFAULT_TIMEOUT_S,
+    Channel,
+    CommandResult,
+    Transport,
+    _hint_for,
+    log,
+)
 from edgeprune.device.trust import known_hosts_path
 from edgeprune.errors import DeviceError, HostKeyError, RemoteTimeoutError, UsageError
+
+# paramiko logs transport failures (with a traceback) on its own logger; without a handler Python's
+# last-resort handler prints them to stderr under our one-line error. -v configures logging.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 KEEPALIVE_S = 15
 KILL_GRACE_S = 5
@@ -156,6 +173,10 @@ def open_chain(chain: list[DeviceSpec]) -> list[Connection]:
             try:
                 conn.open()
             except Exception as e:
+                if isinstance(e, paramiko.SSHException) and _no_banner(conn):
+                    # paramiko gives up waiting for the banner, then fails the login with
+                    # "No existing session": say what really happened.
+                    e = paramiko.SSHException("Error reading SSH protocol banner")
                 raise _connect_error(hop, e) from None
             conn.transport.set_keepalive(KEEPALIVE_S)
             gateway = conn
@@ -163,6 +184,12 @@ def open_chain(chain: list[DeviceSpec]) -> list[Connection]:
         close_chain(conns)
         raise
     return conns
+
+
+def _no_banner(conn: Connection) -> bool:
+    """True when the server accepted the TCP connection but never sent an SSH version banner."""
+    t = conn.client.get_transport()
+    return t is not None and not getattr(t, "remote_version", "")
 
 
 def close_chain(conns: list[Connection]) -> None:
@@ -182,8 +209,8 @@ def _connect_error(spec: DeviceSpec, e: BaseException) -> DeviceError:
         return HostKeyError(
             f"the host key of {spec.name} ({where}) CHANGED: it offers {e.key.get_name()} "
             f"{e.key.fingerprint}, the pinned key is {e.expected_key.fingerprint}",
-            hint="if the device was reinstalled, verify the new fingerprint and run "
-            f"`edgeprune devices trust {spec.name}`; otherwise someone may be intercepting the connection",
+            hint="if the device was reinstalled, verify the new fingerprint on it and run "
+            f"`edgeprune devices trust {spec.name} --replace`; otherwise someone may be intercepting the connection",
             device=spec.name,
             fingerprint=e.key.fingerprint,
             pinned_fingerprint=e.expected_key.fingerprint,
@@ -199,6 +226,13 @@ def _connect_error(spec: DeviceSpec, e: BaseException) -> DeviceError:
         return DeviceError(
             f"cannot connect to {spec.name} ({where}): no answer within {spec.connect_timeout:g}s",
             hint="check that the device is on and reachable (host, port, network)",
+            device=spec.name,
+        )
+    if isinstance(e, paramiko.SSHException) and "protocol banner" in str(e):
+        return DeviceError(
+            f"cannot connect to {spec.name} ({where}): the host accepted TCP but did not speak SSH "
+            f"(no SSH banner within {spec.connect_timeout:g}s)",
+            hint="check host and port in devices.yaml (another service, or a hung board, answers there)",
             device=spec.name,
         )
     if isinstance(e, (OSError, paramiko.SSHException, EOFError)):
@@ -223,6 +257,7 @@ class SSHTransport(Transport):
         self._chain = _hops(spec, inventory)
         self._conns: list[Connection] = []
         self._sftp_ok: bool | None = None
+        self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.Lock()
         # Commands and exec-channel transfers sent so far: each costs a round trip and a login
         # shell on the device, so this is what the layer's overhead is made of.
@@ -245,6 +280,10 @@ class SSHTransport(Transport):
         self._conns = open_chain(self._chain)
 
     def close(self) -> None:
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):
+                self._sftp.close()
+        self._sftp = None
         close_chain(self._conns)
         self._conns = []
         self._sftp_ok = None
@@ -272,6 +311,7 @@ class SSHTransport(Transport):
         line = self.remote_command(argv, timeout)
         conn = self.connection
         self.command_count += 1
+        log.debug("%s: run %s", self.device, line)
         t0 = time.perf_counter()
         try:
             res = conn.run(
@@ -310,21 +350,60 @@ class SSHTransport(Transport):
 
     # ------------------------------------------------------------------ files
 
+    def open_channel(self, argv: list[str]) -> Channel:
+        """Start ``argv`` (quoted, no ``timeout`` wrapper) on its own exec channel; see `Channel`."""
+        line = " ".join(shlex.quote(a) for a in argv)
+        self.command_count += 1
+        log.debug("%s: open channel %s", self.device, line)
+        try:
+            chan = self.connection.transport.open_session(timeout=self.spec.connect_timeout)
+            chan.exec_command(line)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise self._lost(f"opening the agent channel ({e})", line) from None
+
+        def write(data: bytes) -> None:
+            if chan.closed or chan.exit_status_ready():
+                raise EOFError("the channel is closed")
+            chan.sendall(data)
+
+        def exit_status() -> int | None:
+            return chan.exit_status if chan.exit_status_ready() else None
+
+        return Channel(
+            self.device,
+            chan.makefile("rb"),
+            _StderrReader(chan),
+            write,
+            chan.close,
+            exit_status,
+        )
+
     def sftp_available(self) -> bool:
         """Whether the server has an sftp subsystem (asked once per connection)."""
         with self._lock:
             if self._sftp_ok is None:
+                self.command_count += 1  # the subsystem starts through the user's shell too
+                chan = self.connection.transport.open_session(timeout=self.spec.connect_timeout)
                 try:
-                    self.connection.sftp().get_channel().settimeout(IO_STALL_S)
+                    chan.invoke_subsystem("sftp")
+                    self._sftp = paramiko.SFTPClient(chan)
+                    chan.settimeout(IO_STALL_S)
                     self._sftp_ok = True
-                except paramiko.SSHException:
-                    self._sftp_ok = False  # e.g. dropbear: no subsystem; use the exec channel
+                except (paramiko.SSHException, EOFError, OSError):
+                    # e.g. dropbear without sftp-server: use the exec channel. Close this one
+                    # first, or the server refuses the next channel while it tears this down.
+                    chan.close()
+                    self._sftp_ok = False
             return self._sftp_ok
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        assert self._sftp is not None
+        return self._sftp
 
     def put(self, local: Path, remote: str) -> None:
         if self.sftp_available():
             try:
-                self.connection.sftp().put(str(local), remote)
+                self._sftp_client().put(str(local), remote)
             except OSError as e:
                 raise self._write_error(remote, local.stat().st_size, str(e)) from None
             except (paramiko.SSHException, EOFError) as e:
@@ -335,7 +414,7 @@ class SSHTransport(Transport):
     def get(self, remote: str, local: Path) -> None:
         if self.sftp_available():
             try:
-                self.connection.sftp().get(remote, str(local))
+                self._sftp_client().get(remote, str(local))
             except OSError as e:
                 raise DeviceError(
                     f"cannot download {remote} from {self.device}: {e}", device=self.device
@@ -347,6 +426,7 @@ class SSHTransport(Transport):
 
     def _exec_channel(self, argv: list[str], timeout: float) -> paramiko.Channel:
         self.command_count += 1
+        log.debug("%s: exec %s", self.device, self.remote_command(argv, timeout))
         try:
             chan = self.connection.transport.open_session(timeout=self.spec.connect_timeout)
             chan.settimeout(IO_STALL_S)
@@ -441,6 +521,16 @@ class SSHTransport(Transport):
         )
 
 
+class _StderrReader:
+    """``read1`` over a paramiko channel's stderr: returns what has arrived (b"" at the end)."""
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self.chan = chan
+
+    def read1(self, n: int) -> bytes:
+        return bytes(self.chan.recv_stderr(n))
+
+
 def fetch_host_key(spec: DeviceSpec, inventory: Any = None) -> tuple[str, str, str]:
     """The host key ``spec``'s server offers, without authenticating: (type, base64, fingerprint).
 
@@ -468,6 +558,8 @@ def fetch_host_key(spec: DeviceSpec, inventory: Any = None) -> tuple[str, str, s
         t.banner_timeout = spec.connect_timeout
         try:
             t.start_client(timeout=spec.connect_timeout)
+            if not t.remote_version:  # start_client gave up waiting for a banner
+                raise paramiko.SSHException("Error reading SSH protocol banner")
             key = t.get_remote_server_key()
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise _connect_error(spec, e) from None

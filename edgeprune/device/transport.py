@@ -1,25 +1,39 @@
 """The transport interface and the file-transfer protocol every transport shares.
 
-A transport runs an argv on the device with a deadline, and copies files. On top of those two
-primitives this module implements checksum-verified atomic uploads into a content-addressed
-remote cache: sha256 locally → put to ``.<name>.<uuid>.part`` in the target directory →
-``sha256sum`` on the device → atomic ``mv``. An artifact already present with the same hash is not
-sent again.
+A transport runs an argv on the device with a deadline, copies files, and opens a `Channel`: a
+long-lived remote process spoken to over its stdin/stdout (the session agent). On top of the
+command and copy primitives this module implements checksum-verified atomic uploads into a
+content-addressed remote cache: sha256 locally → put to ``.<name>.<uuid>.part`` in the target
+directory → ``sha256sum`` on the device → atomic ``mv``. An artifact already present with the
+same hash is not sent again.
+
+Every remote argv is logged at DEBUG on the ``edgeprune.device`` logger (``-v`` shows them).
 """
 
 from __future__ import annotations
 
+import collections
+import json
+import logging
 import posixpath
+import queue
 import shlex
+import threading
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any, Protocol
 
 from edgeprune._files import sha256_file
 from edgeprune.errors import DeviceError
 
 DEFAULT_TIMEOUT_S = 60.0
+# Uploads are abandoned after this long; a ``.part`` file older than it belongs to no live session.
+UPLOAD_TIMEOUT_S = 600.0
+STDERR_TAIL_BYTES = 8192
+log = logging.getLogger("edgeprune.device")
 
 
 @dataclass
@@ -68,6 +82,17 @@ class Transport(ABC):
     def get(self, remote: str, local: Path) -> None:
         """Copy a remote file to ``local``."""
 
+    def open_channel(self, argv: list[str]) -> Channel:
+        """Start ``argv`` on the device with no deadline and return its stdin/stdout as a `Channel`.
+
+        The process ends when the channel closes (its stdin reaches EOF): the caller's protocol
+        enforces deadlines.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot open channels")
+
+    # Shell start-ups on the device so far (one per exec channel): what the layer's overhead is made of.
+    command_count: int = 0
+
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Release connections."""
 
@@ -90,7 +115,12 @@ class Transport(ABC):
 
 
 def _hint_for(result: CommandResult, device: str = "NAME") -> str | None:
-    text = (result.stderr + result.stdout).lower()
+    return hint_for_text(result.stderr + result.stdout, device)
+
+
+def hint_for_text(text: str, device: str = "NAME") -> str | None:
+    """How to fix a device-side failure, judged from its message (disk full, read-only, ...)."""
+    text = text.lower()
     if "read-only file system" in text:
         return "the device's work directory is on a read-only file system; set a writable workdir in devices.yaml"
     if "no space left" in text:
@@ -120,7 +150,7 @@ def upload_verified(
     remote_dir: str,
     name: str,
     sha256: str | None = None,
-    timeout: float = 600.0,
+    timeout: float = UPLOAD_TIMEOUT_S,
     skip_if_present: bool = True,
 ) -> tuple[str, bool]:
     """Upload ``local`` to ``remote_dir/name`` atomically and verified.
@@ -163,7 +193,9 @@ _VERIFY_AND_MOVE = (
 )
 
 
-def download_verified(t: Transport, remote: str, local: Path, timeout: float = 600.0) -> str:
+def download_verified(
+    t: Transport, remote: str, local: Path, timeout: float = UPLOAD_TIMEOUT_S
+) -> str:
     """Download ``remote`` to ``local`` and check it against the device's sha256. Returns the hash."""
     expected = remote_sha256(t, remote, timeout)
     if expected is None:
@@ -180,3 +212,144 @@ def download_verified(t: Transport, remote: str, local: Path, timeout: float = 6
         if tmp.exists():
             tmp.unlink()
     return expected
+
+
+# --------------------------------------------------------------------------- channels
+
+_EOF = object()
+
+
+class ByteSource(Protocol):
+    def read1(self, n: int, /) -> bytes: ...
+
+
+class ChannelClosed(Exception):
+    """The remote process's stdout ended (it exited, or the link dropped)."""
+
+
+class Channel:
+    """A remote process's stdin/stdout as a stream of JSON lines, each optionally followed by raw
+    bytes (``"stream_bytes": N``), with a deadline on every read.
+
+    A reader thread parses stdout into messages (lines that are not JSON objects, e.g. what a
+    device user's ``.bashrc`` prints, are kept as noise for error messages) and a second one keeps
+    the tail of stderr, so neither pipe ever fills up. ``write`` and ``close`` come from the
+    transport (a paramiko channel or a subprocess).
+    """
+
+    def __init__(
+        self,
+        device: str,
+        stdout: IO[bytes],
+        stderr: ByteSource | None,
+        write: Callable[[bytes], None],
+        close: Callable[[], None],
+        exit_status: Callable[[], int | None],
+    ) -> None:
+        self.device = device
+        self._write = write
+        self._close = close
+        self._exit_status = exit_status
+        self._messages: queue.Queue[Any] = queue.Queue()
+        self._stderr: collections.deque[bytes] = collections.deque()
+        self._stderr_size = 0
+        self.noise: collections.deque[str] = collections.deque(maxlen=20)
+        self.closed = False
+        threading.Thread(
+            target=self._read, args=(stdout,), name=f"chan-{device}", daemon=True
+        ).start()
+        if stderr is not None:
+            threading.Thread(
+                target=self._drain, args=(stderr,), name=f"chan-err-{device}", daemon=True
+            ).start()
+
+    def _read(self, out: IO[bytes]) -> None:
+        try:
+            while True:
+                line = out.readline()
+                if not line:
+                    break
+                text = line.strip()
+                if not text:
+                    continue
+                try:
+                    msg = json.loads(text)
+                except ValueError:
+                    msg = None
+                if not isinstance(msg, dict):
+                    self.noise.append(text[:300].decode(errors="replace"))
+                    continue
+                body = None
+                n = msg.get("stream_bytes")
+                if isinstance(n, int) and n > 0:
+                    body = _read_exact(out, n)
+                    if body is None:
+                        break
+                self._messages.put((msg, body))
+        except (OSError, ValueError, EOFError):
+            pass
+        self._messages.put(_EOF)
+
+    def _drain(self, err: ByteSource) -> None:
+        try:
+            while True:
+                data = err.read1(4096)
+                if not data:
+                    return
+                self._stderr.append(data)
+                self._stderr_size += len(data)
+                while self._stderr_size > STDERR_TAIL_BYTES and len(self._stderr) > 1:
+                    self._stderr_size -= len(self._stderr.popleft())
+        except (OSError, ValueError, EOFError):
+            return
+
+    def send(self, data: bytes) -> None:
+        if self.closed:
+            raise ChannelClosed
+        try:
+            self._write(data)
+        except (OSError, EOFError, ValueError) as e:
+            raise ChannelClosed(str(e)) from None
+
+    def send_file(self, path: Path, chunk: int = 1 << 20) -> None:
+        with open(path, "rb") as f:
+            for data in iter(lambda: f.read(chunk), b""):
+                self.send(data)
+
+    def receive(self, timeout: float) -> tuple[dict[str, Any], bytes | None]:
+        """The next message, waiting at most ``timeout`` seconds.
+
+        Raises `TimeoutError` when none came in time, `ChannelClosed` when the process is gone.
+        """
+        try:
+            item = self._messages.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            raise TimeoutError from None
+        if item is _EOF:
+            self._messages.put(_EOF)  # every later receive sees the end too
+            raise ChannelClosed
+        msg, body = item
+        return msg, body
+
+    def stderr_tail(self) -> str:
+        return b"".join(self._stderr).decode(errors="replace")[-STDERR_TAIL_BYTES:]
+
+    def exit_status(self) -> int | None:
+        return self._exit_status()
+
+    def close(self) -> None:
+        """Close the process's stdin and the link; the remote process exits on EOF."""
+        if not self.closed:
+            self.closed = True
+            self._close()
+
+
+def _read_exact(out: IO[bytes], n: int) -> bytes | None:
+    parts, left = [], n
+    while left > 0:
+        data = out.read(left)
+        if not data:
+            return None
+        parts.append(data)
+        left -= len(data)
+    return b"".join(parts)

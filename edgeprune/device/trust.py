@@ -18,7 +18,7 @@ from typing import Any
 
 from edgeprune import config
 from edgeprune.device.inventory import DeviceSpec, Inventory
-from edgeprune.errors import UsageError
+from edgeprune.errors import HostKeyError, UsageError
 
 
 def known_hosts_path(spec: DeviceSpec) -> Path:
@@ -87,9 +87,12 @@ def trust_device(
     yes: bool = False,
     confirm: Callable[[TrustResult], bool] | None = None,
     inventory: Inventory | None = None,
+    replace: bool = False,
 ) -> TrustResult:
     """Fetch ``name``'s host key and pin it when ``yes`` or ``confirm(result)`` says so.
 
+    A key that differs from the pinned one is never replaced without ``replace`` (like OpenSSH,
+    which never replaces a changed key by itself): `HostKeyError` shows both fingerprints.
     Raises `UsageError` when neither confirms; `DeviceError` when the device cannot be reached;
     `HostKeyError` when a jump host on the way is not trusted itself.
     """
@@ -111,10 +114,23 @@ def trust_device(
     )
     if result.already_trusted:
         return result
+    if result.changed and not replace:
+        raise HostKeyError(
+            f"the host key of {name} ({spec.address}) CHANGED: pinned "
+            f"{', '.join(result.previous)}, it now offers {key_type} {fingerprint}; nothing was pinned",
+            hint="if the device was reinstalled, compare the new fingerprint with "
+            f"`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub` on it, then run "
+            f"`edgeprune devices trust {name} --replace`; otherwise someone may be intercepting the connection",
+            device=name,
+            fingerprint=fingerprint,
+            pinned_fingerprint=", ".join(result.previous),
+            known_hosts=str(path),
+        )
     if not yes and (confirm is None or not confirm(result)):
         raise UsageError(
             f"the host key of {name} was not pinned ({key_type} {fingerprint})",
-            hint=f"compare it with `ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub` on the device, then run `edgeprune devices trust {name} --yes`",
+            hint="compare it with `ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub` on the device, then run "
+            f"`edgeprune devices trust {name} --yes`" + (" --replace" if result.changed else ""),
         )
     pin_host_key(path, spec.address, key_type, key_b64)
     result.pinned = True

@@ -343,7 +343,10 @@ class _Scheduler:
         self.done_now += 1
         if stored is not None:
             ctx = stored.context
-            window = float(ctx["finished_at"]) - float(ctx["started_at"])
+            # The device's own warm-up + timed loops; everything else is the farm's overhead.
+            window = float(
+                ctx.get("bench_window_s") or float(ctx["finished_at"]) - float(ctx["started_at"])
+            )
             self.windows.append(window)
             self.overheads.append((time.time() - dispatched) - window)
 
@@ -475,7 +478,8 @@ def run_sweep(
     on_update: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) ``spec``; returns the summary (jobs done/failed, devices out of rotation,
-    wall time, per-job overhead = job round trip on the host minus the benchmark's own window).
+    wall time, per-job overhead = job round trip on the host minus the device's own warm-up and
+    timed loops).
 
     Raises `UsageError` when the sweep is already running here, names unknown devices, or the
     engine cannot start. Failed jobs are reported in the result, not raised.

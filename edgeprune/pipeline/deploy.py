@@ -2,18 +2,19 @@
 
 MODEL (an ONNX file, a checkpoint or a zoo name) → export for the device's profile (opset the
 target accepts; cached) → lint against the profile (errors stop here) → lease the device (a name,
-or any free device of a profile) → push into the device's content-addressed cache (skipped when
-it is there) → for ``trt``, build the engine on the device → parity: the device's outputs on fixed
-inputs against this host's ONNX Runtime outputs, tolerance per precision → benchmark by the
-protocol (`edgeprune.bench.measure`) → store. Each phase is timed, so the overhead of deploying
-around the benchmark itself is visible.
+or any free device of a profile; busy fails at once unless ``wait_s`` queues for it) → push into
+the device's content-addressed cache (skipped when it is there) → for ``trt``, build the engine
+on the device → parity and benchmark in one request: the device runs the model once on fixed
+inputs (compared with this host's ONNX Runtime outputs, tolerance per precision; a mismatch stores
+nothing), then by the protocol (`edgeprune.bench.measure`) → store. Each phase is timed;
+``overhead_seconds`` is everything except the device's own warm-up and timed loops.
 """
 
 from __future__ import annotations
 
-import posixpath
-import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,10 @@ import numpy as np
 from edgeprune._progress import track, track_until
 from edgeprune.bench import BenchConfig, Store, measure
 from edgeprune.bench.context import onnx_input_shape
+from edgeprune.bench.ort import ParityProbe, require_onnxruntime
 from edgeprune.bench.trt import require_trtexec
 from edgeprune.device import DeviceSession, Inventory
 from edgeprune.device.lease import run_leased
-from edgeprune.device.transport import download_verified, upload_verified
 from edgeprune.errors import EdgePruneError, ExportError, UsageError
 from edgeprune.export import PARITY_TOL, file_opset, ort_session, sha256_file
 from edgeprune.export.lint import Finding, has_errors, lint_onnx, opset_for
@@ -35,7 +36,6 @@ from edgeprune.profiles import DeviceProfile, load_profile
 from edgeprune.vocab import Precision, Runtime, check_choice
 
 DEPLOY_RUNTIMES = (Runtime.ORT, Runtime.TRT)
-PARITY_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -83,16 +83,20 @@ def deploy(
     model_kwargs: dict[str, Any] | None = None,
     input_size: int | None = None,
     model_code: str | None = None,
+    wait_s: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Deploy MODEL to ``device`` (a name or a profile) and measure it; returns a JSON-able report.
 
     ``model_code`` names the factory a checkpoint needs (`edgeprune.checkpoint.allowed_arch`); an
     ONNX MODEL is refused before anything reads or ships it when it is not a model or keeps weights
-    outside its folder (`edgeprune.export.check_onnx_file`).
+    outside its folder (`edgeprune.export.check_onnx_file`). ``wait_s`` queues for a busy device
+    that long (``math.inf``: until free; None: fail at once), telling ``on_wait`` who holds it.
 
     Raises `ExportError` when the lint finds errors or the device's outputs differ from the host's
     beyond the precision's tolerance (nothing is stored then), `DeviceError` for device faults
-    (`DeviceBusyError` when every candidate device is busy), `UsageError` for bad options.
+    (`DeviceBusyError` when every candidate device is busy; one naming `edgeprune devices
+    provision` when the device has no ONNX Runtime), `UsageError` for bad options.
     """
     cfg = cfg or DeployConfig()
     phases = _Phases()
@@ -118,12 +122,13 @@ def deploy(
     t = phases.add("export", t)
     findings = _lint(artifact, profile)
     t = phases.add("lint", t)
-    with track("reference outputs with this host's ONNX Runtime"):
-        sha = sha256_file(artifact)
-        shape = onnx_input_shape(artifact, cfg.bench.batch)
-        x = np.random.default_rng(cfg.seed).standard_normal(shape).astype(np.float32)
-        sess = ort_session(artifact)
-        reference = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    sha = sha256_file(artifact)
+    shape = onnx_input_shape(artifact, cfg.bench.batch)
+    x = np.random.default_rng(cfg.seed).standard_normal(shape).astype(np.float32)
+    # This host's reference outputs are computed while the device session opens.
+    pool = ThreadPoolExecutor(1, thread_name_prefix="host-reference")
+    reference_future = pool.submit(_host_reference, artifact, x)
+    pool.shutdown(wait=False)
     phases.add("host_reference", t)
 
     marks: dict[str, float] = {}
@@ -136,19 +141,22 @@ def deploy(
         trt = cfg.runtime is Runtime.TRT
         if trt:
             require_trtexec(dev)
+        else:
+            require_onnxruntime(dev)
         with track(f"upload {artifact.name} to {dev.name}"):
             remote, sent = dev.push_artifact(artifact, sha)
         t = phases.add("push", t)
         extra: dict[str, Any] = {"deploy": {"model": model, "opset": opset}}
+        probe: ParityProbe | None = None
         if trt:
-            parity: dict[str, Any] = {
-                "skipped": "TensorRT outputs are not compared yet (trtexec --loadInputs/--exportOutput)"
-            }
-            notes.append(parity["skipped"])
+            skipped = "TensorRT outputs are not compared yet (trtexec --loadInputs/--exportOutput)"
+            extra["parity"] = {"skipped": skipped}
+            notes.append(skipped)
         else:
-            with track(f"parity check on {dev.name}"):
-                parity = _parity(dev, remote, x, reference, cfg)
-            t = phases.add("parity", t)
+            # The device runs the parity input in the benchmark's first request.
+            probe = ParityProbe(
+                x, lambda got: _compare(dev.name, got, reference_future.result(), cfg.precision)
+            )
         with Store() as store:
             m = measure(
                 dev,
@@ -156,17 +164,27 @@ def deploy(
                 cfg.bench,
                 store=store,
                 label=cfg.label or Path(model).name,
-                extra_context={**extra, "parity": parity},
+                extra_context=extra,
                 profile=profile,
+                parity=probe,
             )
-        # For trt the engine build is part of the measurement (cached on the device).
-        t = phases.add("build_and_bench" if trt else "bench", t)
+        parity = m.context["parity"]
+        if trt:
+            # The engine build is part of the measurement (cached on the device).
+            t = phases.add("build_and_bench", t)
+        else:
+            now = time.perf_counter()
+            window = float(m.context.get("bench_window_s") or 0.0)
+            phases.seconds["bench"] = round(window, 4)
+            phases.add("device_other", t + window)  # session, parity run, round trips
+            t = now
         if base is not None:
             versus = _versus_base(dev, base, m, cfg)
             t = phases.add("bench_base", t)
         marks["done"] = t
         return {
-            "device_commands": getattr(dev.transport, "command_count", None),
+            "device_round_trips": dev.round_trips(),
+            "agent_mode": dev.spec.agent_mode,
             "device": dev.name,
             "profile": dev.spec.profile,
             "remote_path": remote,
@@ -179,7 +197,7 @@ def deploy(
 
     marks["open"] = time.perf_counter()
     with track_until(f"connect to {device}") as connected:
-        out = run_leased(device, on_device, inventory=inv)
+        out = run_leased(device, on_device, inventory=inv, wait_s=wait_s, on_wait=on_wait)
     phases.add("close", marks["done"])
     total = phases.total()
     return {
@@ -192,9 +210,13 @@ def deploy(
         **out,
         "phases": phases.seconds,
         "total_seconds": total,
-        # Everything around the benchmark itself (for trt the engine build counts as bench).
+        # Everything but the device's warm-up and timed loops (for trt the engine build counts
+        # as bench) and the base model's measurement.
         "overhead_seconds": round(
-            total - phases.seconds.get("bench", phases.seconds.get("build_and_bench", 0.0)), 4
+            total
+            - phases.seconds.get("bench", phases.seconds.get("build_and_bench", 0.0))
+            - phases.seconds.get("bench_base", 0.0),
+            4,
         ),
         "notes": notes,
         "warnings": [out["versus_base"]["warning"]]
@@ -236,6 +258,12 @@ def _versus_base(dev: DeviceSession, base: Path, pruned: Any, cfg: DeployConfig)
     }
 
 
+def _host_reference(artifact: Path, x: np.ndarray) -> np.ndarray:
+    with track("reference outputs with this host's ONNX Runtime"):
+        sess = ort_session(artifact)
+        return np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0])
+
+
 def _load_profile(name: str) -> DeviceProfile | None:
     try:
         return load_profile(name)
@@ -272,44 +300,11 @@ def _lint(path: Path, profile: DeviceProfile | None) -> list[Finding]:
     return findings
 
 
-def _parity(
-    dev: DeviceSession,
-    remote_model: str,
-    x: np.ndarray,
-    reference: np.ndarray,
-    cfg: DeployConfig,
-) -> dict[str, Any]:
-    """Run the model once on the device on ``x``; compare with the host's ``reference``."""
-    t = dev.transport
-    out_dir = dev.remote_path("outputs")
-    with tempfile.TemporaryDirectory(prefix="edgeprune-parity-") as tmp:
-        local_in = Path(tmp) / "inputs.npy"
-        np.save(local_in, x, allow_pickle=False)
-        remote_in, _ = upload_verified(
-            t, local_in, out_dir, f"{sha256_file(local_in)}.npy", skip_if_present=False
-        )
-        remote_out = posixpath.join(out_dir, f"out-{remote_in.rsplit('/', 1)[-1]}")
-        try:
-            dev.call(
-                "bench",
-                timeout=PARITY_TIMEOUT_S,
-                model=remote_model,
-                runtime=cfg.runtime,
-                precision=cfg.precision,
-                provider=cfg.bench.provider,
-                threads=cfg.bench.threads,
-                warmup_runs=0,
-                warmup_seconds=0,
-                min_runs=1,
-                min_seconds=0,
-                inputs_npy=remote_in,
-                outputs_npy=remote_out,
-            )
-            local_out = Path(tmp) / "outputs.npy"
-            download_verified(t, remote_out, local_out)
-            got = np.load(local_out, allow_pickle=False)
-        finally:
-            t.run(["rm", "-f", "--", remote_in, remote_out], timeout=60, check=False)
+def _compare(device: str, got: np.ndarray, reference: np.ndarray, precision: str) -> dict[str, Any]:
+    """Judge the device's output on the parity input against this host's ``reference``.
+
+    Raises `ExportError` (nothing is stored) beyond the precision's tolerance.
+    """
     if got.shape != reference.shape:
         raise ExportError(
             f"the device's output shape {list(got.shape)} differs from the host's {list(reference.shape)}",
@@ -317,20 +312,19 @@ def _parity(
         )
     diff = float(np.max(np.abs(got.astype(np.float64) - reference)))
     scale = float(np.max(np.abs(reference)))
-    tol = PARITY_TOL[cfg.precision]
+    tol = PARITY_TOL[precision]
     ok = diff <= tol * max(1.0, scale)
-    result = {
+    if not ok:
+        raise ExportError(
+            f"outputs on {device} differ from this host's by {diff:.3g} "
+            f"(tolerance {tol:g} × max(1, |output| {scale:.3g}) for {precision}); nothing was stored",
+            hint="the device's runtime computes this model differently: check its version and precision",
+        )
+    return {
         "max_abs_diff": diff,
         "output_scale": scale,
         "tolerance": tol,
         "ok": ok,
-        "precision": cfg.precision,
+        "precision": precision,
         "reference": "host onnxruntime",
     }
-    if not ok:
-        raise ExportError(
-            f"outputs on {dev.name} differ from this host's by {diff:.3g} "
-            f"(tolerance {tol:g} × max(1, |output| {scale:.3g}) for {cfg.precision}); nothing was stored",
-            hint="the device's runtime computes this model differently: check its version and precision",
-        )
-    return result

@@ -169,25 +169,37 @@ def test_device_overhead_smoke(tmp_path: Path) -> None:
     _run([str(BENCH / "device_overhead.py"), "--smoke", "--out", str(out)], tmp_path)
     text = out.read_text()
     tables = md_tables(text)
-    deploy, agent = tables[0], tables[1]
-    assert [r["run"] for r in deploy] == ["cold", "warm"]
+    deploy, links, agent = tables[0], tables[1], tables[2]
+    runs = [("command", "cold"), ("command", "cached"), ("session", "cold"), ("session", "cached")]
+    assert [(r["agent"], r["run"]) for r in deploy] == runs
+    trips = {}
     for r in deploy:
         total, bench, overhead = num(r["total"]), num(r["benchmark"]), num(r["overhead"])
         assert num(r["n"]) == 1 and bench > 0 and overhead >= 0
         assert total == pytest.approx(bench + overhead, rel=0.01, abs=0.01)
         phases = dict(p.rsplit(" ", 1) for p in r["overhead by phase"].split(", "))
-        assert {"export", "lint", "connect", "push", "parity"} <= set(phases)
+        want = {"export", "lint", "host_reference", "connect", "push", "device_other"}
+        assert want <= set(phases)
         assert all(float(v) >= 0 for v in phases.values())
-    assert [r["model sent"] for r in deploy] == ["yes", "no"]  # the warm run reuses the artifact
-    cold_cmds, warm_cmds = (num(r["SSH commands"]) for r in deploy)
-    assert 0 < warm_cmds < cold_cmds
+        channels, requests = r["exec channels / agent requests"].split(" / ")
+        trips[r["agent"], r["run"]] = (num(channels), num(requests))
+    assert [r["model sent"] for r in deploy] == ["yes", "no", "yes", "no"]  # cached: not re-sent
+    # The session agent speaks over one exec channel, cold or cached; the per-command agent opens
+    # one per request and upload, fewer when the agent and the model are already on the device.
+    assert trips["session", "cold"][0] == trips["session", "cached"][0] == 1
+    assert 1 < trips["command", "cached"][0] < trips["command", "cold"][0]
+    costs = {r["what"]: num(r["seconds"]) for r in links}
+    assert costs["one SSH command (exec channel + login shell)"] > 0
+    assert costs["one session request (exec true)"] > 0
+    assert costs["import onnxruntime on the device"] > 0
+    assert all(v is not None and v >= 0 for v in costs.values())
     (row,) = agent
     assert num(row["rounds"]) == 1 and num(row["bare loop"]) > 0
     assert (
         num(row["agent (SSH, protocol)"]) > 0 and len(row["per round (bare/agent)"].split("/")) == 2
     )
-    if len(tables) > 2:  # a writable cgroup v1 cpu hierarchy: the slowed device was measured
-        speed = tables[2]
+    if len(tables) > 3:  # a writable cgroup v1 cpu hierarchy: the slowed device was measured
+        speed = tables[3]
         assert [(r["device"], r["CPU quota"]) for r in speed] == [
             ("dev0", "none"),
             ("slow", "0.25"),

@@ -25,7 +25,9 @@ pytestmark = [pytest.mark.integration, needs_sshd]
 CFG = DeployConfig(bench=replace(FAST, warmup_seconds=0.05, max_repeats=1))
 
 
-def test_deploy_zoo_model_end_to_end_through_the_cli(farm, capsys) -> None:
+@pytest.mark.parametrize("mode", ["session", "command"])
+def test_deploy_zoo_model_end_to_end_through_the_cli(farm, capsys, mode: str) -> None:
+    _set("dev0", agent_mode=mode)
     argv = [
         "deploy", "resnet20", "--device", "dev0", "--input-size", "16",
         "--model-kwargs", '{"in_channels": 1}', "--runs", "20", "--duration", "0.1",
@@ -41,7 +43,13 @@ def test_deploy_zoo_model_end_to_end_through_the_cli(farm, capsys) -> None:
     m = first["measurement"]
     assert m["stats"]["n"] >= 20 and m["context"]["device"] == "dev0"
     assert m["context"]["parity"]["ok"] and m["context"]["state_before"] is not None
-    assert set(first["phases"]) >= {"export", "lint", "connect", "push", "parity", "bench"}
+    assert set(first["phases"]) >= {"export", "lint", "connect", "push", "device_other", "bench"}
+    assert first["agent_mode"] == mode and m["context"]["agent_mode"] == mode
+    trips = first["device_round_trips"]
+    if mode == "session":  # one exec channel (one shell start-up) for the whole session
+        assert trips["channels"] == 1
+    else:
+        assert trips["channels"] >= 5
 
     assert main(argv) == 0  # rerun: the export is cached here, the artifact there
     second = json.loads(capsys.readouterr().out)
@@ -60,17 +68,35 @@ def test_profile_name_leases_a_free_device(farm_factory, small_onnx) -> None:
     assert res["device"] == "dev1" and res["measurement"]["context"]["device"] == "dev1"
 
 
-def test_busy_device_is_reported_not_shared(farm, small_onnx, tmp_path, monkeypatch) -> None:
-    # Another host benchmarks dev0: its own EDGEPRUNE_HOME (host lock) but the same device.
+def _set(name: str, **changes: object) -> None:
+    inv = Inventory.load()
+    inv.add(replace(inv.get(name), **changes), replace_existing=True)  # type: ignore[arg-type]
+    inv.save()
+
+
+@pytest.mark.parametrize("mode", ["session", "command"])
+def test_busy_device_is_reported_not_shared(farm, small_onnx, mode: str) -> None:
+    # Another host benchmarks dev0: its own EDGEPRUNE_HOME (host lock) but the same board.
+    _set("dev0", agent_mode=mode)
     spec = Inventory.load().get("dev0")
     work = farm.devices["dev0"].workdir
     errors: list[BaseException] = []
+    running = threading.Event()
 
     def other_host() -> None:
         try:
             with DeviceSession(spec, lock=False) as dev:
-                remote, _ = dev.push_artifact(small_onnx, sha256_file(small_onnx))
-                dev.call("bench", timeout=60, model=remote, warmup_runs=1, min_seconds=4)
+                sha = sha256_file(small_onnx)
+                running.set()
+                dev.call_with_artifact(
+                    "bench",
+                    60,
+                    small_onnx,
+                    sha,
+                    warmup_runs=1,
+                    min_seconds=4,
+                    holder={"host": "other-pc", "pid": 7},
+                )
         except BaseException as e:
             errors.append(e)
 
@@ -78,12 +104,15 @@ def test_busy_device_is_reported_not_shared(farm, small_onnx, tmp_path, monkeypa
     th.start()
     try:
         deadline = time.monotonic() + 20
-        while not (work / "bench.lock").exists() or not agent_pids(work):
-            assert time.monotonic() < deadline, "the other host's benchmark did not start"
+        while not (running.is_set() and len(agent_pids(work)) >= 1):
+            assert time.monotonic() < deadline, (
+                f"the other host's benchmark did not start: {errors}"
+            )
             time.sleep(0.05)
-        time.sleep(0.3)
-        with pytest.raises(DeviceBusyError, match="busy"):
+        time.sleep(1.0)  # its benchmark holds the board lock now
+        with pytest.raises(DeviceBusyError, match="busy") as e:
             deploy(str(small_onnx), "dev0", CFG)
+        assert "other-pc" in e.value.message and "pid 7" in e.value.message  # who holds it
         with DeviceLock("dev0"), pytest.raises(DeviceBusyError, match="held by process"):
             deploy(str(small_onnx), "dev0", CFG)
     finally:
@@ -93,7 +122,9 @@ def test_busy_device_is_reported_not_shared(farm, small_onnx, tmp_path, monkeypa
         assert store.count() == 0
 
 
-def test_sshd_killed_mid_benchmark_then_rerun_finishes(farm, small_onnx) -> None:
+@pytest.mark.parametrize("mode", ["session", "command"])
+def test_sshd_killed_mid_benchmark_then_rerun_finishes(farm, small_onnx, mode: str) -> None:
+    _set("dev0", agent_mode=mode)
     work = farm.devices["dev0"].workdir
     long = replace(CFG, bench=replace(CFG.bench, min_seconds=20, max_seconds=30))
     errors: list[BaseException] = []
@@ -108,7 +139,7 @@ def test_sshd_killed_mid_benchmark_then_rerun_finishes(farm, small_onnx) -> None
     th.start()
     started: dict[int, float] = {}
     deadline = time.monotonic() + 30
-    while True:  # the benchmark's agent: the one alive for a while (parity runs are short)
+    while True:  # the benchmark's agent: the one alive for a while
         now = time.monotonic()
         for pid in agent_pids(work):
             started.setdefault(pid, now)

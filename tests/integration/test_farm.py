@@ -94,6 +94,12 @@ def test_sweep_runs_every_job_once_per_profile_without_overlap(
     stored = rows("t/")
     assert sorted(r["job_id"] for r in stored) == sorted(j.job_id for j in plan.jobs)
     assert_no_overlap(stored)
+    # Each device worker kept one agent session (one agent process) across all its jobs.
+    with Store() as st:
+        agents: dict[str, set[str]] = {}
+        for m in st.query(job_prefix="t/"):
+            agents.setdefault(m.context["device"], set()).add(m.context["command"])
+    assert all(len(a) == 1 and "session" in next(iter(a)) for a in agents.values()), agents
     # Profile leasing: loopback jobs shared by dev0 and dev1, the slow profile only on dev2.
     assert {r["device"] for r in stored if r["entry"] == "loopback"} == {"dev0", "dev1"}
     assert {r["device"] for r in stored if r["entry"] == "loopback-slow"} == {"dev2"}
@@ -130,7 +136,10 @@ def test_dead_and_dying_devices_leave_the_rotation(farm_factory, _isolated: Path
         FarmDeviceConfig("dev0"), FarmDeviceConfig("dev1"), FarmDeviceConfig("dev2")
     )
     farm.kill("dev2")  # down before the sweep: fails its health check
-    sweep = write_sweep(_isolated / "sweep.yaml", devices=["loopback", "dev2"], repeat=6)
+    # Enough jobs that dev1 is still taking them when it dies (a job takes well under a second
+    # on a session agent, and the status that triggers the kill comes every 0.5 s).
+    repeat = 20
+    sweep = write_sweep(_isolated / "sweep.yaml", devices=["loopback", "dev2"], repeat=repeat)
     killed: list[str] = []
 
     def on_update(snap: dict[str, Any]) -> None:
@@ -145,11 +154,11 @@ def test_dead_and_dying_devices_leave_the_rotation(farm_factory, _isolated: Path
     # dev2's own jobs cannot run anywhere else; the profile's jobs all finished on dev0/dev1.
     assert {f["entry"] for f in result["failed"]} == {"dev2"}
     assert (
-        len(result["failed"]) == 6
+        len(result["failed"]) == repeat
         and "no healthy device for dev2" in result["failed"][0]["message"]
     )
     stored = rows("t/")
-    assert len(stored) == 6 and {r["entry"] for r in stored} == {"loopback"}
+    assert len(stored) == repeat and {r["entry"] for r in stored} == {"loopback"}
     assert {r["device"] for r in stored} <= {"dev0", "dev1"}
     status = json.loads((farm_dir("t") / "status.json").read_text())
     assert status["state"] == "finished" and status["devices"]["dev2"]["state"] == "out"

@@ -65,9 +65,17 @@ def test_changed_host_key_is_refused_until_trusted_again(farm, capsys) -> None:
     with pytest.raises(HostKeyError, match="CHANGED") as e:
         SSHTransport(Inventory.load().get("dev0"))
     assert new in e.value.message and old in e.value.message
-    assert "edgeprune devices trust dev0" in (e.value.hint or "")
+    assert "edgeprune devices trust dev0 --replace" in (e.value.hint or "")
 
-    assert main(["devices", "trust", "dev0", "--yes", "--json"]) == 0
+    kh = known_hosts_path(Inventory.load().get("dev0"))
+    pinned = kh.read_text()
+    capsys.readouterr()
+    # --yes alone never replaces a changed key (OpenSSH never does either): both fingerprints shown.
+    assert main(["devices", "trust", "dev0", "--yes"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "CHANGED" in err and old in err and new in err
+    assert "--replace" in err and kh.read_text() == pinned
+    assert main(["devices", "trust", "dev0", "--yes", "--replace", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["changed"] is True and res["previous"] == [old] and res["fingerprint"] == new
     with SSHTransport(Inventory.load().get("dev0")) as t:

@@ -76,6 +76,7 @@ def test_prune_options_are_grouped_in_panels_and_choices_shown(
 
 
 def test_choices_in_help_are_the_ones_the_library_accepts() -> None:
+    from edgeprune.device.inventory import AGENT_MODES
     from edgeprune.pipeline.deploy import DEPLOY_RUNTIMES
     from edgeprune.prune._prune import MODES
     from edgeprune.search import STRATEGIES
@@ -84,6 +85,7 @@ def test_choices_in_help_are_the_ones_the_library_accepts() -> None:
     assert help_tables.DEPLOY_RUNTIMES == DEPLOY_RUNTIMES
     assert set(help_tables.PRECISIONS) == set(Precision.choices())
     assert help_tables.MODES == MODES
+    assert help_tables.AGENT_MODES == AGENT_MODES
 
 
 def test_warmup_help_says_it_counts_runs(capsys: pytest.CaptureFixture[str]) -> None:
