@@ -116,7 +116,6 @@ def test_criteria_cost_smoke(tmp_path: Path) -> None:
         assert num(row["scoring s"]) == pytest.approx(res["seconds"], rel=1e-3)
         assert num(row["scoring s"]) > 0 and res["groups"] > 0
         assert num(row["of which attention training s"]) is None  # none of these trains any
-        assert num(row["scoring s excl. attention"]) == num(row["scoring s"])
         assert num(row["peak RSS MB"]) >= num(row["RSS before scoring MB"]) > 0
 
 
@@ -152,9 +151,14 @@ def test_qsfm_claim_smoke(tmp_path: Path) -> None:
     rows = {r["row"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     assert set(rows) == {"qsfm threshold", "qsfm search", "qsfm uniform", "l1 search", "l1 uniform"}
     for name, r in rows.items():
-        # Every row removes the share of FLOPs asked for: the threshold row within its ±1 pp,
-        # the others at least that much (their widths are multiples of the host's channel block).
-        assert r["flops_reduction"] >= 0.487 - 0.01, (name, r["flops_reduction"])
+        # Every row removes the share of FLOPs asked for, as its mode promises: the allocator
+        # at least that much (its plans cost at most the target), a uniform cut within the
+        # documented ±0.05, the bisected threshold within 2 pp.
+        red, mode = r["flops_reduction"], name.split(" ")[1]
+        if mode == "search":
+            assert red >= 0.487 - 1e-6, (name, red)
+        else:
+            assert abs(red - 0.487) <= (0.05 if mode == "uniform" else 0.02), (name, red)
         assert 0.0 <= r["acc_no_ft"] <= 1.0
     assert 0.0 < rows["qsfm threshold"]["threshold"] < 1.0
     assert rows["qsfm search"]["chosen"]  # the allocator named the plan it kept
