@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from stderr_lines import message_lines
 
 from edgeprune.cli import main
 
@@ -305,7 +306,7 @@ def test_bad_inputs_fail_with_one_line_and_exit_2(
         expect = "not valid JSON"
     code, _out, err = run_main(capsys, *args)
     assert code == 2
-    lines = [line for line in err.strip().splitlines() if line.strip()]
+    lines = message_lines(err)
     assert len(lines) == 1 and expect in err.replace("\n", " "), err
     assert not out_dir.exists() and not (tmp_path / ".out.partial").exists()
     assert not marker.exists()

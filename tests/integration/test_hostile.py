@@ -28,6 +28,7 @@ from hostile import (
     tiny_onnx_bytes,
     zoo_checkpoint,
 )
+from stderr_lines import message_lines
 
 from edgeprune import config
 from edgeprune.cli import main
@@ -52,7 +53,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
 
 def assert_one_line_error(code: int, err: str, *needles: str) -> str:
     """Exit 2, exactly one non-empty stderr line, no traceback, containing every needle."""
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    lines = message_lines(err)
     assert code == 2, err
     assert len(lines) == 1, err
     assert lines[0].startswith("error:") and "Traceback" not in err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from sshfarm import FarmDeviceConfig, needs_sshd
+from stderr_lines import message_lines
 
 from edgeprune.cli import main
 from edgeprune.device import DeviceSession, Inventory
@@ -137,15 +137,10 @@ def test_clean_drops_the_artifact_cache(farm, small_onnx, capsys) -> None:
 # --------------------------------------------------------------------------- hostile and broken input
 
 
-# A plain progress line ("[    2.0 s] connect to hung: stopped in 2.0 s"): stderr is not a
-# terminal here, so a phase that ran two seconds or more reports how it ended.
-PROGRESS_LINE = re.compile(r"^\[\s*[0-9.]+ (s|min|h)[^\]]*\] ")
-
-
 def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     """The one error line on stderr (progress lines apart); no traceback, nothing of paramiko."""
     err = capsys.readouterr().err.strip()
-    lines = [ln for ln in err.splitlines() if not PROGRESS_LINE.match(ln)]
+    lines = message_lines(err)
     assert len(lines) == 1 and lines[0].startswith("error:"), err
     assert "Traceback" not in err and "paramiko" not in err
     return lines[0]
@@ -308,7 +303,7 @@ def test_two_hosts_deploying_to_one_board_never_break_each_other(
     assert ok, outs
     for code, _out, err in outs:
         if code != 0:
-            assert code == 2 and len(err.strip().splitlines()) == 1 and "busy" in err, err
+            assert code == 2 and len(message_lines(err)) == 1 and "busy" in err, err
             assert "held by" in err
     for r in ok:
         assert r["parity"]["ok"] and sha256_file(r["remote_path"]) == r["artifact"]["sha256"]

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 from sshfarm import FarmDeviceConfig, needs_sshd, socket_owner
+from stderr_lines import message_lines
 
 from edgeprune.cli import main
 from edgeprune.device import DeviceSession, Inventory
@@ -73,7 +74,7 @@ def test_changed_host_key_is_refused_until_trusted_again(farm, capsys) -> None:
     # --yes alone never replaces a changed key (OpenSSH never does either): both fingerprints shown.
     assert main(["devices", "trust", "dev0", "--yes"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "CHANGED" in err and old in err and new in err
+    assert len(message_lines(err)) == 1 and "CHANGED" in err and old in err and new in err
     assert "--replace" in err and kh.read_text() == pinned
     assert main(["devices", "trust", "dev0", "--yes", "--replace", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
