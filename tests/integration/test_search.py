@@ -60,6 +60,10 @@ def _tiny(size: int = 32) -> ModelBundle:
 
 
 def _cfg(budget: str, strategy: str = "latency", **kw) -> SearchConfig:
+    # The probes' exporter for the deployed file too: TinyNet runs 0.03-0.1 ms, where the dynamo
+    # export's graph measured up to 45% slower than the TorchScript probe (0.049 vs 0.034 ms) and
+    # no cut removes that; these tests are about the search's flow.
+    kw.setdefault("exporter", "torchscript")
     return SearchConfig(
         budget=Budget.parse(budget),
         device="local",
