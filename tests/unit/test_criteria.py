@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from edgeprune.checkpoint import ModelBundle, resolve_model
+from edgeprune.errors import PruningError
 from edgeprune.export import onnx_from_torch
 from edgeprune.models import ArchSpec
 from edgeprune.prune import CRITERIA, PruneConfig, Target, make_criterion, prune
@@ -97,7 +98,15 @@ def test_criterion_on_unseen_models(name: str, model_cls, digits, tmp_path) -> N
     torch.manual_seed(0)
     model = model_cls(in_channels=1, num_classes=10).eval()
     b = ModelBundle(model, ArchSpec(factory=f"odd_models:{model_cls.__name__}"), (1, 8, 8))
-    res = prune(b, _cfg(name, target=Target("ratio", 0.4), round_to=1), digits)
+    cfg = _cfg(name, target=Target("ratio", 0.4), round_to=1)
+    if (name, model_cls) == ("taylor", GhostNet):
+        # Known limit: Torch-Pruning's Taylor importance covers one member of the cheap-op
+        # concat; refused up front, naming the group and the way around it.
+        with pytest.raises(PruningError, match=r"cannot score group g\d\.cheap") as e:
+            prune(b, cfg, digits)
+        assert "--ignore-layers" in (e.value.hint or "")
+        return
+    res = prune(b, cfg, digits)
     pruned = res.bundle.model.eval()
     assert res.macs_after < res.macs_before
     out = pruned(torch.randn(3, 1, 8, 8))
@@ -462,6 +471,7 @@ def test_score_context_is_model_agnostic(digits) -> None:
     ).eval()
     b = ModelBundle(model, ArchSpec(factory="x:y"), (1, 8, 8))
     for name in ("qsfm", "hrank", "chip", "easiedge", "fss"):
-        res = prune(b, _cfg(name, target=Target("ratio", 0.5)), digits)
+        # round_to 1: 8-channel layers cannot lose half on the host's 8-channel grid.
+        res = prune(b, _cfg(name, target=Target("ratio", 0.5), round_to=1), digits)
         assert res.bundle.model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
     assert ScoreContext.__dataclass_fields__["finetune"].default is None

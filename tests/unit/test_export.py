@@ -61,7 +61,7 @@ def test_parity_failure_leaves_nothing(tmp_path, monkeypatch, pruned_r20) -> Non
     from edgeprune.errors import ExportError
     from edgeprune.export import onnx as onnx_mod
 
-    monkeypatch.setattr(onnx_mod, "parity", lambda *a, **k: (1.0, 1.0))
+    monkeypatch.setattr(onnx_mod, "parity", lambda *a, **k: (1.0, 1.0, 1.0))
     with pytest.raises(ExportError, match="differs from PyTorch"):
         onnx_from_torch(pruned_r20.model, pruned_r20.input_shape, tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []

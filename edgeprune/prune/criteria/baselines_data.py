@@ -15,6 +15,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
+from edgeprune.errors import PruningError
 from edgeprune.prune.criteria._base import (
     Criterion,
     ScoreContext,
@@ -45,8 +46,12 @@ def _tp_scores(ctx: ScoreContext, kind: str) -> dict[int, torch.Tensor]:
     for g in ctx.groups:
         imp = ctx.index.importance(g.index, kind)
         if imp is None or imp.numel() != g.width:
-            raise RuntimeError(
-                f"Torch-Pruning's {kind} importance gave no scores for group {g.root}"
+            # Seen on GhostNet's cheap-operation concat with Taylor: Torch-Pruning's importance
+            # covers one member's channels, not the group's. Refused with the way around it.
+            raise PruningError(
+                f"criterion {kind} cannot score group {g.root}: Torch-Pruning's {kind} importance "
+                f"gave {'no' if imp is None else imp.numel()} scores for its {g.width} channels",
+                hint=f"use another criterion (l1, fss, ...) or --ignore-layers {g.root}",
             )
         out[g.index] = imp
     return out
