@@ -226,6 +226,7 @@ class AllocationResult:
             for p in self.plans
             if p.proxy is not None and p.label in ("uniform", "global")
         }
+        best = self.plans[0] if self.plans else None
         return {
             "target": self.target,
             "unit": self.unit,
@@ -234,8 +235,9 @@ class AllocationResult:
             "evaluations": self.evaluations,
             "generated": self.generated,
             "seconds": self.seconds,
-            "chosen": self.best.label,
-            "chosen_proxy_accuracy": self.best.proxy.accuracy if self.best.proxy else None,
+            # No plans when even the smallest allowed plan was predicted over the target.
+            "chosen": best.label if best else None,
+            "chosen_proxy_accuracy": best.proxy.accuracy if best and best.proxy else None,
             "baseline_proxy_accuracy": baseline,
             "notes": list(self.notes),
             "candidates": [p.to_dict(roots) for p in self.plans[:top]],

@@ -14,6 +14,7 @@ from edgeprune.errors import UsageError
 from edgeprune.models import ArchSpec, build_model
 from edgeprune.prune import (
     AccuracyProxy,
+    AllocationResult,
     Allocator,
     PruneConfig,
     Target,
@@ -94,6 +95,13 @@ def test_without_a_proxy_the_greedy_plan_is_returned_even_when_another_generator
     assert res.best.label == "greedy/mean" and res.evaluations == 0
     assert res.best.cost <= target * (1 + 1e-9)
     assert all(w in grids[gi] for gi, w in res.best.keep.items())
+
+
+def test_an_allocation_without_plans_serialises() -> None:
+    # The latency search records one when even the smallest allowed plan is predicted too slow.
+    empty = AllocationResult([], 1.0, "ms (predicted)", 256, 0, 0.0, 0, ["none fits"])
+    d = empty.to_dict()
+    assert d["chosen"] is None and d["candidates"] == [] and d["notes"] == ["none fits"]
 
 
 def test_knapsack_keeps_at_least_the_uniform_importance() -> None:
