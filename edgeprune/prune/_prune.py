@@ -315,6 +315,23 @@ def resolve_mode(config: PruneConfig, criterion: Criterion, data: Dataset | None
     return criterion.default_mode
 
 
+def accuracy_proxy(
+    scored: Scored, config: PruneConfig, data: Dataset | None
+) -> AccuracyProxy | None:
+    """The accuracy proxy ``config`` asks for on ``scored``'s plans (None without data)."""
+    if data is None:
+        return None
+    return AccuracyProxy(
+        lambda keep: build_pruned(scored, keep),
+        data,
+        samples=config.proxy_samples,
+        bn_batches=config.calib_batches,
+        batch_size=config.calib_batch_size,
+        seed=config.seed,
+        device=config.device,
+    )
+
+
 def build_pruned(scored: Scored, keep: Mapping[int, int]) -> nn.Module:
     """The scored model pruned to ``keep`` (a fresh copy; the criterion's selection and weight
     adjustments applied; BatchNorm statistics as they were)."""
@@ -391,19 +408,7 @@ def allocate_keep(
                 f"a {target.kind} reduction of {target.value:.0%} cannot be reached by pruning these groups (at most {reached:.1%})",
                 hint="lower the target, prune more groups (--convention all) or lower --min-channels",
             )
-    proxy = (
-        AccuracyProxy(
-            lambda keep: build_pruned(scored, keep),
-            data,
-            samples=config.proxy_samples,
-            bn_batches=config.calib_batches,
-            batch_size=config.calib_batch_size,
-            seed=config.seed,
-            device=config.device,
-        )
-        if data is not None
-        else None
-    )
+    proxy = accuracy_proxy(scored, config, data)
     result = allocate(
         alloc,
         budget,

@@ -52,8 +52,8 @@ from edgeprune.prune import (
     PruneConfig,
     PruneResult,
     Scored,
+    accuracy_proxy,
     allocate,
-    build_pruned,
     materialize,
     normalized,
     round_keep,
@@ -651,19 +651,7 @@ def _accuracy_aware(
         comparable=scored.criterion.comparable_scores,
         seed=prune_cfg.seed,
     )
-    proxy = (
-        AccuracyProxy(
-            lambda keep: build_pruned(scored, keep),
-            data,
-            samples=prune_cfg.proxy_samples,
-            bn_batches=prune_cfg.calib_batches,
-            batch_size=prune_cfg.calib_batch_size,
-            seed=prune_cfg.seed,
-            device=prune_cfg.device,
-        )
-        if data is not None
-        else None
-    )
+    proxy = accuracy_proxy(scored, prune_cfg, data)
     if alloc.cost(alloc.smallest()) > aim:
         # Even the smallest allowed plan is predicted too slow: measure it to be sure.
         return _fallback(verify, floors, budget_ms), _no_allocation(aim, proxy)
