@@ -130,9 +130,11 @@ def test_netadapt_fine_tunes_between_steps() -> None:
     from edgeprune.data import load_dataset
     from edgeprune.train import TrainConfig
 
-    digits16 = load_dataset("digits", image_size=16)
+    # 32×32 as in the other tests: at 16×16 TinyNet runs ~0.045 ms, mostly ONNX Runtime's per-run
+    # cost, and even the smallest allowed model measured over 0.7x (0.039 vs 0.032 ms) in CI.
+    digits32 = load_dataset("digits", image_size=32)
     res = search(
-        _tiny(16),
+        _tiny(),
         PruneConfig(criterion="l1"),
         _cfg(
             "0.7x",
@@ -140,7 +142,7 @@ def test_netadapt_fine_tunes_between_steps() -> None:
             netadapt_iterations=2,
             netadapt_finetune=TrainConfig(epochs=1, lr=0.01, max_train_samples=256),
         ),
-        digits16,
+        digits32,
     )
     labels = [c.label for c in res.candidates]
     assert any(lbl.startswith("netadapt 1/2") for lbl in labels) and any(
