@@ -8,7 +8,7 @@ budget for every criterion and evaluate again. Results go to ``OUT/results.jsonl
 finished rows, so an interrupted run loses nothing), then ``OUT/criteria.md`` and one PNG per model.
 
     python benchmarks/criteria_compare.py --models resnet56 --epochs 8            # the full table
-    python benchmarks/criteria_compare.py --smoke                                  # CI: < 3 minutes
+    python benchmarks/criteria_compare.py --smoke                                  # CI: ~30 s here
 """
 
 from __future__ import annotations
@@ -61,6 +61,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--bench-seconds", type=float, default=2.0)
     p.add_argument("--threads", type=int, default=2, help="torch threads for training/scoring")
+    p.add_argument(
+        "--search-evals",
+        type=int,
+        default=PruneConfig.search_evals,
+        help="width plans the allocator ranks by accuracy per criterion and target",
+    )
+    p.add_argument(
+        "--exporter",
+        default="auto",
+        choices=("auto", "dynamo", "torchscript"),
+        help="ONNX exporter of the timed files (auto: what `edgeprune export` uses)",
+    )
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/criteria"))
     p.add_argument(
         "--smoke", action="store_true", help="tiny run for CI (digits, ResNet-20, 3 criteria)"
@@ -75,6 +87,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         )
         args.epochs, args.finetune_epochs, args.finetune_samples = 3, 1, None
         args.calib_batches, args.calib_batch_size, args.bench_seconds = 2, 64, 0.2
+        # Seconds, not a minute: the dynamo export alone takes ~8 s per file here.
+        args.search_evals, args.exporter = 4, "torchscript"
     return args
 
 
@@ -119,7 +133,7 @@ def run(args: argparse.Namespace) -> Path:
         ):
             acc = evaluate(base.model, data, max_samples=args.eval_samples).accuracy
             onnx_path = out / "onnx" / f"{model_name}-base.onnx"
-            onnx_from_torch(base.model, base.input_shape, onnx_path)
+            onnx_from_torch(base.model, base.input_shape, onnx_path, exporter=args.exporter)
             lat = latency(args.device, onnx_path, args.bench_seconds, f"{model_name}-base")
             results.add(
                 {
@@ -156,6 +170,7 @@ def run(args: argparse.Namespace) -> Path:
                     recalibrate_bn=False,
                     calib_batches=args.calib_batches,
                     calib_batch_size=args.calib_batch_size,
+                    search_evals=args.search_evals,
                 )
                 res = prune(base, cfg, data)
                 model = res.bundle.model
@@ -163,7 +178,9 @@ def run(args: argparse.Namespace) -> Path:
                 recalibrate_bn(model, data, args.calib_batches, args.calib_batch_size)
                 acc_recal = evaluate(model, data, max_samples=args.eval_samples).accuracy
                 onnx_path = out / "onnx" / f"{model_name}-{crit}-{target}.onnx"
-                exp = onnx_from_torch(model.eval(), res.bundle.input_shape, onnx_path)
+                exp = onnx_from_torch(
+                    model.eval(), res.bundle.input_shape, onnx_path, exporter=args.exporter
+                )
                 lat = latency(
                     args.device, onnx_path, args.bench_seconds, f"{model_name}-{crit}-{target}"
                 )

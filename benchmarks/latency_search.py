@@ -192,15 +192,21 @@ def finish(model: torch.nn.Module, data: Any, args: argparse.Namespace) -> tuple
     return acc0, evaluate(model, data).accuracy
 
 
+def whole_model_bench(args: argparse.Namespace) -> BenchConfig:
+    """One protocol for every method's whole-model measurements (the probes and the search's)."""
+    return BenchConfig(
+        warmup_seconds=min(1.0, args.bench_seconds),
+        min_seconds=args.bench_seconds,
+        threads=args.threads,
+        max_repeats=3,
+        cv_threshold=args.max_cv,
+    )
+
+
 def _search_cfg(budget_ms: float, args: argparse.Namespace, **kw: Any) -> SearchConfig:
     return SearchConfig(
         budget=Budget(budget_ms, False),
-        bench=BenchConfig(
-            min_seconds=args.bench_seconds,
-            threads=args.threads,
-            max_repeats=3,
-            cv_threshold=args.max_cv,
-        ),
+        bench=whole_model_bench(args),
         block_bench=BenchConfig(
             warmup_runs=3,
             warmup_seconds=0.05,
@@ -227,7 +233,7 @@ def run_device(
     shape = base.input_shape
     example = base.example_input()
     macs0, _ = count_macs_params(base.model, example)
-    cfg = BenchConfig(min_seconds=args.bench_seconds, threads=args.threads, max_repeats=3)
+    cfg = whole_model_bench(args)
     methods = [m for m in args.methods.split(",") if m]
     if data is None:
         methods = [m for m in methods if m in ("search", "flops")]
