@@ -145,6 +145,27 @@ def test_latency_search_smoke(tmp_path: Path) -> None:
     assert "## resnet20" in text and "| local | 0.6x | search |" in text
 
 
+def test_latency_model_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "lm"
+    _run([str(BENCH / "latency_model.py"), "--smoke", "--out", str(out)], tmp_path)
+    rows = [json.loads(line) for line in (out / "latency_model.jsonl").read_text().splitlines()]
+    assert [r["plan"] for r in rows] == [
+        *(f"uniform {r:g}" for r in (0, 0.2, 0.35, 0.5, 0.65, 0.8)),
+        "random 0",
+        "random 1",
+    ]
+    for r in rows:
+        assert r["measured_ms"] > 0 and r["macs"] > 0 and r["model_raw"] > 0
+        assert r["round_to"] >= 1
+    summary, per_plan = md_tables((out / "latency_model.md").read_text())
+    assert [r["predictor"] for r in summary] == ["latency model", "FLOPs + intercept"]
+    for r in summary:
+        assert num(r["plans"]) == 6  # every plan but the two calibration points
+        assert 0 <= num(r["median error %"]) <= num(r["worst %"])
+        assert 0 <= num(r["within ±10 % (%)"]) <= num(r["within ±15 % (%)"]) <= 100
+    assert [r["plan"] for r in per_plan] == [r["plan"] for r in rows]
+
+
 def test_qsfm_claim_smoke(tmp_path: Path) -> None:
     out = tmp_path / "qsfm"
     _run([str(BENCH / "qsfm_claim.py"), "--smoke", "--out", str(out)], tmp_path)

@@ -66,6 +66,22 @@ def test_prediction_is_separable_and_rounds_up(tiny_model) -> None:
     assert lm.raw({**full, g1: 8}) < lm.raw(full)
 
 
+def test_grids_follow_the_width_granularity() -> None:
+    torch.manual_seed(0)
+    b = ModelBundle(TinyNet().eval(), ArchSpec(factory="odd_models:make_tiny"), (1, 8, 8))
+    ctx = score_model(b, PruneConfig(criterion="l1")).ctx
+    lm = LatencyModel.for_model(ctx.model, ctx.example, ctx.index, ctx.groups, step=8)
+    grids = [(t, g) for t in lm.terms for g in (t.in_grid, t.out_grid) if g is not None]
+    assert grids
+    for t, grid in grids:
+        # Multiples of the step, plus the layer's own full width (the 1-channel input is fixed).
+        assert all(w % 8 == 0 or w in (t.spec.cin, t.spec.cout) for w in grid), grid
+    _staircase(lm)  # every entry a plan on the step can need was asked for
+    g1 = next(g.index for g in lm.groups if g.root == "c1.0")
+    assert lm.raw({**lm.full(), g1: 9}) == pytest.approx(lm.raw(lm.full()))  # 9 runs as 16
+    assert lm.raw({**lm.full(), g1: 8}) < lm.raw(lm.full())
+
+
 def test_fast_side_widths_skip_plateaus(tiny_model) -> None:
     _b, _scored, lm = tiny_model
     _staircase(lm)
