@@ -468,7 +468,9 @@ def search_in_session(
         budget_ms = scfg.budget.resolve(base_ms)
         scored = score_model(bundle, prune_cfg, data)
         ctx = scored.ctx
-        lm = LatencyModel.for_model(ctx.model, ctx.example, ctx.index, ctx.groups)
+        lm = LatencyModel.for_model(
+            ctx.model, ctx.example, ctx.index, ctx.groups, step=prune_cfg.round_to or 1
+        )
         tables = lm.measure_tables(dev, store, scfg.block_bench)
         lm.add_point(lm.full(), base_ms, "base")
         verify = _Verifier(dev, store, bundle, scored, prune_cfg, data, scfg, lm, tmp)
@@ -515,8 +517,7 @@ def search_in_session(
             chosen, allocation = _accuracy_aware(
                 verify, lm, scored, cands, floors, budget_ms, scfg, prune_cfg, data
             )
-            if allocation.proxy_samples is None:
-                notes.extend(allocation.notes)
+            notes.extend(allocation.notes)
         chosen, final_m = _check_deployed(verify, chosen, budget_ms, scfg, tmp, notes)
         _, res, _ = chosen
         return SearchResult(
@@ -652,24 +653,39 @@ def _accuracy_aware(
         seed=prune_cfg.seed,
     )
     proxy = accuracy_proxy(scored, prune_cfg, data)
+    target = aim
     if alloc.cost(alloc.smallest()) > aim:
-        # Even the smallest allowed plan is predicted too slow: measure it to be sure.
-        return _fallback(verify, floors, budget_ms), _no_allocation(aim, proxy)
+        # Predicted too slow even at the smallest allowed plan. A prediction is not a
+        # measurement: measure that plan (the fit gains its far end), and if it meets the budget
+        # the model was wrong there, so allocate against the target corrected by its residual
+        # (steering below measures again) instead of shipping the smallest model.
+        low = verify(alloc.smallest(), "smallest allowed")
+        if low[0].measured_ms > budget_ms:
+            return _fallback(verify, floors, budget_ms), _no_allocation(aim, proxy)
+        alloc.cost.scale, alloc.cost.offset = lm.alpha, lm.beta
+        predicted_low = alloc.cost(alloc.smallest())
+        if predicted_low > aim:
+            target = aim * predicted_low / max(low[0].measured_ms, 1e-9)
     allocation = allocate(
         alloc,
-        aim,
+        target,
         proxy,
         max_evals=scfg.proxy_evals,
         unit="ms (predicted)",
         proxy_samples=proxy.samples if proxy is not None else None,
         description=f"rank width plans for {aim:.3f} ms on {verify.dev.name}",
     )
+    if target != aim:
+        allocation.notes.append(
+            f"the latency model predicted the smallest allowed plan over the budget, but it "
+            f"measured {low[0].measured_ms:.3f} ms: plans were allocated for {target:.3f} ms predicted"
+        )
     verified: list[tuple[float, tuple[Candidate, PruneResult, Measurement]]] = []
     tried: list[tuple[Candidate, PruneResult, Measurement]] = []
     top = allocation.plans[: scfg.verify_top]
     with track(f"verify {len(top)} plan(s) on {verify.dev.name}", total=len(top)) as step:
         for rank, plan in enumerate(top):
-            got, steps = _steer(verify, lm, alloc, plan, aim, budget_ms, scfg, proxy)
+            got, steps = _steer(verify, lm, alloc, plan, aim, budget_ms, scfg, proxy, target)
             tried.extend(steps)
             if got is not None:
                 acc = got[0].proxy_accuracy
@@ -704,6 +720,7 @@ def _steer(
     budget_ms: float,
     scfg: SearchConfig,
     proxy: AccuracyProxy | None,
+    planned_for: float | None = None,
 ) -> tuple[
     tuple[Candidate, PruneResult, Measurement] | None,
     list[tuple[Candidate, PruneResult, Measurement]],
@@ -712,10 +729,11 @@ def _steer(
     corrected target and measure again. Achievable latencies are discrete, so the target is
     bracketed (the loosest that met the budget, the tightest that did not) and bisected
     geometrically once both sides are known. Returns the in-window candidate (or None) and all
-    candidates measured."""
+    candidates measured. ``planned_for``: the predicted target the plan was allocated for
+    (``aim`` unless the allocation's target was corrected)."""
     lower = budget_ms * (1 - scfg.tolerance)
     profile = alloc.profile_of(plan.keep)
-    keep, target = dict(plan.keep), aim
+    keep, target = dict(plan.keep), planned_for if planned_for is not None else aim
     ok_t: float | None = None
     slow_t: float | None = None
     tried = []
