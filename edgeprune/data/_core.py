@@ -165,5 +165,18 @@ class BatchLoader:
                 x = self.augment(x, gen)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            elif x.stride() != _row_major_strides(x.shape):
+                # Augmentation can leave a one-channel batch with channels-last strides, which
+                # `is_contiguous()` accepts (a size-1 dimension's stride is ignored) but which
+                # makes every conv downstream run channels-last: NCHW was asked for.
+                x = x.clone(memory_format=torch.contiguous_format)
             yield x, y
         self.epoch += 1
+
+
+def _row_major_strides(shape: torch.Size) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for size in reversed(shape):
+        strides.append(acc)
+        acc *= max(1, size)
+    return tuple(reversed(strides))

@@ -141,7 +141,8 @@ def train(
     state = state or TrainState()
     device = select_device(cfg.device)
     model.to(device)
-    if cfg.channels_last and device.type == "cpu":
+    channels_last = cfg.channels_last and device.type == "cpu" and channels_last_is_safe(model)
+    if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     split = data.train.subset(cfg.max_train_samples, seed=cfg.seed)
     loader = BatchLoader(
@@ -152,7 +153,7 @@ def train(
         augment=cfg.augment,
         drop_last=len(split) > cfg.batch_size,
         seed=cfg.seed,
-        channels_last=cfg.channels_last and device.type == "cpu",
+        channels_last=channels_last,
     )
     steps_per_epoch = max(1, len(loader))
     total_steps = max(1, cfg.epochs * steps_per_epoch)
@@ -221,9 +222,28 @@ def train(
         )
         if on_epoch_end is not None:
             on_epoch_end(state)
-    if cfg.channels_last and device.type == "cpu":
+    if channels_last:
         model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return state
+
+
+# oneDNN's AVX2 / AVX-512 kernels for a strided 1x1 convolution's backward-weights pass write past
+# their workspace when the source is channels-last and has fewer input channels than the kernel's
+# channel block (8 / 16): uxlfoundation/oneDNN#6035, open. Pruned models hit it (a ResNet shortcut
+# cut to 5 or 3 input channels): with torch 2.13 on this project's host, training hung inside
+# `jit_avx2_1x1_convolution_bwd_weights` or aborted with "free(): invalid next size".
+ONEDNN_NHWC_1X1_MIN_CHANNELS = 16
+
+
+def channels_last_is_safe(model: nn.Module) -> bool:
+    """Whether CPU training may use channels-last: False when a strided 1x1 convolution has
+    fewer input channels (per group) than oneDNN's largest channel block (see above)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1):
+            strided = any(s > 1 for s in m.stride)
+            if strided and m.in_channels // m.groups < ONEDNN_NHWC_1X1_MIN_CHANNELS:
+                return False
+    return True
 
 
 @torch.no_grad()

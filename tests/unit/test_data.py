@@ -164,3 +164,15 @@ def test_augmentation_is_a_pad_crop_and_flip(fmnist) -> None:
 def test_resize_keeps_one_copy(digits) -> None:
     ds = load_dataset("digits", image_size=16)
     assert ds.info.input_shape == (1, 16, 16) and ds.train.images.dtype == torch.uint8
+
+
+def test_an_nchw_loader_yields_row_major_batches_after_augmentation(fmnist) -> None:
+    # A one-channel batch can come out of pad/crop/flip with channels-last strides, which
+    # is_contiguous() accepts; convs then run channels-last (and hit oneDNN's strided-1x1 bug).
+    loader = BatchLoader(fmnist.train.subset(512, seed=0), fmnist.info, 128, augment=True)
+    for x, _ in loader:
+        _, c, h, w = x.shape
+        assert x.stride() == (c * h * w, h * w, w, 1)
+    cl = BatchLoader(fmnist.train.subset(256, seed=0), fmnist.info, 128, channels_last=True)
+    x, _ = next(iter(cl))
+    assert x.is_contiguous(memory_format=torch.channels_last)
