@@ -675,6 +675,31 @@ def _accuracy_aware(
         proxy_samples=proxy.samples if proxy is not None else None,
         description=f"rank width plans for {aim:.3f} ms on {verify.dev.name}",
     )
+    if proxy is not None and len(allocation.plans) < scfg.verify_top:
+        # A tight budget leaves few plans predicted under it, and the prediction's error is then
+        # the size of the differences between plans: let measurements judge plans predicted up
+        # to one tolerance over it too (steering cuts any that measure over the budget).
+        relaxed = allocate(
+            alloc,
+            target * (1 + scfg.tolerance),
+            proxy,
+            max_evals=scfg.proxy_evals,
+            unit="ms (predicted)",
+            proxy_samples=proxy.samples,
+            description=f"rank width plans for {aim:.3f} ms (relaxed) on {verify.dev.name}",
+        )
+        have = {tuple(sorted(p.keep.items())) for p in allocation.plans}
+        extra = [p for p in relaxed.plans if tuple(sorted(p.keep.items())) not in have]
+        if extra:
+            allocation.plans = sorted(
+                [*allocation.plans, *extra],
+                key=lambda p: p.proxy.rank_key() if p.proxy is not None else (-math.inf, 0.0),
+                reverse=True,
+            )
+            allocation.notes.append(
+                f"{len(extra)} plan(s) predicted up to {scfg.tolerance:.0%} over the budget were "
+                f"added for measurement: the budget left fewer than {scfg.verify_top} under it"
+            )
     if target != aim:
         allocation.notes.append(
             f"the latency model predicted the smallest allowed plan over the budget, but it "
