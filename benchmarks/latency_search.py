@@ -6,7 +6,8 @@ device) every method picks a pruned model whose measured latency meets the budge
   ``search``    edgeprune's accuracy-aware latency search: lookup-table latency model, candidate
                 plans ranked by BN-recalibrated accuracy on held-out training images, the best
                 measured on the device and steered into [0.93, 1.0] × budget;
-  ``flops``     uniform pruning with the same criterion, its FLOPs target bisected against
+  ``flops``     uniform pruning with the same criterion and edgeprune's default width
+                granularity for the device (``--round-to``), its FLOPs target bisected against
                 measured latency (the largest measured latency within budget wins);
   ``tp``        Torch-Pruning's default global L1 (MetaPruner, GroupMagnitudeImportance p=1,
                 global_pruning=True), its pruning ratio bisected the same way;
@@ -58,6 +59,7 @@ from edgeprune.prune import (
     count_macs_params,
     materialize,
     score_model,
+    with_round_to,
 )
 from edgeprune.prune._engine import torch_pruning_default
 from edgeprune.search import Budget, SearchConfig, search_in_session
@@ -239,8 +241,19 @@ def run_device(
         methods = [m for m in methods if m in ("search", "flops")]
     with Store() as store, tempfile.TemporaryDirectory() as tmpdir:
         probe = Probe(dev, cfg, store, Path(tmpdir))
-        base_ms = probe(base.model, shape, f"{label} base")
-        pcfg = PruneConfig(criterion=args.criterion, target=Target("flops", 0.5))
+        # A resumed run keeps the base latency its finished rows were budgeted on: re-measured,
+        # it drifts (0.96 then 0.83 ms for one ResNet-20 on this host, 15 minutes apart), and
+        # methods given different budgets are not compared at equal latency.
+        earlier = [
+            r["base_ms"] for r in results.rows if (r["model"], r["device"]) == (label, dev.name)
+        ]
+        base_ms = earlier[0] if earlier else probe(base.model, shape, f"{label} base")
+        # edgeprune's default width granularity for this device (the search resolves the same):
+        # the uniform baseline is a uniform cut as `prune --flops-reduction` makes it.
+        profile = None if dev.spec.profile == "local" else dev.spec.profile
+        pcfg, _ = with_round_to(
+            PruneConfig(criterion=args.criterion, target=Target("flops", 0.5), runs_on=profile)
+        )
         scored = score_model(base, pcfg, data)
         for b in [float(v) for v in args.budgets.split(",")]:
             budget_ms = b * base_ms
@@ -294,11 +307,7 @@ def run_device(
                             def make(x: float) -> torch.nn.Module:
                                 keep = choose_keep(
                                     scored.ctx,
-                                    PruneConfig(
-                                        criterion=args.criterion,
-                                        target=Target("flops", x),
-                                        mode="uniform",
-                                    ),
+                                    replace(pcfg, target=Target("flops", x), mode="uniform"),
                                     scored.scores,
                                     scored.criterion,
                                 )
