@@ -92,14 +92,22 @@ def test_check_reports_facts_problems_and_fixes_in_parallel(farm_factory, capsys
 
 
 @pytest.mark.slow
-def test_provision_installs_into_a_venv_and_is_idempotent(farm, pytestconfig, capsys) -> None:
+def test_provision_installs_into_a_venv_and_is_idempotent(
+    farm, pytestconfig, tmp_path_factory, capsys
+) -> None:
     if _base_has_onnxruntime():
         pytest.skip("the base python already has onnxruntime")
     import numpy
     import onnxruntime
 
-    # Wheels for this interpreter, downloaded once and kept in pytest's cache directory.
-    wheels = pytestconfig.cache.mkdir("edgeprune-wheelhouse")
+    # Wheels for this interpreter, downloaded once and kept in pytest's cache directory (in this
+    # run's temporary directory when the cache plugin is off: `-p no:cacheprovider`).
+    cache = getattr(pytestconfig, "cache", None)
+    wheels = (
+        cache.mkdir("edgeprune-wheelhouse")
+        if cache is not None
+        else tmp_path_factory.mktemp("edgeprune-wheelhouse")
+    )
     if not list(wheels.glob("onnxruntime-*.whl")):
         got = subprocess.run(
             [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(wheels),
