@@ -8,7 +8,10 @@ import platform
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgeprune.bench import BenchConfig
 
 
 class Results:
@@ -45,6 +48,22 @@ class Results:
             f.flush()
             os.fsync(f.fileno())
         self.rows.append(row)
+
+
+def table_bench(seconds: float, threads: int = 1) -> BenchConfig:
+    """The protocol for latency lookup-table entries (one short window per block), as the
+    latency benchmarks measure them."""
+    from edgeprune.bench import BenchConfig
+
+    return BenchConfig(
+        warmup_runs=3,
+        warmup_seconds=0.05,
+        min_runs=5 if seconds < 0.1 else 20,
+        min_seconds=seconds,
+        max_seconds=5,
+        max_repeats=1,
+        threads=threads,
+    )
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

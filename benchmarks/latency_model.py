@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Results, machine_line, markdown_table
+from _common import Results, machine_line, markdown_table, table_bench
 
 from edgeprune.bench import BenchConfig, Store, measure
 from edgeprune.checkpoint import resolve_model
@@ -97,14 +97,7 @@ def run_device(dev: DeviceSession, name: str, args: argparse.Namespace, results:
     scored = score_model(bundle, cfg, None)
     ctx = scored.ctx
     lm = LatencyModel.for_model(ctx.model, ctx.example, ctx.index, ctx.groups, step=step.value)
-    tables = BenchConfig(
-        warmup_runs=3,
-        warmup_seconds=0.05,
-        min_runs=5 if args.table_seconds < 0.1 else 20,
-        min_seconds=args.table_seconds,
-        max_seconds=5,
-        max_repeats=1,
-    )
+    tables = table_bench(args.table_seconds)
     whole = BenchConfig(
         warmup_seconds=min(0.5, args.bench_seconds),
         min_seconds=args.bench_seconds,

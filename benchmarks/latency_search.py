@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Results, machine_line, markdown_table, plot
+from _common import Results, machine_line, markdown_table, plot, table_bench
 
 from edgeprune.bench import BenchConfig, Store, measure
 from edgeprune.checkpoint import ModelBundle, load_checkpoint, resolve_model
@@ -209,15 +209,7 @@ def _search_cfg(budget_ms: float, args: argparse.Namespace, **kw: Any) -> Search
     return SearchConfig(
         budget=Budget(budget_ms, False),
         bench=whole_model_bench(args),
-        block_bench=BenchConfig(
-            warmup_runs=3,
-            warmup_seconds=0.05,
-            min_runs=5 if args.table_seconds < 0.1 else 20,
-            min_seconds=args.table_seconds,
-            max_seconds=5,
-            max_repeats=1,
-            threads=args.threads,
-        ),
+        block_bench=table_bench(args.table_seconds, args.threads),
         exporter=PROBE_EXPORTER,  # this benchmark measures every method's TorchScript export
         proxy_evals=args.proxy_evals,
         **kw,

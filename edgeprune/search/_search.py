@@ -653,7 +653,7 @@ def _accuracy_aware(
         seed=prune_cfg.seed,
     )
     proxy = accuracy_proxy(scored, prune_cfg, data)
-    target = aim
+    target, corrected = aim, None
     if alloc.cost(alloc.smallest()) > aim:
         # Predicted too slow even at the smallest allowed plan. A prediction is not a
         # measurement: measure that plan (the fit gains its far end), and if it meets the budget
@@ -666,6 +666,10 @@ def _accuracy_aware(
         predicted_low = alloc.cost(alloc.smallest())
         if predicted_low > aim:
             target = aim * predicted_low / max(low[0].measured_ms, 1e-9)
+            corrected = (
+                f"the latency model predicted the smallest allowed plan over the budget, but it "
+                f"measured {low[0].measured_ms:.3f} ms: plans were allocated for {target:.3f} ms predicted"
+            )
     allocation = allocate(
         alloc,
         target,
@@ -700,11 +704,8 @@ def _accuracy_aware(
                 f"{len(extra)} plan(s) predicted up to {scfg.tolerance:.0%} over the budget were "
                 f"added for measurement: the budget left fewer than {scfg.verify_top} under it"
             )
-    if target != aim:
-        allocation.notes.append(
-            f"the latency model predicted the smallest allowed plan over the budget, but it "
-            f"measured {low[0].measured_ms:.3f} ms: plans were allocated for {target:.3f} ms predicted"
-        )
+    if corrected is not None:
+        allocation.notes.append(corrected)
     verified: list[tuple[float, tuple[Candidate, PruneResult, Measurement]]] = []
     tried: list[tuple[Candidate, PruneResult, Measurement]] = []
     top = allocation.plans[: scfg.verify_top]

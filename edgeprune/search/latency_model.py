@@ -12,11 +12,11 @@ step. The model's raw prediction is the sum over layers; ``alpha · raw + beta``
 measurements is kept (each point is predicted before it is added to the fit).
 
 The isolated blocks pay costs the layers do not pay inside the model (the runtime's per-call
-cost, ONNX Runtime's layout reorders around each conv): ResNet-20's 22 blocks sum to about 1.5×
-the whole model's latency on this project's host. The calibration's ``alpha``/``beta`` absorb
-that; a model that predicts from MACs instead (fixed costs taken out) was tried and predicted
-worse, because widths that leave the runtime's fast kernels are only visible in the tables
-(benchmarks/results/latency/latency_model.md).
+cost, ONNX Runtime's layout reorders around each conv): at full width the blocks sum to 1.78×
+(ResNet-20) and 1.32× (ResNet-56) the whole model's latency on this project's host. The
+calibration's ``alpha``/``beta`` absorb that; a model that predicts from MACs instead (fixed
+costs taken out) was tried and predicted worse, because widths that leave the runtime's fast
+kernels are only visible in the tables (benchmarks/results/latency/latency_model.md).
 
 Lookup-table entries live in the measurement store, keyed by the device context (device, runtime
 and version, threads, precision, clocks, agent, protocol), the block signature and the widths, and
@@ -217,36 +217,26 @@ class LatencyModel:
 
     # ------------------------------------------------------------------ prediction
 
-    def _widths(self, t: LayerTerm, keep: Mapping[int, int]) -> tuple[int, int]:
-        """The (ci, co) a layer runs at under ``keep``, rounded up onto its measured grids."""
-        ci0, co0, c = t.spec.cin, t.spec.cout, t.spec.cost
+    def _term_ms(self, t: LayerTerm, keep: Mapping[int, int]) -> float:
+        sig, ci0, co0 = t.spec.signature(), t.spec.cin, t.spec.cout
+        c = t.spec.cost
+        if t.spec.depthwise and t.out_grid is not None:
+            w = ceil_to(t.out_grid, _channels(co0, c.out_parts, keep, self.widths))
+            return self.lut[(sig, w, w)]
+        full = self.lut[(sig, ci0, co0)]
         co = (
             ceil_to(t.out_grid, _channels(co0, c.out_parts, keep, self.widths))
             if t.out_grid is not None
             else co0
         )
-        if t.spec.depthwise:
-            return co, co
         ci = (
             ceil_to(t.in_grid, _channels(ci0, c.in_parts, keep, self.widths))
             if t.in_grid is not None
             else ci0
         )
-        return ci, co
-
-    def _table_ms(self, t: LayerTerm, keep: Mapping[int, int]) -> float:
-        """The layer's lookup-table latency as measured in isolation (separable in ci, co)."""
-        sig, ci0, co0 = t.spec.signature(), t.spec.cin, t.spec.cout
-        ci, co = self._widths(t, keep)
-        if t.spec.depthwise and t.out_grid is not None:
-            return self.lut[(sig, co, co)]
-        full = self.lut[(sig, ci0, co0)]
         t_out = self.lut[(sig, ci0, co)]
         t_in = self.lut[(sig, ci, co0)]
         return t_out * t_in / full if full > 0 else t_out
-
-    def _term_ms(self, i: int, keep: Mapping[int, int]) -> float:
-        return self._table_ms(self.terms[i], keep)
 
     def term_cost(self) -> TermCost:
         """The calibrated prediction as a `TermCost` (solvers re-price only what a change touches).
@@ -256,10 +246,10 @@ class LatencyModel:
         return TermCost(
             [
                 (
-                    partial(self._term_ms, i),
+                    partial(self._term_ms, t),
                     {p.group for p in (*t.spec.cost.in_parts, *t.spec.cost.out_parts)},
                 )
-                for i, t in enumerate(self.terms)
+                for t in self.terms
             ],
             self.alpha,
             self.beta,
@@ -267,7 +257,7 @@ class LatencyModel:
 
     def raw(self, keep: Mapping[int, int]) -> float:
         """The sum of the layers' table latencies (uncalibrated)."""
-        return sum(self._term_ms(i, keep) for i in range(len(self.terms)))
+        return sum(self._term_ms(t, keep) for t in self.terms)
 
     def predict(self, keep: Mapping[int, int]) -> float:
         return self.alpha * self.raw(keep) + self.beta
