@@ -653,13 +653,32 @@ def _accuracy_aware(
         seed=prune_cfg.seed,
     )
     proxy = accuracy_proxy(scored, prune_cfg, data)
-    target, corrected = aim, None
+    target, corrected, bound_note = aim, None, None
     if alloc.cost(alloc.smallest()) > aim:
         # Predicted too slow even at the smallest allowed plan. A prediction is not a
         # measurement: measure that plan (the fit gains its far end), and if it meets the budget
         # the model was wrong there, so allocate against the target corrected by its residual
         # (steering below measures again) instead of shipping the smallest model.
         low = verify(alloc.smallest(), "smallest allowed")
+        wide = _unbounded_grids(lm, scored, prune_cfg)
+        if low[0].measured_ms > budget_ms and wide != dict(grids):
+            # Too slow within the per-layer bound: past it, as a FLOPs target is relaxed.
+            walloc = Allocator(
+                scored.ctx.groups,
+                scored.scores,
+                alloc.cost,
+                wide,
+                comparable=scored.criterion.comparable_scores,
+                seed=prune_cfg.seed,
+            )
+            low = verify(walloc.smallest(), "smallest past the per-layer bound")
+            if low[0].measured_ms <= budget_ms:
+                alloc, grids, verify.grids = walloc, wide, wide
+                floors = {gi: ws[0] for gi, ws in wide.items()}
+                bound_note = (
+                    f"no plan within --max-layer-ratio {scfg.max_layer_ratio:g} meets the budget: "
+                    "layers were cut past it"
+                )
         if low[0].measured_ms > budget_ms:
             return _fallback(verify, floors, budget_ms), _no_allocation(aim, proxy)
         alloc.cost.scale, alloc.cost.offset = lm.alpha, lm.beta
@@ -679,7 +698,8 @@ def _accuracy_aware(
         proxy_samples=proxy.samples if proxy is not None else None,
         description=f"rank width plans for {aim:.3f} ms on {verify.dev.name}",
     )
-    if proxy is not None and len(allocation.plans) < scfg.verify_top:
+    few = proxy is not None and len(allocation.plans) < scfg.verify_top
+    if proxy is not None and few:
         # A tight budget leaves few plans predicted under it, and the prediction's error is then
         # the size of the differences between plans: let measurements judge plans predicted up
         # to one tolerance over it too (steering cuts any that measure over the budget).
@@ -695,17 +715,48 @@ def _accuracy_aware(
         have = {tuple(sorted(p.keep.items())) for p in allocation.plans}
         extra = [p for p in relaxed.plans if tuple(sorted(p.keep.items())) not in have]
         if extra:
-            allocation.plans = sorted(
-                [*allocation.plans, *extra],
-                key=lambda p: p.proxy.rank_key() if p.proxy is not None else (-math.inf, 0.0),
-                reverse=True,
-            )
+            allocation.plans = _by_proxy([*allocation.plans, *extra])
             allocation.notes.append(
                 f"{len(extra)} plan(s) predicted up to {scfg.tolerance:.0%} over the budget were "
                 f"added for measurement: the budget left fewer than {scfg.verify_top} under it"
             )
-    if corrected is not None:
-        allocation.notes.append(corrected)
+    if proxy is not None and few:
+        # Few plans: the per-layer bound binds too. A uniform cut at this budget already goes
+        # past it (ResNet-20 at 0.35x: 8 of 64 channels), and it must stay among the candidates,
+        # so plans over the bound's grids join too, for the proxy to judge (a FLOPs target whose
+        # bound forbids it is relaxed the same way in `allocate_keep`).
+        wide = _unbounded_grids(lm, scored, prune_cfg)
+        if wide != dict(grids):
+            walloc = Allocator(
+                scored.ctx.groups,
+                scored.scores,
+                alloc.cost,
+                wide,
+                comparable=scored.criterion.comparable_scores,
+                seed=prune_cfg.seed,
+            )
+            deeper = allocate(
+                walloc,
+                target,
+                proxy,
+                max_evals=scfg.proxy_evals,
+                unit="ms (predicted)",
+                proxy_samples=proxy.samples,
+                description=f"rank width plans for {aim:.3f} ms past the per-layer bound on {verify.dev.name}",
+            )
+            have = {tuple(sorted(p.keep.items())) for p in allocation.plans}
+            extra = [p for p in deeper.plans if tuple(sorted(p.keep.items())) not in have]
+            if extra:
+                allocation.plans = _by_proxy([*allocation.plans, *extra])
+                allocation.notes.append(
+                    f"{len(extra)} plan(s) cutting some layer by more than --max-layer-ratio "
+                    f"{scfg.max_layer_ratio:g} were added: under the bound the budget left fewer "
+                    f"than {scfg.verify_top} plans"
+                )
+                alloc, verify.grids = walloc, wide  # steering may then move along the wider grids
+    for note in (corrected, bound_note):
+        if note is not None:
+            allocation.notes.append(note)
     verified: list[tuple[float, tuple[Candidate, PruneResult, Measurement]]] = []
     tried: list[tuple[Candidate, PruneResult, Measurement]] = []
     top = allocation.plans[: scfg.verify_top]
@@ -722,6 +773,27 @@ def _accuracy_aware(
     if verified:
         return max(verified, key=lambda v: v[0])[1], allocation
     return _pick(tried, budget_ms) or _fallback(verify, floors, budget_ms), allocation
+
+
+def _by_proxy(plans: list[Plan]) -> list[Plan]:
+    """``plans`` best first by their proxy score (plans without one last)."""
+    return sorted(
+        plans,
+        key=lambda p: p.proxy.rank_key() if p.proxy is not None else (-math.inf, 0.0),
+        reverse=True,
+    )
+
+
+def _unbounded_grids(
+    lm: LatencyModel, scored: Scored, prune_cfg: PruneConfig
+) -> dict[int, list[int]]:
+    """Each group's fast-side widths down to its smallest allowed width (no per-layer bound)."""
+    return {
+        g.index: lm.fast_side_widths(
+            g, round_keep(g, 0, prune_cfg.round_to, prune_cfg.min_channels)
+        )
+        for g in scored.ctx.groups
+    }
 
 
 def _no_allocation(target: float, proxy: AccuracyProxy | None) -> AllocationResult:

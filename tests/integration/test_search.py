@@ -126,6 +126,24 @@ def test_infeasible_budget_reports_the_best_latency() -> None:
     )
 
 
+def test_a_per_layer_bound_that_forbids_the_budget_is_cut_past() -> None:
+    from edgeprune.data import load_dataset
+
+    # max_layer_ratio 0.05 leaves TinyNet's channel groups (16, 32, 48 wide, on an 8-step grid)
+    # nothing to remove: within the bound the smallest plan is the unpruned model, which cannot
+    # meet 0.6x. As a FLOPs target is relaxed past the bound, so is the budget's search.
+    res = search(
+        _tiny(),
+        PruneConfig(criterion="l1"),
+        _cfg("0.6x", max_layer_ratio=0.05, proxy_evals=4, verify_top=2),
+        load_dataset("digits", image_size=32),
+    )
+    assert res.final_ms <= res.budget_ms
+    widths = res.result.widths.values()
+    assert any(k < math.ceil(0.95 * w) for k, w in widths)  # some layer cut past the bound
+    assert any("--max-layer-ratio" in n for n in res.notes)
+
+
 def test_netadapt_fine_tunes_between_steps() -> None:
     from edgeprune.data import load_dataset
     from edgeprune.train import TrainConfig
