@@ -1,8 +1,9 @@
-"""Running a criterion's per-batch kernels on one thread."""
+"""Running a criterion's per-batch kernels on one thread, or one thread per core."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import torch
@@ -26,3 +27,27 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def per_image(fn: Callable[[torch.Tensor], torch.Tensor], maps: torch.Tensor) -> torch.Tensor:
+    """``fn(maps)`` for a kernel that treats each image (dim 0) on its own: the images are split
+    into one piece per intra-op thread torch had, and the pieces run at once on Python threads,
+    each kernel on one intra-op thread (`one_thread`; torch releases the GIL inside its ops).
+
+    Each image's result is computed as it would be in one call, so the values do not depend on
+    the thread count. Small kernels' per-call cost stays on one thread (no intra-op hand-offs)
+    while a second core still does half the work (ResNet-56's HRank ranks, CHIP's spectra,
+    QSFM's SSIM blocks).
+    """
+    workers = min(torch.get_num_threads(), maps.shape[0])
+    with one_thread():
+        if workers <= 1:
+            return fn(maps)
+        pieces = torch.tensor_split(maps, workers)
+
+        def run(piece: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():  # grad mode is per thread; scores need no graph
+                return fn(piece)
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="edgeprune-kernel") as pool:
+            return torch.cat(list(pool.map(run, pieces)))

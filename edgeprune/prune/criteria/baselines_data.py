@@ -29,7 +29,7 @@ from edgeprune.prune.criteria._fmaps import (
     calibration_batches,
     stream_feature_maps,
 )
-from edgeprune.prune.criteria._threads import one_thread
+from edgeprune.prune.criteria._threads import per_image
 
 # Elements of CHIP's per-chunk tensors (images × C × max(rank, nodes)), ~32 MB of float64 each.
 _CHIP_BUDGET = 4_000_000
@@ -99,8 +99,7 @@ class Taylor(Criterion):
 
 def batched_matrix_rank(maps: torch.Tensor) -> torch.Tensor:
     """Rank of each H×W map of an N×C×H×W tensor → N×C (float)."""
-    with one_thread():
-        return torch.linalg.matrix_rank(maps.double()).float()
+    return per_image(lambda m: torch.linalg.matrix_rank(m.double()).float(), maps)
 
 
 @register_criterion
@@ -140,8 +139,12 @@ def channel_independence(maps: torch.Tensor) -> torch.Tensor:
     n, c = maps.shape[:2]
     a = maps.reshape(n, c, -1).double()
     chunk = max(1, _CHIP_BUDGET // max(1, c * max(min(c, a.shape[-1]), _LOG_T.numel())))
-    with one_thread():
-        drop = torch.cat([_channel_independence(a[i : i + chunk]) for i in range(0, n, chunk)])
+    drop = per_image(
+        lambda part: torch.cat(
+            [_channel_independence(part[i : i + chunk]) for i in range(0, part.shape[0], chunk)]
+        ),
+        a,
+    )
     # 0 ≤ drop ≤ ‖a_c‖ (interlacing; triangle inequality). Clamping to the row norm taken from
     # the maps themselves makes a dead channel's score exactly 0, not rounding noise.
     return torch.minimum(drop.clamp_min(0.0), a.norm(dim=-1)).float()

@@ -37,7 +37,7 @@ from torch import nn
 from edgeprune.prune._select import round_keep, topk_plan
 from edgeprune.prune.criteria._base import Criterion, Option, ScoreContext, register_criterion
 from edgeprune.prune.criteria._fmaps import GroupSums, as_maps, stream_feature_maps
-from edgeprune.prune.criteria._threads import one_thread
+from edgeprune.prune.criteria._threads import one_thread, per_image
 from edgeprune.prune.plan import PrunePlan
 
 _DEAD_EPS = 1e-6
@@ -189,8 +189,8 @@ def collect_similarity(
 
     def sink(gi: int, out: torch.Tensor) -> None:
         maps = as_maps(out)
+        sims.add(gi, per_image(fn, maps).sum(0), maps.shape[0])
         with one_thread():
-            sims.add(gi, fn(maps).sum(0), maps.shape[0])
             if gram:
                 flat = maps.transpose(0, 1).reshape(maps.shape[1], -1).double()
                 grams.add(gi, flat @ flat.T, 1)
