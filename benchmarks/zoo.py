@@ -2,8 +2,9 @@
 
 Every model of a checkout of github.com/kuangliu/pytorch-cifar (``--zoo PATH``; its files are
 read from there, never copied into this project), randomly initialised (seed 0), 3×32×32 input,
-is pruned with each criterion at -40 % FLOPs with edgeprune's defaults (uniform ratios, the
-default ``--round-to`` for ``local``, BN recalibration where the criterion has data), exported at
+is pruned with each criterion at -40 % FLOPs with edgeprune's defaults (the default mode: uniform
+ratios without data, the accuracy-ranked width search for a data-driven criterion; the default
+``--round-to`` for ``local``; BN recalibration where the criterion has data), exported at
 opset 13 and linted for ``jetson-tx2``. The base and the pruned models are then timed side by side
 on this host with ONNX Runtime (CPU, 1 thread), in one process, alternating their order every
 round; the reported latency is the median of the per-round medians and the speed-up is the ratio
@@ -12,6 +13,7 @@ resized to 32×32 (their scores need activations, not a matching task).
 
     python benchmarks/zoo.py --zoo /path/to/pytorch-cifar              # all models, l1 + fss
     python benchmarks/zoo.py --zoo PATH --models ResNet18,DPN26 --criteria l1,taylor
+    python benchmarks/zoo.py --zoo PATH --search-evals 8 --proxy-samples 256   # a cheaper search
     python benchmarks/zoo.py --smoke                                     # two in-house models, seconds
 
 Writes ``OUT/zoo.md`` and ``OUT/zoo.jsonl`` (one row per model × criterion; a rerun skips rows
@@ -100,6 +102,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=0.6, help="timed seconds per model per round")
     p.add_argument("--input-size", type=int, default=32)
     p.add_argument("--calib-images", type=int, default=640, help="training images for scoring")
+    p.add_argument(
+        "--search-evals",
+        type=int,
+        default=PruneConfig.search_evals,
+        help="accuracy-proxy evaluations of the width search (data-driven criteria)",
+    )
+    p.add_argument(
+        "--proxy-samples",
+        type=int,
+        default=PruneConfig.proxy_samples,
+        help="held-out training images per proxy evaluation",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "zoo")
     p.add_argument("--smoke", action="store_true", help="two in-house models, short timing")
     args = p.parse_args(argv)
@@ -210,7 +224,12 @@ def run_model(
         try:
             res = prune(
                 bundle,
-                PruneConfig(criterion=c, target=Target("flops", FLOPS)),
+                PruneConfig(
+                    criterion=c,
+                    target=Target("flops", FLOPS),
+                    search_evals=args.search_evals,
+                    proxy_samples=args.proxy_samples,
+                ),
                 data if needs_data else None,
             )
         except EdgePruneError as e:
@@ -226,6 +245,7 @@ def run_model(
             flops_reduction=res.flops_reduction,
             params_reduction=res.params_reduction,
             round_to=res.facts.get("round_to"),
+            mode="search" if "allocation" in res.facts else "uniform",
         )
         path = work / f"{name}-{c}.onnx"
         try:
@@ -311,7 +331,10 @@ def write_markdown(out: Path, rows: list[dict[str, Any]], args: argparse.Namespa
         "",
         f"Command: `python benchmarks/zoo.py {' '.join(sys.argv[1:])}`  ",
         f"Machine: {machine_line()}; load while it ran: `{load_text()}`  ",
-        f"Each model at -{100 * FLOPS:.0f}% FLOPs (uniform, default --round-to for local), "
+        f"Each model at -{100 * FLOPS:.0f}% FLOPs with edgeprune's defaults (mode: uniform "
+        "without data, the accuracy-ranked width search for data-driven criteria, here "
+        f"{args.search_evals} proxy evaluations on up to {args.proxy_samples} held-out training "
+        "images; the default --round-to for local), "
         f"export at opset {OPSET}, lint for {LINT_PROFILE}; latency: ONNX Runtime CPU, 1 thread, "
         f"base and pruned timed side by side in one process, {args.rounds} alternating rounds of "
         f"{args.seconds:g} s each; median of the per-round medians.",

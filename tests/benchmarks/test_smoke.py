@@ -281,6 +281,8 @@ def test_zoo_smoke(tmp_path: Path) -> None:
         assert r["prunes"] and r["exports"] and r["lint_tx2"]
         assert r["base_ms"] > 0 and r["pruned_ms"] > 0
         assert r["speedup"] == r["base_ms"] / r["pruned_ms"]
+        # The default mode: uniform without data, the accuracy-ranked search with it.
+        assert r["mode"] == ("search" if r["criterion"] == "fss" else "uniform")
     shuffle = next(r for r in rows if r["model"] == "SplitShuffleNet")
     assert shuffle["refused_groups"] and all(g["reason"] for g in shuffle["refused_groups"])
     text = (out / "zoo.md").read_text()
