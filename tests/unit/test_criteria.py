@@ -475,3 +475,29 @@ def test_score_context_is_model_agnostic(digits) -> None:
         res = prune(b, _cfg(name, target=Target("ratio", 0.5), round_to=1), digits)
         assert res.bundle.model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
     assert ScoreContext.__dataclass_fields__["finetune"].default is None
+
+
+def test_per_image_kernels_give_the_values_of_one_call() -> None:
+    # The kernels split over cores must not depend on how the images are split.
+    from edgeprune.prune.criteria._threads import one_thread, per_image
+    from edgeprune.prune.criteria.baselines_data import channel_independence
+    from edgeprune.prune.criteria.similarity import SIMILARITIES
+
+    torch.manual_seed(0)
+    x = torch.relu(torch.randn(7, 12, 9, 9))
+    x[:, 3] = 0  # a dead channel
+    kernels = {
+        "rank": lambda m: torch.linalg.matrix_rank(m.double()).float(),
+        "chip": channel_independence,
+        **SIMILARITIES,
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for name, fn in kernels.items():
+            with one_thread():
+                whole = fn(x)
+            split = per_image(fn, x)
+            assert torch.equal(whole, split), name
+    finally:
+        torch.set_num_threads(threads)
