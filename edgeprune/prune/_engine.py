@@ -399,9 +399,11 @@ class DependencyIndex:
                 if width is None:
                     continue
                 name = self.names[m]
-                if name in known_by_root:
+                known_refusal = known_by_root.get(name)
+                if known_refusal is not None and not known_refusal.layers:
+                    # Torch-Pruning could not form it: skipped unformed, as it was then.
                     visited.add(id(m))
-                    self.refused.append(known_by_root[name])
+                    self.refused.append(known_refusal)
                     continue
                 try:
                     g = self.dg.get_pruning_group(m, pruner.prune_out_channels, list(range(width)))
@@ -439,7 +441,12 @@ class DependencyIndex:
                         visited.add(id(dep.target.module))
                         if id(dep.target.module) in ignored_ids:
                             prunable = False
-                if prunable:
+                if known_refusal is not None:
+                    # Formed, then refused by the routing check: formed again so that its members
+                    # are claimed as they were (else each would root a group of its own, and a
+                    # model copy's groups would not be the checked model's).
+                    self.refused.append(known_refusal)
+                elif prunable:
                     self._add_group(g)
 
     def _add_group(self, g: Any) -> None:

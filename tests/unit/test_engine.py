@@ -20,6 +20,7 @@ from edgeprune.prune import (
     apply_plan,
     count_macs_params,
     prune,
+    score_model,
 )
 from edgeprune.prune._cost import CostModel
 from edgeprune.prune._flow import Perturbation, channel_reach
@@ -291,3 +292,23 @@ def test_grouped_conv_limit_is_explained() -> None:
     stem = idx.group("stem")
     assert stem.limit() is not None and "not prunable" in stem.limit()
     assert "mult" in stem.limit()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: SlicedResidualNet(blocks=8), *TOPOLOGIES],
+    ids=["SlicedResidualNet8", *[t.__name__ for t in TOPOLOGIES]],
+)
+def test_a_model_copy_has_the_checked_models_groups(make) -> None:
+    # The width search prunes fresh copies, indexed without the routing check: a group the check
+    # refused must still claim its members there (DPN26's dual-path groups rooted extra groups
+    # at their other members, and the copy's groups no longer matched).
+    from edgeprune.prune._prune import fresh_context
+
+    torch.manual_seed(0)
+    model = _randomised(make())
+    b = ModelBundle(model.eval(), ArchSpec(factory="odd_models:X"), (1, 16, 16))
+    scored = score_model(b, PruneConfig(target=Target("ratio", 0.4), round_to=1))
+    copy_ctx = fresh_context(scored)
+    assert [g.root for g in copy_ctx.index.groups] == [g.root for g in scored.ctx.index.groups]
+    assert {r.root for r in copy_ctx.index.refused} == {r.root for r in scored.ctx.index.refused}
