@@ -98,6 +98,19 @@ def test_criteria_compare_smoke(tmp_path: Path) -> None:
     assert plots and all((out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
 
 
+def test_fpar_steps_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "cost"
+    _run([str(BENCH / "fpar_steps.py"), "--smoke", "--out", str(out)], tmp_path)
+    rows = [json.loads(line) for line in (out / "fpar_steps.jsonl").read_text().splitlines()]
+    assert [r["steps"] for r in rows] == [2, 4]
+    assert all(r["attention_seconds"] > 0 and r["seconds"] >= r["attention_seconds"] for r in rows)
+    (table,) = md_tables((out / "fpar_steps.md").read_text())
+    assert [int(r["attention steps"]) for r in table] == [2, 4]
+    # The reference setting agrees with itself exactly; the other is a correlation.
+    assert num(table[1]["Spearman ρ median"]) == 1.0 and num(table[1]["top half same (min)"]) == 100
+    assert -1.0 <= num(table[0]["ρ min"]) <= num(table[0]["Spearman ρ median"]) <= 1.0
+
+
 def test_criteria_cost_smoke(tmp_path: Path) -> None:
     out = tmp_path / "cost"
     _run([str(BENCH / "criteria_cost.py"), "--smoke", "--out", str(out)], tmp_path)
