@@ -292,7 +292,9 @@ def write_markdown(out: Path, rows: list[dict[str, Any]], args: argparse.Namespa
 
     table = []
     for r in rows:
-        note = r.get("error") or r.get("refused") or r.get("export_error") or ""
+        error = (r.get("error") or "").strip().splitlines()
+        # A traceback's last line is the exception; a cell is one line.
+        note = (error[-1] if error else "") or r.get("refused") or r.get("export_error") or ""
         if r.get("refused_groups"):
             note = (note + "; " if note else "") + f"{len(r['refused_groups'])} group(s) refused"
         if r.get("parity_input_sensitive") is False:
@@ -310,7 +312,7 @@ def write_markdown(out: Path, rows: list[dict[str, Any]], args: argparse.Namespa
                 r.get("base_ms"),
                 r.get("pruned_ms"),
                 f"{r['speedup']:.2f}x" if r.get("speedup") else None,
-                note.replace("|", "/")[:160],
+                " ".join(note.split()).replace("|", "/")[:160],
             ]
         )
     speedups = [r["speedup"] for r in rows if r.get("speedup")]
