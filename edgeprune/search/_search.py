@@ -52,6 +52,7 @@ from edgeprune.prune import (
     PruneConfig,
     PruneResult,
     Scored,
+    TermCost,
     accuracy_proxy,
     allocate,
     materialize,
@@ -644,38 +645,38 @@ def _accuracy_aware(
     """Plans predicted to meet the budget, ranked by the accuracy proxy; the best few measured
     and steered into the window; the most accurate one measured within budget wins."""
     aim = budget_ms * (1 - scfg.tolerance / 2)
-    alloc = Allocator(
-        scored.ctx.groups,
-        scored.scores,
-        lm.term_cost(),
-        grids,
-        comparable=scored.criterion.comparable_scores,
-        seed=prune_cfg.seed,
-    )
+    alloc = _allocator(scored, lm.term_cost(), grids, prune_cfg)
     proxy = accuracy_proxy(scored, prune_cfg, data)
-    target, corrected, bound_note = aim, None, None
+    target, notes = aim, []
+    unbounded: dict[int, list[int]] | None = None
+
+    def past_bound() -> Allocator | None:
+        """An allocator over the grids without the per-layer bound (None if the bound cuts
+        nothing: the grids are the same)."""
+        nonlocal unbounded
+        if unbounded is None:
+            unbounded = _unbounded_grids(lm, scored, prune_cfg)
+        return (
+            None
+            if unbounded == dict(grids)
+            else _allocator(scored, alloc.cost, unbounded, prune_cfg)
+        )
+
     if alloc.cost(alloc.smallest()) > aim:
         # Predicted too slow even at the smallest allowed plan. A prediction is not a
         # measurement: measure that plan (the fit gains its far end), and if it meets the budget
         # the model was wrong there, so allocate against the target corrected by its residual
         # (steering below measures again) instead of shipping the smallest model.
         low = verify(alloc.smallest(), "smallest allowed")
-        wide = _unbounded_grids(lm, scored, prune_cfg)
-        if low[0].measured_ms > budget_ms and wide != dict(grids):
+        wider = past_bound() if low[0].measured_ms > budget_ms else None
+        if wider is not None:
             # Too slow within the per-layer bound: past it, as a FLOPs target is relaxed.
-            walloc = Allocator(
-                scored.ctx.groups,
-                scored.scores,
-                alloc.cost,
-                wide,
-                comparable=scored.criterion.comparable_scores,
-                seed=prune_cfg.seed,
-            )
-            low = verify(walloc.smallest(), "smallest past the per-layer bound")
+            low = verify(wider.smallest(), "smallest past the per-layer bound")
             if low[0].measured_ms <= budget_ms:
-                alloc, grids, verify.grids = walloc, wide, wide
-                floors = {gi: ws[0] for gi, ws in wide.items()}
-                bound_note = (
+                alloc, grids = wider, wider.grids
+                verify.grids = dict(grids)
+                floors = {gi: ws[0] for gi, ws in grids.items()}
+                notes.append(
                     f"no plan within --max-layer-ratio {scfg.max_layer_ratio:g} meets the budget: "
                     "layers were cut past it"
                 )
@@ -685,78 +686,50 @@ def _accuracy_aware(
         predicted_low = alloc.cost(alloc.smallest())
         if predicted_low > aim:
             target = aim * predicted_low / max(low[0].measured_ms, 1e-9)
-            corrected = (
+            notes.insert(
+                0,
                 f"the latency model predicted the smallest allowed plan over the budget, but it "
-                f"measured {low[0].measured_ms:.3f} ms: plans were allocated for {target:.3f} ms predicted"
+                f"measured {low[0].measured_ms:.3f} ms: plans were allocated for {target:.3f} ms predicted",
             )
-    allocation = allocate(
-        alloc,
-        target,
-        proxy,
-        max_evals=scfg.proxy_evals,
-        unit="ms (predicted)",
-        proxy_samples=proxy.samples if proxy is not None else None,
-        description=f"rank width plans for {aim:.3f} ms on {verify.dev.name}",
-    )
-    few = proxy is not None and len(allocation.plans) < scfg.verify_top
-    if proxy is not None and few:
-        # A tight budget leaves few plans predicted under it, and the prediction's error is then
-        # the size of the differences between plans: let measurements judge plans predicted up
-        # to one tolerance over it too (steering cuts any that measure over the budget).
-        relaxed = allocate(
-            alloc,
-            target * (1 + scfg.tolerance),
+
+    def ranked(a: Allocator, predicted_ms: float, what: str) -> AllocationResult:
+        return allocate(
+            a,
+            predicted_ms,
             proxy,
             max_evals=scfg.proxy_evals,
             unit="ms (predicted)",
-            proxy_samples=proxy.samples,
-            description=f"rank width plans for {aim:.3f} ms (relaxed) on {verify.dev.name}",
+            proxy_samples=proxy.samples if proxy is not None else None,
+            description=f"rank width plans for {aim:.3f} ms{what} on {verify.dev.name}",
         )
-        have = {tuple(sorted(p.keep.items())) for p in allocation.plans}
-        extra = [p for p in relaxed.plans if tuple(sorted(p.keep.items())) not in have]
-        if extra:
-            allocation.plans = _by_proxy([*allocation.plans, *extra])
+
+    allocation = ranked(alloc, target, "")
+    if proxy is not None and len(allocation.plans) < scfg.verify_top:
+        # A tight budget leaves few plans predicted under it, and the prediction's error is then
+        # the size of the differences between plans: let measurements judge plans predicted up
+        # to one tolerance over it too (steering cuts any that measure over the budget).
+        relaxed = ranked(alloc, target * (1 + scfg.tolerance), " (relaxed)")
+        if added := _add_plans(allocation, relaxed):
             allocation.notes.append(
-                f"{len(extra)} plan(s) predicted up to {scfg.tolerance:.0%} over the budget were "
+                f"{added} plan(s) predicted up to {scfg.tolerance:.0%} over the budget were "
                 f"added for measurement: the budget left fewer than {scfg.verify_top} under it"
             )
-    if proxy is not None and few:
-        # Few plans: the per-layer bound binds too. A uniform cut at this budget already goes
-        # past it (ResNet-20 at 0.35x: 8 of 64 channels), and it must stay among the candidates,
-        # so plans over the bound's grids join too, for the proxy to judge (a FLOPs target whose
-        # bound forbids it is relaxed the same way in `allocate_keep`).
-        wide = _unbounded_grids(lm, scored, prune_cfg)
-        if wide != dict(grids):
-            walloc = Allocator(
-                scored.ctx.groups,
-                scored.scores,
-                alloc.cost,
-                wide,
-                comparable=scored.criterion.comparable_scores,
-                seed=prune_cfg.seed,
+        # The per-layer bound binds too. A uniform cut at this budget already goes past it
+        # (ResNet-20 at 0.35x: 8 of 64 channels), and it must stay among the candidates, so plans
+        # over the unbounded grids join too, for the proxy to judge (a FLOPs target whose bound
+        # forbids it is relaxed the same way in `allocate_keep`).
+        wider = past_bound()
+        if wider is not None and (
+            added := _add_plans(allocation, ranked(wider, target, " past the per-layer bound"))
+        ):
+            allocation.notes.append(
+                f"{added} plan(s) cutting some layer by more than --max-layer-ratio "
+                f"{scfg.max_layer_ratio:g} were added: under the bound the budget left fewer "
+                f"than {scfg.verify_top} plans"
             )
-            deeper = allocate(
-                walloc,
-                target,
-                proxy,
-                max_evals=scfg.proxy_evals,
-                unit="ms (predicted)",
-                proxy_samples=proxy.samples,
-                description=f"rank width plans for {aim:.3f} ms past the per-layer bound on {verify.dev.name}",
-            )
-            have = {tuple(sorted(p.keep.items())) for p in allocation.plans}
-            extra = [p for p in deeper.plans if tuple(sorted(p.keep.items())) not in have]
-            if extra:
-                allocation.plans = _by_proxy([*allocation.plans, *extra])
-                allocation.notes.append(
-                    f"{len(extra)} plan(s) cutting some layer by more than --max-layer-ratio "
-                    f"{scfg.max_layer_ratio:g} were added: under the bound the budget left fewer "
-                    f"than {scfg.verify_top} plans"
-                )
-                alloc, verify.grids = walloc, wide  # steering may then move along the wider grids
-    for note in (corrected, bound_note):
-        if note is not None:
-            allocation.notes.append(note)
+            alloc = wider  # steering may then move along the wider grids
+            verify.grids = dict(wider.grids)
+    allocation.notes.extend(notes)
     verified: list[tuple[float, tuple[Candidate, PruneResult, Measurement]]] = []
     tried: list[tuple[Candidate, PruneResult, Measurement]] = []
     top = allocation.plans[: scfg.verify_top]
@@ -775,13 +748,31 @@ def _accuracy_aware(
     return _pick(tried, budget_ms) or _fallback(verify, floors, budget_ms), allocation
 
 
-def _by_proxy(plans: list[Plan]) -> list[Plan]:
-    """``plans`` best first by their proxy score (plans without one last)."""
-    return sorted(
-        plans,
-        key=lambda p: p.proxy.rank_key() if p.proxy is not None else (-math.inf, 0.0),
-        reverse=True,
+def _allocator(
+    scored: Scored, cost: TermCost, grids: Mapping[int, list[int]], prune_cfg: PruneConfig
+) -> Allocator:
+    return Allocator(
+        scored.ctx.groups,
+        scored.scores,
+        cost,
+        grids,
+        comparable=scored.criterion.comparable_scores,
+        seed=prune_cfg.seed,
     )
+
+
+def _add_plans(allocation: AllocationResult, more: AllocationResult) -> int:
+    """Merge ``more``'s plans that ``allocation`` lacks into it, best first by proxy score
+    (plans without one last); how many were added."""
+    have = {tuple(sorted(p.keep.items())) for p in allocation.plans}
+    extra = [p for p in more.plans if tuple(sorted(p.keep.items())) not in have]
+    if extra:
+        allocation.plans = sorted(
+            [*allocation.plans, *extra],
+            key=lambda p: p.proxy.rank_key() if p.proxy is not None else (-math.inf, 0.0),
+            reverse=True,
+        )
+    return len(extra)
 
 
 def _unbounded_grids(
