@@ -45,7 +45,15 @@ from edgeprune.errors import EdgePruneError
 from edgeprune.export import onnx_from_torch, ort_session
 from edgeprune.export.lint import has_errors, lint_onnx
 from edgeprune.profiles import load_profile
-from edgeprune.prune import CRITERIA, DependencyIndex, PruneConfig, Target, prune
+from edgeprune.prune import (
+    CRITERIA,
+    DependencyIndex,
+    PruneConfig,
+    Target,
+    make_criterion,
+    prune,
+    resolve_mode,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # (name, file under models/, factory, kwargs): one entry per architecture of the zoo, with the
@@ -221,17 +229,15 @@ def run_model(
         rows.append(row)
         needs_data = CRITERIA.get(c).needs_data
         t0 = time.perf_counter()
+        cfg = PruneConfig(
+            criterion=c,
+            target=Target("flops", FLOPS),
+            search_evals=args.search_evals,
+            proxy_samples=args.proxy_samples,
+        )
+        given = data if needs_data else None
         try:
-            res = prune(
-                bundle,
-                PruneConfig(
-                    criterion=c,
-                    target=Target("flops", FLOPS),
-                    search_evals=args.search_evals,
-                    proxy_samples=args.proxy_samples,
-                ),
-                data if needs_data else None,
-            )
+            res = prune(bundle, cfg, given)
         except EdgePruneError as e:
             row.update(prunes=False, refused=first_line(e), prune_seconds=time.perf_counter() - t0)
             continue
@@ -245,7 +251,7 @@ def run_model(
             flops_reduction=res.flops_reduction,
             params_reduction=res.params_reduction,
             round_to=res.facts.get("round_to"),
-            mode="search" if "allocation" in res.facts else "uniform",
+            mode=resolve_mode(cfg, make_criterion(c, {}), given),
         )
         path = work / f"{name}-{c}.onnx"
         try:
