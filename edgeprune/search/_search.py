@@ -18,7 +18,10 @@ model; then run a strategy, verifying candidates on the device:
   steps; after each step fine-tune briefly and re-score the pruned model before the next.
 
 A measurement whose CV stays above the protocol's threshold is never used as a result: it is
-repeated with a longer window and, if it stays unstable, `UnstableMeasurementError` says so.
+repeated with a longer window and, if it stays unstable, it is unknown. The base model, the
+uniform bisection and the deployed file must be measured (`UnstableMeasurementError` says so
+when one cannot be); a latency-search candidate that cannot be is dropped, the search goes on
+with the others, and the report's notes name it.
 A budget that even the smallest allowed model cannot meet raises `BudgetInfeasibleError` with the
 best latency measured.
 """
@@ -272,6 +275,8 @@ class _Verifier:
         self.root: _Verifier = parent.root if parent is not None else self
         self.measurements = 0
         self.all_candidates: list[Candidate] = []
+        # Candidates whose latency never settled (label, CV): unknown, not results.
+        self.unknown: list[tuple[str, float]] = []
         original = parent.root.scored if parent is not None else None
         orig = original or scored
         self.roots = {g.index: g.root for g in orig.ctx.groups}
@@ -327,6 +332,20 @@ class _Verifier:
         self.cache[key] = (cand, res, m)
         self.root.all_candidates.append(cand)
         return self.cache[key]
+
+    def attempt(
+        self, keep: Mapping[int, int], label: str, proxy_accuracy: float | None = None
+    ) -> tuple[Candidate, PruneResult, Measurement] | None:
+        """`__call__`, but a candidate whose latency stays unstable is unknown: logged, kept in
+        ``root.unknown`` for the report, and None is returned so the search can go on."""
+        try:
+            return self(keep, label, proxy_accuracy)
+        except UnstableMeasurementError as e:
+            cv = e.details.get("cv")
+            cv = float(cv) if isinstance(cv, (int, float)) else math.nan
+            log.warning("%s: %s; skipped", label, e.message)
+            self.root.unknown.append((label, cv))
+            return None
 
 
 def measure_stable(
@@ -492,7 +511,7 @@ def search_in_session(
         verify.grids = cands
         for r in scfg.calibration_ratios:
             keep = {g.index: _on_grid(cands[g.index], g.width * (1 - r)) for g in ctx.groups}
-            verify(keep, f"calibration {r:g}")
+            verify.attempt(keep, f"calibration {r:g}")
         allocation: AllocationResult | None = None
         if scfg.strategy == "uniform":
             with track(f"uniform search for {budget_ms:.3f} ms on {dev.name}", total=None):
@@ -521,6 +540,12 @@ def search_in_session(
             notes.extend(allocation.notes)
         chosen, final_m = _check_deployed(verify, chosen, budget_ms, scfg, tmp, notes)
         _, res, _ = chosen
+        if verify.unknown:
+            notes.append(
+                f"{len(verify.unknown)} candidate(s) could not be measured (CV stayed above "
+                f"{scfg.bench.cv_threshold:.1%}) and were skipped: "
+                + ", ".join(f"{label} (CV {cv:.1%})" for label, cv in verify.unknown)
+            )
         return SearchResult(
             result=res,
             device=dev.name,
@@ -732,17 +757,24 @@ def _accuracy_aware(
     allocation.notes.extend(notes)
     verified: list[tuple[float, tuple[Candidate, PruneResult, Measurement]]] = []
     tried: list[tuple[Candidate, PruneResult, Measurement]] = []
-    top = allocation.plans[: scfg.verify_top]
-    with track(f"verify {len(top)} plan(s) on {verify.dev.name}", total=len(top)) as step:
-        for rank, plan in enumerate(top):
+    # The best `verify_top` plans are measured; a plan whose first measurement is unknown (it
+    # never settled) does not count, and the next plan takes its place.
+    want = min(scfg.verify_top, len(allocation.plans))
+    measured = 0
+    with track(f"verify {want} plan(s) on {verify.dev.name}", total=want) as step:
+        for rank, plan in enumerate(allocation.plans):
+            if measured >= want or (proxy is None and measured):
+                break
             got, steps = _steer(verify, lm, alloc, plan, aim, budget_ms, scfg, proxy, target)
             tried.extend(steps)
             if got is not None:
                 acc = got[0].proxy_accuracy
                 verified.append((acc if acc is not None else -float(rank), got))
-            step(1)
-            if proxy is None:
-                break
+            if steps:
+                measured += 1
+                step(1)
+            elif len(verify.root.unknown) > 2 * scfg.verify_top:
+                break  # the device is too noisy to measure plans: what was measured decides
     if verified:
         return max(verified, key=lambda v: v[0])[1], allocation
     return _pick(tried, budget_ms) or _fallback(verify, floors, budget_ms), allocation
@@ -828,7 +860,9 @@ def _steer(
     tried = []
     for i in range(scfg.max_verifications):
         acc = proxy(keep).accuracy if proxy is not None else None
-        cand = verify(keep, f"{plan.label}" + (f" step {i + 1}" if i else ""), acc)
+        cand = verify.attempt(keep, f"{plan.label}" + (f" step {i + 1}" if i else ""), acc)
+        if cand is None:  # unknown: this plan's steering stops, the other plans go on
+            break
         tried.append(cand)
         measured = cand[0].measured_ms
         if lower <= measured <= budget_ms:
