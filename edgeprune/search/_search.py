@@ -706,9 +706,21 @@ def _accuracy_aware(
                     "layers were cut past it"
                 )
         if low[0].measured_ms > budget_ms:
-            return _fallback(verify, floors, budget_ms), _no_allocation(aim, proxy)
+            # The smallest plan on the grid measured over the budget; the floors (a plan the
+            # latency model may price differently) are measured before concluding anything.
+            # Either raises, ships the only plan that meets the budget (it lies in the window),
+            # or shows that the budget leaves room: then plans are allocated from that point.
+            fb = _fallback(verify, floors, budget_ms)
+            if fb[0].measured_ms >= budget_ms * (1 - scfg.tolerance):
+                return fb, _no_allocation(aim, proxy)
+            notes.append(
+                f"the smallest plan on the width grid measured {low[0].measured_ms:.3f} ms, over "
+                f"the budget, but {fb[0].label!r} measured {fb[0].measured_ms:.3f} ms: plans "
+                "were allocated from there"
+            )
+            low = fb
         alloc.cost.scale, alloc.cost.offset = lm.alpha, lm.beta
-        predicted_low = alloc.cost(alloc.smallest())
+        predicted_low = lm.predict(_keep_of(verify, low[0]))
         if predicted_low > aim:
             target = aim * predicted_low / max(low[0].measured_ms, 1e-9)
             notes.insert(
