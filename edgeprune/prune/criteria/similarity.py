@@ -57,8 +57,10 @@ def _normalise(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # Elements of one block of pair products (images × rows × C × H × W): bounds SSIM's memory to a
-# few tens of MB whatever the layer width (pairs grow with C²).
-_SSIM_BLOCK = 4_000_000
+# few MB whatever the layer width (pairs grow with C²). Measured on ResNet-56's maps (128 images
+# on 2 threads; 16×28×28 / 32×14×14 / 64×7×7): 4M elements 113/40/20 ms, 1M 91/30/21 ms, 250k
+# 89/62/52 ms — a block that stays near the cache beats fewer, larger ones.
+_SSIM_BLOCK = 1_000_000
 # Maps at most this small (H·W × Ho·Wo) are filtered by one dense 2-D matrix; larger maps by two
 # 1-D passes (a batched matmul of tiny matrices costs more than the dense product there).
 _DENSE_FILTER = 4096
@@ -192,8 +194,11 @@ def collect_similarity(
         sims.add(gi, per_image(fn, maps).sum(0), maps.shape[0])
         with one_thread():
             if gram:
-                flat = maps.transpose(0, 1).reshape(maps.shape[1], -1).double()
-                grams.add(gi, flat @ flat.T, 1)
+                # Per image in float32 (sums of H·W products), summed over images in float64:
+                # 10x faster than one float64 product of the transposed maps (a copy), same
+                # Gram to 2e-8 relative.
+                flat = maps.flatten(2)
+                grams.add(gi, torch.bmm(flat, flat.transpose(1, 2)).double().sum(0), 1)
 
     stream_feature_maps(ctx, sink)
     out_s = {g.index: sims.mean(g.index) for g in ctx.groups}
