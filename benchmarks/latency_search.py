@@ -290,6 +290,16 @@ def run_device(
                                 if c.predicted_ms is not None
                             ],
                             "allocation": alloc,
+                            "judged": [
+                                {
+                                    "label": c.label,
+                                    "measured": c.measured_ms,
+                                    "proxy": c.proxy_accuracy,
+                                    "tuned": c.tuned_accuracy,
+                                }
+                                for c in res.candidates
+                                if c.tuned_accuracy is not None
+                            ],
                             "search_base_ms": res.base_ms,
                             "met": res.met,
                         }

@@ -145,6 +145,7 @@ PANELS: dict[str, dict[str, str]] = {
         "--strategy": SEARCH,
         "--table-seconds": SEARCH,
         "--max-layer-ratio": SEARCH,
+        "--judge-steps": SEARCH,
         "--search-evals": TARGET,
         "--proxy-samples": TARGET,
         "--model-code": INPUT,

@@ -66,6 +66,15 @@ MaxLayerRatioOpt = Annotated[
         help="Width search: no layer loses more than this share of its channels.",
     ),
 ]
+JudgeStepsOpt = Annotated[
+    int,
+    typer.Option(
+        "--judge-steps",
+        min=0,
+        help="Latency search: the plans measured within the budget are judged after this many "
+        "fine-tune steps on held-out training images (0: by the BN-recalibrated proxy alone).",
+    ),
+]
 SearchEvalsOpt = Annotated[
     int,
     typer.Option(
@@ -440,6 +449,7 @@ def prune_cmd(
     table_seconds: TableSecondsOpt = 0.15,
     max_layer_ratio: MaxLayerRatioOpt = 0.8,
     search_evals: SearchEvalsOpt = 24,
+    judge_steps: JudgeStepsOpt = 16,
     proxy_samples: ProxySamplesOpt = 2048,
     max_cv: MaxCvOpt = 0.025,
     bench_seconds: Annotated[
@@ -542,6 +552,7 @@ def prune_cmd(
             max_layer_ratio,
             max_cv,
             search_evals,
+            judge_steps=judge_steps,
         )
         if latency_budget is not None
         else None
@@ -596,6 +607,7 @@ def search_config(
     max_layer_ratio: float = 0.8,
     max_cv: float = 0.025,
     search_evals: int = 24,
+    judge_steps: int = 16,
 ) -> Any:
     """A `SearchConfig` from CLI values (one place for `prune --latency-budget` and `search`)."""
     from edgeprune.bench import BenchConfig
@@ -625,6 +637,7 @@ def search_config(
         opset=opset,
         max_layer_ratio=max_layer_ratio,
         proxy_evals=search_evals,
+        judge_steps=judge_steps,
     )
 
 

@@ -13,6 +13,7 @@ from edgeprune.cli.commands import (
     ImageSizeOpt,
     InputSizeOpt,
     JsonOpt,
+    JudgeStepsOpt,
     MaxCvOpt,
     MaxLayerRatioOpt,
     ModelCodeOpt,
@@ -59,6 +60,7 @@ def search_cmd(
     table_seconds: TableSecondsOpt = 0.15,
     max_layer_ratio: MaxLayerRatioOpt = 0.8,
     search_evals: SearchEvalsOpt = 24,
+    judge_steps: JudgeStepsOpt = 16,
     proxy_samples: ProxySamplesOpt = 2048,
     max_cv: MaxCvOpt = 0.025,
     threads: Annotated[int, typer.Option("--threads")] = 1,
@@ -103,6 +105,7 @@ def search_cmd(
         max_layer_ratio,
         max_cv,
         search_evals,
+        judge_steps=judge_steps,
     )
     pcfg = PruneConfig(
         criterion=criterion,

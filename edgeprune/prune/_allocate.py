@@ -156,6 +156,9 @@ class AccuracyProxy:
         self.bn_idx = [perm[i : i + batch_size] for i in range(0, n_bn, batch_size)]
         rest = perm[n_bn:]
         self.eval_idx = rest[: min(samples, len(rest))]
+        # Images a short fine-tune (`tuned`) may train on: every training image but the held-out.
+        self.tune_idx = torch.cat([perm[:n_bn], rest[self.eval_idx.numel() :]])
+        self.tuned_cache: dict[tuple[tuple[tuple[int, int], ...], int], ProxyScore] = {}
         self.train = train
         self.batch_size = batch_size
         self.device = select_device(device)
@@ -185,6 +188,39 @@ class AccuracyProxy:
             score = self._evaluate(model)
         self.cache[key] = score
         self.evaluations += 1
+        self.seconds += time.perf_counter() - t0
+        return score
+
+    def tuned(self, keep: Mapping[int, int], steps: int, lr: float = 0.01) -> ProxyScore:
+        """The plan's held-out score after a short fine-tune: ``steps`` SGD steps (momentum 0.9,
+        batches of ``batch_size``) on training images outside the held-out slice, the same
+        images in the same order for every plan. At deep cuts the adaptive-BN score ranks plans
+        by how much survives the cut, not by how much a fine-tune recovers (ResNet-20 at 0.35x:
+        the BN-only winner, 32 % vs uniform's 12 %, ended 1.9 pp below uniform after the
+        fine-tune); a few steps of that fine-tune rank them by what it recovers."""
+        key = (tuple(sorted(keep.items())), steps)
+        hit = self.tuned_cache.get(key)
+        if hit is not None:
+            return hit
+        t0 = time.perf_counter()
+        model = self.build(dict(keep)).to(self.device)
+        recalibrate_bn_on(model, (x for x, _ in self._batches(self.bn_idx)))
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+        gen = torch.Generator().manual_seed(1)
+        need = steps * self.batch_size
+        laps = -(-need // max(1, len(self.tune_idx)))  # a small split is passed over again
+        order = torch.cat(
+            [self.tune_idx[torch.randperm(len(self.tune_idx), generator=gen)] for _ in range(laps)]
+        )
+        chunks = torch.split(order[:need], self.batch_size)
+        for x, y in self._batches(chunks):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        with torch.no_grad():
+            score = self._evaluate(model)
+        self.tuned_cache[key] = score
         self.seconds += time.perf_counter() - t0
         return score
 

@@ -140,6 +140,9 @@ class SearchConfig:
     proxy_evals: int = 24
     verify_top: int = 3
     unstable_retries: int = 2
+    # The plans measured within budget are judged after this many fine-tune steps on held-out
+    # training data (`AccuracyProxy.tuned`; 0: by the adaptive-BN proxy alone).
+    judge_steps: int = 16
 
     def __post_init__(self) -> None:
         check_choice(self.strategy, STRATEGIES, "strategy")
@@ -148,8 +151,15 @@ class SearchConfig:
             raise UsageError(f"tolerance must be in (0, 0.9), got {self.tolerance}")
         if self.max_verifications < 1:
             raise UsageError("max_verifications must be >= 1")
-        if self.proxy_evals < 2 or self.verify_top < 1 or self.unstable_retries < 0:
-            raise UsageError("proxy_evals must be >= 2, verify_top >= 1, unstable_retries >= 0")
+        if (
+            self.proxy_evals < 2
+            or self.verify_top < 1
+            or self.unstable_retries < 0
+            or self.judge_steps < 0
+        ):
+            raise UsageError(
+                "proxy_evals must be >= 2, verify_top >= 1, unstable_retries >= 0, judge_steps >= 0"
+            )
         if not 0.0 < self.max_layer_ratio <= 1.0:
             raise UsageError(
                 f"--max-layer-ratio must be in (0, 1], got {self.max_layer_ratio}",
@@ -175,6 +185,8 @@ class Candidate:
     measurement_id: int | None
     unstable: bool
     proxy_accuracy: float | None = None
+    # Held-out accuracy after `SearchConfig.judge_steps` fine-tune steps (the final judgement).
+    tuned_accuracy: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -692,7 +704,9 @@ def _accuracy_aware(
         # measurement: measure that plan (the fit gains its far end), and if it meets the budget
         # the model was wrong there, so allocate against the target corrected by its residual
         # (steering below measures again) instead of shipping the smallest model.
-        low = verify(alloc.smallest(), "smallest allowed")
+        low = verify.attempt(alloc.smallest(), "smallest allowed")
+        if low is None:  # unknown: the floors are a neighbouring plan that must be measured
+            low = verify(dict(floors), "smallest allowed (floors)")
         wider = past_bound() if low[0].measured_ms > budget_ms else None
         if wider is not None:
             # Too slow within the per-layer bound: past it, as a FLOPs target is relaxed.
@@ -773,12 +787,14 @@ def _accuracy_aware(
     # never settled) does not count, and the next plan takes its place.
     want = min(scfg.verify_top, len(allocation.plans))
     measured = 0
+    steered: list[Plan] = []
     with track(f"verify {want} plan(s) on {verify.dev.name}", total=want) as step:
         for rank, plan in enumerate(allocation.plans):
             if measured >= want or (proxy is None and measured):
                 break
             got, steps = _steer(verify, lm, alloc, plan, aim, budget_ms, scfg, proxy, target)
             tried.extend(steps)
+            steered.append(plan)
             if got is not None:
                 acc = got[0].proxy_accuracy
                 verified.append((acc if acc is not None else -float(rank), got))
@@ -787,9 +803,64 @@ def _accuracy_aware(
                 step(1)
             elif len(verify.root.unknown) > 2 * scfg.verify_top:
                 break  # the device is too noisy to measure plans: what was measured decides
+    if proxy is not None and not any(p.label == "uniform" for p in steered):
+        # The uniform cut is what a user gets without the search: it is always measured, so
+        # the search can pick it when nothing ranked above it by the proxy is better.
+        uniform = next((p for p in allocation.plans if p.label == "uniform"), None)
+        if uniform is not None:
+            got, steps = _steer(verify, lm, alloc, uniform, aim, budget_ms, scfg, proxy, target)
+            tried.extend(steps)
+            if got is not None:
+                acc = got[0].proxy_accuracy
+                verified.append((acc if acc is not None else -math.inf, got))
+    if proxy is not None and scfg.judge_steps:
+        # Every plan measured within the budget is a candidate, in the window or not: on a
+        # coarse width grid a plan's steering can jump across the window (ResNet-20's 16-wide
+        # stage keeps 8 or 16 channels), and the goal is the most accurate model within budget.
+        pool = _judge_pool(tried, budget_ms)
+        if len(pool) > 1:
+            with track(
+                f"judge {len(pool)} plan(s) after {scfg.judge_steps} fine-tune steps",
+                total=len(pool),
+            ) as step:
+                judged = []
+                for got in pool:
+                    score = proxy.tuned(_keep_of(verify, got[0]), scfg.judge_steps)
+                    got[0].tuned_accuracy = score.accuracy
+                    judged.append((score.rank_key(), got))
+                    step(1)
+            allocation.notes.append(
+                f"{len(pool)} plans measured within budget were judged after "
+                f"{scfg.judge_steps} fine-tune steps on held-out training images"
+            )
+            return max(judged, key=lambda v: v[0])[1], allocation
+        if pool:
+            return pool[0], allocation
     if verified:
         return max(verified, key=lambda v: v[0])[1], allocation
     return _pick(tried, budget_ms) or _fallback(verify, floors, budget_ms), allocation
+
+
+# At most this many plans within budget are fine-tuned to judge them (the closest to the budget,
+# plus the uniform plan's best): each costs `judge_steps` training steps.
+_JUDGE_MAX = 4
+
+
+def _judge_pool(
+    tried: list[tuple[Candidate, PruneResult, Measurement]], budget_ms: float
+) -> list[tuple[Candidate, PruneResult, Measurement]]:
+    """The distinct plans measured within budget, slowest first, at most `_JUDGE_MAX` of them
+    and the slowest uniform one."""
+    seen: dict[int, tuple[Candidate, PruneResult, Measurement]] = {}
+    for c in tried:
+        if c[0].measured_ms <= budget_ms:
+            seen.setdefault(id(c[0]), c)
+    ranked = sorted(seen.values(), key=lambda c: c[0].measured_ms, reverse=True)
+    pool = ranked[:_JUDGE_MAX]
+    uniform = next((c for c in ranked if c[0].label.startswith("uniform")), None)
+    if uniform is not None and uniform not in pool:
+        pool.append(uniform)
+    return pool
 
 
 def _allocator(

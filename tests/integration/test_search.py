@@ -314,3 +314,23 @@ def test_a_candidate_that_never_settles_is_skipped_not_fatal(monkeypatch) -> Non
     unknown = noisy[0].removeprefix("search:")
     assert unknown not in [c.label for c in res.candidates]
     assert any("could not be measured" in n and unknown in n for n in res.notes)
+
+
+def test_plans_within_budget_are_judged_after_a_short_fine_tune() -> None:
+    from edgeprune.data import load_dataset
+
+    res = search(
+        _tiny(),
+        PruneConfig(criterion="l1", proxy_samples=128),
+        _cfg("0.6x", proxy_evals=4, verify_top=2, judge_steps=2),
+        load_dataset("digits", image_size=32),
+    )
+    # The uniform cut is always among the measured plans.
+    assert any(c.label.startswith("uniform") for c in res.candidates)
+    judged = [c for c in res.candidates if c.tuned_accuracy is not None]
+    if len(judged) < 2:
+        pytest.skip("fewer than two plans landed within budget on this (loaded) machine")
+    kept = {root: k for root, (k, _) in res.result.widths.items()}
+    chosen = [c for c in judged if c.widths == kept]
+    assert chosen and chosen[0].tuned_accuracy == max(c.tuned_accuracy for c in judged)
+    assert any("fine-tune steps" in n for n in res.allocation.notes)

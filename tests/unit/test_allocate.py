@@ -154,6 +154,22 @@ def test_proxy_uses_disjoint_training_slices_and_never_the_test_split(digits16) 
     assert proxy.evaluations == 1 and proxy({0: 16}) is a
 
 
+def test_the_tuned_proxy_trains_outside_the_held_out_slice_and_is_repeatable(digits16) -> None:
+    data = Dataset(digits16.info, digits16.train, _NoTest())  # type: ignore[arg-type]
+
+    def proxy() -> AccuracyProxy:
+        return AccuracyProxy(lambda keep: _bundle("resnet20").model, data, samples=300, seed=3)
+
+    p = proxy()
+    assert not set(p.tune_idx.tolist()) & set(p.eval_idx.tolist())
+    assert len(p.tune_idx) + len(p.eval_idx) == len(digits16.train)
+    untuned, tuned = p({0: 16}), p.tuned({0: 16}, steps=30)
+    # 30 steps of 128 training digits lower a random ResNet-20's held-out loss.
+    assert tuned.loss < untuned.loss
+    assert p.tuned({0: 16}, steps=30) is tuned  # cached per plan and step count
+    assert proxy().tuned({0: 16}, steps=30) == tuned  # same images, same order, same score
+
+
 def test_search_mode_is_never_worse_than_uniform_or_global_on_the_proxy(digits16) -> None:
     res = prune(
         _bundle("resnet20"),
