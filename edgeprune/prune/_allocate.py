@@ -204,7 +204,8 @@ class AccuracyProxy:
             return hit
         t0 = time.perf_counter()
         model = self.build(dict(keep)).to(self.device)
-        recalibrate_bn_on(model, (x for x, _ in self._batches(self.bn_idx)))
+        # No BN recalibration first: training normalises by batch statistics, and `_evaluate`
+        # re-estimates the running ones from scratch afterwards.
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
         gen = torch.Generator().manual_seed(1)

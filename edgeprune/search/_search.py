@@ -788,17 +788,22 @@ def _accuracy_aware(
     want = min(scfg.verify_top, len(allocation.plans))
     measured = 0
     steered: list[Plan] = []
+
+    def steer(plan: Plan, rank: float) -> bool:
+        """Steer ``plan`` into the window, keep what was measured; whether anything was."""
+        got, steps = _steer(verify, lm, alloc, plan, aim, budget_ms, scfg, proxy, target)
+        tried.extend(steps)
+        steered.append(plan)
+        if got is not None:
+            acc = got[0].proxy_accuracy
+            verified.append((acc if acc is not None else -rank, got))
+        return bool(steps)
+
     with track(f"verify {want} plan(s) on {verify.dev.name}", total=want) as step:
         for rank, plan in enumerate(allocation.plans):
             if measured >= want or (proxy is None and measured):
                 break
-            got, steps = _steer(verify, lm, alloc, plan, aim, budget_ms, scfg, proxy, target)
-            tried.extend(steps)
-            steered.append(plan)
-            if got is not None:
-                acc = got[0].proxy_accuracy
-                verified.append((acc if acc is not None else -float(rank), got))
-            if steps:
+            if steer(plan, float(rank)):
                 measured += 1
                 step(1)
             elif len(verify.root.unknown) > 2 * scfg.verify_top:
@@ -808,11 +813,7 @@ def _accuracy_aware(
         # the search can pick it when nothing ranked above it by the proxy is better.
         uniform = next((p for p in allocation.plans if p.label == "uniform"), None)
         if uniform is not None:
-            got, steps = _steer(verify, lm, alloc, uniform, aim, budget_ms, scfg, proxy, target)
-            tried.extend(steps)
-            if got is not None:
-                acc = got[0].proxy_accuracy
-                verified.append((acc if acc is not None else -math.inf, got))
+            steer(uniform, math.inf)
     if proxy is not None and scfg.judge_steps:
         # Every plan measured within the budget is a candidate, in the window or not: on a
         # coarse width grid a plan's steering can jump across the window (ResNet-20's 16-wide
@@ -858,7 +859,7 @@ def _judge_pool(
     ranked = sorted(seen.values(), key=lambda c: c[0].measured_ms, reverse=True)
     pool = ranked[:_JUDGE_MAX]
     uniform = next((c for c in ranked if c[0].label.startswith("uniform")), None)
-    if uniform is not None and uniform not in pool:
+    if uniform is not None and all(c[0] is not uniform[0] for c in pool):
         pool.append(uniform)
     return pool
 
