@@ -369,7 +369,27 @@ class Allocator:
     # ------------------------------------------------------------------ generators
 
     def uniform(self, target: float) -> Keep:
-        return self.scaled(dict.fromkeys(self.grids, 1.0), target)
+        """One ratio for every group, as even as the grids allow, filling ``target``.
+
+        The smallest common cut that meets the target, then grid steps given back to the most
+        cut groups first (by fraction removed; the wider on a tie) while the cost stays within
+        it. On a coarse grid the common cut alone jumps past the target: ResNet-20's 32-wide
+        groups step 32 → 16 at ``round_to`` 16, so a 20 % FLOPs target gave a 38 % cut (a
+        latency plan at 0.62x of a 0.7x budget), where ``prune --mode uniform`` (the baseline a
+        user compares with) balances to 19.6 %."""
+        keep = self.scaled(dict.fromkeys(self.grids, 1.0), target)
+        total = self.cost(keep)
+        while True:
+            for gi in sorted(keep, key=lambda g: (keep[g] / self.width[g], -self.width[g], g)):
+                w2 = self._neighbour(gi, keep[gi], 1)
+                if w2 <= keep[gi]:
+                    continue
+                trial = self.cost.with_group(keep, total, gi, w2)
+                if trial <= target:
+                    keep[gi], total = w2, trial
+                    break
+            else:
+                return keep
 
     def global_rank(self, target: float, how: str = "mean") -> Keep:
         """Torch-Pruning's global plan: remove the grid step whose channels have the lowest mean
