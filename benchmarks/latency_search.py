@@ -5,7 +5,8 @@ device) every method picks a pruned model whose measured latency meets the budge
 
   ``search``    edgeprune's accuracy-aware latency search: lookup-table latency model, candidate
                 plans ranked by BN-recalibrated accuracy on held-out training images, the best
-                measured on the device and steered into [0.93, 1.0] × budget;
+                measured on the device and steered into [0.93, 1.0] × budget; the chosen widths
+                reached in ``--gradual-steps`` steps with NetAdapt's fine-tune after each;
   ``flops``     uniform pruning with the same criterion and edgeprune's default width
                 granularity for the device (``--round-to``), its FLOPs target bisected against
                 measured latency (the largest measured latency within budget wins);
@@ -67,6 +68,7 @@ from edgeprune.search.latency_model import PROBE_EXPORTER
 from edgeprune.train import TrainConfig, evaluate, recalibrate_bn, train
 
 METHODS = ("search", "flops", "tp", "netadapt")
+INNER_FT = TrainConfig(epochs=1, lr=0.01, max_train_samples=2048, seed=1)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -111,6 +113,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--bisect-steps", type=int, default=7)
     p.add_argument("--proxy-evals", type=int, default=24)
+    p.add_argument(
+        "--gradual-steps",
+        type=int,
+        default=3,
+        help="the search reaches its widths in this many steps, each followed by the fine-tune "
+        "NetAdapt runs between its steps (0: one cut)",
+    )
     p.add_argument("--max-cv", type=float, default=0.025, help="the protocol's stability bound")
     p.add_argument("--threads", type=int, default=1, help="inference threads on the devices")
     p.add_argument("--imagenet", action="store_true", help="add MobileNetV2 224x224, latency only")
@@ -259,14 +268,13 @@ def run_device(
                 found: tuple[Any, float, float] | None
                 try:
                     if method in ("search", "netadapt"):
-                        kw: dict[str, Any] = {}
+                        # NetAdapt's fine-tune between steps; the search's stepped cut gets the
+                        # same one, so both methods train the same amount before the final one.
+                        kw: dict[str, Any] = {"netadapt_finetune": INNER_FT}
                         if method == "netadapt":
-                            kw = {
-                                "strategy": "netadapt",
-                                "netadapt_finetune": TrainConfig(
-                                    epochs=1, lr=0.01, max_train_samples=2048, seed=1
-                                ),
-                            }
+                            kw["strategy"] = "netadapt"
+                        else:
+                            kw["gradual_steps"] = args.gradual_steps
                         res = search_in_session(
                             dev,
                             base,
@@ -479,7 +487,9 @@ def report(args: argparse.Namespace, results: Results) -> Path:
         "# Latency-budget pruning: edgeprune's search against FLOPs-uniform, Torch-Pruning global and NetAdapt, at equal measured latency",
         "",
         f"Criterion `{args.criterion}`; dataset `{args.data}`; every chosen model gets BN recalibration and the same fine-tune "
-        f"({args.finetune_epochs} epoch(s) on {args.finetune_samples or 'all'} training images, lr 0.01); latency = median on the device "
+        f"({args.finetune_epochs} epoch(s) on {args.finetune_samples or 'all'} training images, lr 0.01); `netadapt`, and `search` "
+        f"with {args.gradual_steps} gradual step(s), also train {INNER_FT.epochs} epoch(s) on {INNER_FT.max_train_samples} images "
+        "after each of their steps, before it (`search` with 0 steps does not); latency = median on the device "
         f"(ONNX Runtime CPU, {args.threads} thread(s), ≥{args.bench_seconds:g} s, TorchScript export for every method). "
         f"Accuracy is top-1 on the test split. Machine: {machine_line()}.",
         "",

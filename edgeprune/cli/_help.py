@@ -146,6 +146,7 @@ PANELS: dict[str, dict[str, str]] = {
         "--table-seconds": SEARCH,
         "--max-layer-ratio": SEARCH,
         "--judge-steps": SEARCH,
+        "--gradual-steps": SEARCH,
         "--search-evals": TARGET,
         "--proxy-samples": TARGET,
         "--model-code": INPUT,

@@ -75,6 +75,16 @@ JudgeStepsOpt = Annotated[
         "fine-tune steps on held-out training images (0: by the BN-recalibrated proxy alone).",
     ),
 ]
+GradualStepsOpt = Annotated[
+    int,
+    typer.Option(
+        "--gradual-steps",
+        min=0,
+        help="Latency search: reach the chosen widths from the base in this many steps, each "
+        "followed by a short fine-tune (1 epoch on 2048 training images) and a re-score, as "
+        "NetAdapt does (0: one cut). Needs --data.",
+    ),
+]
 SearchEvalsOpt = Annotated[
     int,
     typer.Option(
@@ -450,6 +460,7 @@ def prune_cmd(
     max_layer_ratio: MaxLayerRatioOpt = 0.8,
     search_evals: SearchEvalsOpt = 24,
     judge_steps: JudgeStepsOpt = 16,
+    gradual_steps: GradualStepsOpt = 0,
     proxy_samples: ProxySamplesOpt = 2048,
     max_cv: MaxCvOpt = 0.025,
     bench_seconds: Annotated[
@@ -553,6 +564,7 @@ def prune_cmd(
             max_cv,
             search_evals,
             judge_steps=judge_steps,
+            gradual_steps=gradual_steps,
         )
         if latency_budget is not None
         else None
@@ -608,6 +620,7 @@ def search_config(
     max_cv: float = 0.025,
     search_evals: int = 24,
     judge_steps: int = 16,
+    gradual_steps: int = 0,
 ) -> Any:
     """A `SearchConfig` from CLI values (one place for `prune --latency-budget` and `search`)."""
     from edgeprune.bench import BenchConfig
@@ -638,6 +651,7 @@ def search_config(
         max_layer_ratio=max_layer_ratio,
         proxy_evals=search_evals,
         judge_steps=judge_steps,
+        gradual_steps=gradual_steps,
     )
 
 

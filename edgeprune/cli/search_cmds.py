@@ -10,6 +10,7 @@ import typer
 
 from edgeprune.cli._app import app, console, emit_json, kv_table, on_interrupt, pct, progress
 from edgeprune.cli.commands import (
+    GradualStepsOpt,
     ImageSizeOpt,
     InputSizeOpt,
     JsonOpt,
@@ -61,6 +62,7 @@ def search_cmd(
     max_layer_ratio: MaxLayerRatioOpt = 0.8,
     search_evals: SearchEvalsOpt = 24,
     judge_steps: JudgeStepsOpt = 16,
+    gradual_steps: GradualStepsOpt = 0,
     proxy_samples: ProxySamplesOpt = 2048,
     max_cv: MaxCvOpt = 0.025,
     threads: Annotated[int, typer.Option("--threads")] = 1,
@@ -106,6 +108,7 @@ def search_cmd(
         max_cv,
         search_evals,
         judge_steps=judge_steps,
+        gradual_steps=gradual_steps,
     )
     pcfg = PruneConfig(
         criterion=criterion,

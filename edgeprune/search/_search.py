@@ -143,6 +143,9 @@ class SearchConfig:
     # The plans measured within budget are judged after this many fine-tune steps on held-out
     # training data (`AccuracyProxy.tuned`; 0: by the adaptive-BN proxy alone).
     judge_steps: int = 16
+    # The chosen widths are reached from the base in this many steps, each followed by a short
+    # fine-tune (``netadapt_finetune``) and a re-score (`_gradual`; 0: one cut, no training).
+    gradual_steps: int = 0
 
     def __post_init__(self) -> None:
         check_choice(self.strategy, STRATEGIES, "strategy")
@@ -156,9 +159,11 @@ class SearchConfig:
             or self.verify_top < 1
             or self.unstable_retries < 0
             or self.judge_steps < 0
+            or self.gradual_steps < 0
         ):
             raise UsageError(
-                "proxy_evals must be >= 2, verify_top >= 1, unstable_retries >= 0, judge_steps >= 0"
+                "proxy_evals must be >= 2, verify_top >= 1, unstable_retries >= 0, "
+                "judge_steps >= 0, gradual_steps >= 0"
             )
         if not 0.0 < self.max_layer_ratio <= 1.0:
             raise UsageError(
@@ -469,6 +474,11 @@ def search_in_session(
     ``prune_cfg.round_to`` of None becomes the device profile's width granularity."""
     t0 = time.perf_counter()
     notes: list[str] = []
+    if scfg.gradual_steps and data is None:
+        raise UsageError(
+            "--gradual-steps fine-tunes between steps and needs --data",
+            hint="pass --data DATASET, or --gradual-steps 0",
+        )
     if prune_cfg.round_to is None:
         profile = None if dev.spec.profile == "local" else dev.spec.profile
         try:
@@ -551,7 +561,23 @@ def search_in_session(
             )
             notes.extend(allocation.notes)
         chosen, final_m = _check_deployed(verify, chosen, budget_ms, scfg, tmp, notes)
-        _, res, _ = chosen
+        cand, res, _ = chosen
+        if scfg.gradual_steps and scfg.strategy != "netadapt" and data is not None:
+            stepped = _gradual(verify, _keep_of(verify, cand), scfg, prune_cfg, data)
+            ft = _inner_finetune(scfg)
+            if stepped is None:
+                notes.append(
+                    "the chosen widths could not be reached step by step (a group of the base "
+                    "has no counterpart in a stepped model): the model is cut in one step"
+                )
+            else:
+                res = stepped
+                notes.append(
+                    f"the chosen widths were reached in {scfg.gradual_steps} steps, each followed "
+                    f"by {ft.epochs} epoch(s) of fine-tuning on {ft.max_train_samples or 'all'} "
+                    "training images (the widths, and so the measured latency, are the chosen "
+                    "plan's)"
+                )
         if verify.unknown:
             notes.append(
                 f"{len(verify.unknown)} candidate(s) could not be measured (CV stayed above "
@@ -1011,7 +1037,7 @@ def _netadapt(
     model, and prune *that* model in the next step (NetAdapt, Yang et al. 2018)."""
     if data is None:
         raise UsageError("the netadapt strategy fine-tunes between steps and needs --data")
-    ft = scfg.netadapt_finetune or TrainConfig(epochs=1, lr=0.01, max_train_samples=2048)
+    ft = _inner_finetune(scfg)
     n = max(1, scfg.netadapt_iterations)
     step_verify, keep = verify, lm.full()
     result: tuple[Candidate, PruneResult, Measurement] | None = None
@@ -1052,6 +1078,62 @@ def _netadapt(
     if result[0].measured_ms > budget_ms:
         return _fallback(verify, {gi: min(ws) for gi, ws in cands.items()}, budget_ms)
     return result
+
+
+def _inner_finetune(scfg: SearchConfig) -> TrainConfig:
+    """The short fine-tune between NetAdapt's steps and the gradual finish's."""
+    return scfg.netadapt_finetune or TrainConfig(epochs=1, lr=0.01, max_train_samples=2048)
+
+
+def _gradual(
+    verify: _Verifier,
+    keep: Mapping[int, int],
+    scfg: SearchConfig,
+    prune_cfg: PruneConfig,
+    data: Dataset,
+) -> PruneResult | None:
+    """The base model cut to ``keep`` (original group indices) in ``scfg.gradual_steps`` even
+    steps, each followed by a short fine-tune; each step's channels are chosen by the criterion
+    re-scored on the fine-tuned model (NetAdapt's schedule, Yang et al. 2018, towards widths the
+    search chose; gradual pruning, Zhu & Gupta 2017). One cut leaves the fine-tune to repair
+    everything at once: at 0.7x on ResNet-20 the one-cut winner started its fine-tune at 70.8 %
+    where NetAdapt's stepped model started at 87.6 %, and ended 0.9 pp lower.
+
+    Returns a `PruneResult` against the base model (its FLOPs, widths and plan), whose widths
+    are exactly ``keep``'s, or None when a stepped model lost a group's root (its widths could
+    then differ from the measured plan's)."""
+    ft = _inner_finetune(scfg)
+    n = scfg.gradual_steps
+    groups = verify.scored.ctx.groups
+    bundle, scored = verify.bundle, verify.scored
+    prev = {g.index: g.width for g in groups}
+    first: PruneResult | None = None
+    res: PruneResult | None = None
+    for i in range(1, n + 1):
+        step = {}
+        for g in groups:
+            want = g.width - (g.width - keep[g.index]) * i / n
+            w = round_keep(g, want, prune_cfg.round_to, prune_cfg.min_channels)
+            step[g.index] = keep[g.index] if i == n else max(keep[g.index], min(prev[g.index], w))
+        own = {g.root: g.index for g in scored.ctx.groups}
+        if any(g.root not in own for g in groups if step[g.index] < g.width):
+            return None
+        own_keep = {own[g.root]: step[g.index] for g in groups if g.root in own}
+        res = materialize(bundle, scored, own_keep, prune_cfg, data)
+        first = first or res
+        train(res.bundle.model, data, ft, description=f"gradual fine-tune {i}/{n}")
+        res.bundle.model.eval()
+        bundle, prev = res.bundle, step
+        if i < n:
+            scored = score_model(bundle, prune_cfg, data)
+    assert res is not None and first is not None
+    return replace(
+        res,
+        macs_before=first.macs_before,
+        params_before=first.params_before,
+        scoring_seconds=verify.scored.seconds,
+        widths={g.root: (keep[g.index], g.width) for g in groups},
+    )
 
 
 def _scores_on_original(

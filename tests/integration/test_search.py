@@ -15,7 +15,7 @@ from edgeprune.checkpoint import ModelBundle, load_checkpoint
 from edgeprune.cli import main
 from edgeprune.errors import BudgetInfeasibleError, UsageError
 from edgeprune.models import ArchSpec
-from edgeprune.prune import PruneConfig
+from edgeprune.prune import PruneConfig, prune
 from edgeprune.search import Budget, SearchConfig, search
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -334,3 +334,49 @@ def test_plans_within_budget_are_judged_after_a_short_fine_tune() -> None:
     chosen = [c for c in judged if c.widths == kept]
     assert chosen and chosen[0].tuned_accuracy == max(c.tuned_accuracy for c in judged)
     assert any("fine-tune steps" in n for n in res.allocation.notes)
+
+
+def test_gradual_steps_reach_the_chosen_widths_on_a_fine_tuned_model() -> None:
+    from edgeprune.data import load_dataset
+    from edgeprune.prune._engine import count_macs_params
+    from edgeprune.train import TrainConfig
+
+    base = _tiny()
+    data = load_dataset("digits", image_size=32)
+    res = search(
+        base,
+        PruneConfig(criterion="l1", proxy_samples=128),
+        _cfg(
+            "0.7x",
+            proxy_evals=4,
+            verify_top=1,
+            judge_steps=0,
+            gradual_steps=2,
+            netadapt_finetune=TrainConfig(epochs=1, lr=0.01, max_train_samples=256),
+        ),
+        data,
+    )
+    kept = {root: k for root, (k, _) in res.result.widths.items()}
+    # The widths are those of a plan measured within the budget...
+    assert any(c.widths == kept and c.measured_ms <= res.budget_ms for c in res.candidates)
+    modules = dict(res.result.bundle.model.named_modules())
+    assert all(modules[root].out_channels == k for root, k in kept.items())
+    # ...reached through a fine-tuned intermediate model: the plan composes two prunes onto the
+    # base model's channel indices, and the report is against the base model.
+    assert any("reached in 2 steps" in n for n in res.notes)
+    assert res.result.macs_before == count_macs_params(base.model, base.example_input())[0]
+    assert all(
+        width == dict(base.model.named_modules())[r].out_channels
+        for r, (_, width) in res.result.widths.items()
+    )
+    assert {gp.root for gp in res.result.bundle.plan.groups} <= set(kept)
+    assert all(len(gp.keep) == kept[gp.root] for gp in res.result.bundle.plan.groups)
+    # ...and trained: the same widths cut in one step from the base hold other weights.
+    one_cut = prune(base, PruneConfig(criterion="l1", widths=kept), data).bundle.model
+    stepped = dict(res.result.bundle.model.named_parameters())
+    assert any(not torch.equal(p, stepped[n]) for n, p in one_cut.named_parameters())
+
+
+def test_gradual_steps_without_data_are_refused_before_measuring() -> None:
+    with pytest.raises(UsageError, match="--gradual-steps"):
+        search(_tiny(), PruneConfig(criterion="l1"), _cfg("0.7x", gradual_steps=2))
