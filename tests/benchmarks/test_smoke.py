@@ -155,7 +155,7 @@ def test_latency_search_smoke(tmp_path: Path) -> None:
         assert search["allocation"]["ranked_by"] == "proxy accuracy"
         assert 0.0 <= search["acc_ft"] <= 1.0
     text = (out / "latency_search.md").read_text()
-    assert "## resnet20" in text and "| local | 0.6x | search |" in text
+    assert "## resnet20" in text and "| local | 0.8x | search |" in text
 
 
 def test_latency_model_smoke(tmp_path: Path) -> None:

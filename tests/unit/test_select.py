@@ -36,7 +36,9 @@ def _measured_flops_reduction(before: ModelBundle, res: PruneResult) -> float:
 @pytest.mark.parametrize("kind,value", [("flops", 0.5), ("params", 0.5), ("flops", 0.7)])
 def test_targets_land_within_tolerance(name: str, mode: str, kind: str, value: float) -> None:
     base = _bundle(name)
-    res = prune(base, PruneConfig(target=Target(kind, value), mode=mode))
+    # round_to 8 on every host: the default follows this host's ONNX Runtime block, and at
+    # AVX-512's 16 ResNet-20's 16-wide groups cannot be cut (70 % FLOPs is then out of reach).
+    res = prune(base, PruneConfig(target=Target(kind, value), mode=mode, round_to=8))
     got = res.flops_reduction if kind == "flops" else res.params_reduction
     assert abs(got - value) <= 0.05, got
     assert res.flops_reduction == pytest.approx(_measured_flops_reduction(base, res))
