@@ -860,12 +860,52 @@ def _accuracy_aware(
                 f"{len(pool)} plans measured within budget were judged after "
                 f"{scfg.judge_steps} fine-tune steps on held-out training images"
             )
-            return max(judged, key=lambda v: v[0])[1], allocation
+            best = max(judged, key=lambda v: v[0])[1]
+            return _fill(verify, lm, alloc, best, budget_ms, scfg, allocation.notes), allocation
         if pool:
-            return pool[0], allocation
+            return _fill(verify, lm, alloc, pool[0], budget_ms, scfg, allocation.notes), allocation
     if verified:
         return max(verified, key=lambda v: v[0])[1], allocation
     return _pick(tried, budget_ms) or _fallback(verify, floors, budget_ms), allocation
+
+
+def _fill(
+    verify: _Verifier,
+    lm: LatencyModel,
+    alloc: Allocator,
+    got: tuple[Candidate, PruneResult, Measurement],
+    budget_ms: float,
+    scfg: SearchConfig,
+    notes: list[str],
+) -> tuple[Candidate, PruneResult, Measurement]:
+    """The winner with the budget it left unused spent: grid steps added back by importance
+    gained per predicted millisecond (`Allocator.grow`, each a superset of the winner's
+    channels), kept if it measures within the budget. The window lets a winner stop 7 % under
+    the budget; on a coarse grid that is a whole step of a layer (ResNet-20 at 0.7x on an
+    AVX-512 host: the winner ran 0.94x of the budget while the uniform baseline reached 0.995x
+    with 5.5 pp fewer FLOPs cut)."""
+    cand = got[0]
+    keep = _keep_of(verify, cand)
+    alloc.cost.scale, alloc.cost.offset = lm.alpha, lm.beta
+    predicted = max(lm.predict(keep), 1e-9)
+    for attempt in range(2):
+        # This plan's residual after the refit carries over to its grown neighbours.
+        margin = 1 - scfg.tolerance / (4 * (attempt + 1))
+        target = predicted * budget_ms * margin / cand.measured_ms
+        grown = alloc.grow(keep, target)
+        if grown == keep:
+            return got
+        trial = verify.attempt(grown, f"{cand.label} filled", None)
+        if trial is None:
+            return got
+        if cand.measured_ms < trial[0].measured_ms <= budget_ms:
+            notes.append(
+                f"the winner measured {cand.measured_ms:.3f} ms; grown by importance into the "
+                f"unused budget it measured {trial[0].measured_ms:.3f} ms and was kept"
+            )
+            return trial
+        predicted = max(lm.predict(keep), 1e-9)  # refitted with the trial's point
+    return got
 
 
 # At most this many plans within budget are fine-tuned to judge them (the closest to the budget,

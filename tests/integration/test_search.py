@@ -302,14 +302,18 @@ def test_a_candidate_that_never_settles_is_skipped_not_fatal(monkeypatch) -> Non
     def measure(dev, path, cfg, store=None, label=None):
         m = real(dev, path, cfg, store=store, label=label)
         plan = label.removeprefix("search:")
-        if not noisy and plan not in ("base", "deployed") and not plan.startswith("calibration"):
+        # The first plan measured after the base (the calibration plan, which the ranked plans
+        # can all coincide with on a small model: then nothing else is measured at all).
+        if not noisy and plan not in ("base", "deployed"):
             noisy.append(label)
         if label in noisy:
             return dataclasses.replace(m, unstable=True)
         return m
 
     monkeypatch.setattr(s, "measure", measure)
-    res = search(_tiny(), PruneConfig(criterion="l1"), _cfg("0.6x", unstable_retries=1))
+    # 0.75x: this test is about the unknown plan, not a tight budget (0.6x sits at the smallest
+    # plan's latency on a fast host, 0.032 ms, where noise can make it infeasible).
+    res = search(_tiny(), PruneConfig(criterion="l1"), _cfg("0.75x", unstable_retries=1))
     assert noisy and res.final_ms <= res.budget_ms
     unknown = noisy[0].removeprefix("search:")
     assert unknown not in [c.label for c in res.candidates]
@@ -331,8 +335,14 @@ def test_plans_within_budget_are_judged_after_a_short_fine_tune() -> None:
     if len(judged) < 2:
         pytest.skip("fewer than two plans landed within budget on this (loaded) machine")
     kept = {root: k for root, (k, _) in res.result.widths.items()}
-    chosen = [c for c in judged if c.widths == kept]
-    assert chosen and chosen[0].tuned_accuracy == max(c.tuned_accuracy for c in judged)
+    best = max(judged, key=lambda c: c.tuned_accuracy)
+    # The best judged plan wins, or that plan grown into the budget it left (every group at
+    # least as wide, measured within the budget).
+    assert kept == best.widths or (
+        all(kept[r] >= w for r, w in best.widths.items())
+        and any("grown by importance" in n for n in res.allocation.notes)
+    )
+    assert res.final_ms <= res.budget_ms
     assert any("fine-tune steps" in n for n in res.allocation.notes)
 
 
