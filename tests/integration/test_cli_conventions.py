@@ -81,9 +81,10 @@ def test_progress_is_plain_lines_when_stderr_is_a_file_and_ctrl_c_says_how_to_re
 ) -> None:
     out = tmp_path / "r.pt"
     log = tmp_path / "stderr.log"
-    # 32×32 digits: an epoch takes seconds even on a quiet machine, longer than the delay after
-    # which a plain-lines phase is announced (PLAIN_ANNOUNCE_S), so epoch 2 shows while it runs.
-    argv = [EXE, "train", "resnet20", "--data", "digits", "--image-size", "32", "--epochs", "30"]
+    # 64×64 digits: an epoch takes several seconds even on a quiet, fast machine, longer than the
+    # delay after which a plain-lines phase is announced (PLAIN_ANNOUNCE_S), so epoch 2 shows
+    # while it runs (at 32×32 an AVX-512 host ran epochs 2-30 in under 2 s each, none announced).
+    argv = [EXE, "train", "resnet20", "--data", "digits", "--image-size", "64", "--epochs", "30"]
     argv += ["--out", str(out)]
     with log.open("w") as err:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True)
