@@ -75,9 +75,11 @@ def _cfg(budget: str, strategy: str = "latency", **kw) -> SearchConfig:
 
 
 def test_latency_aware_search_meets_a_measured_budget() -> None:
-    res = search(_tiny(), PruneConfig(criterion="l1"), _cfg("0.6x"))
+    # 0.75x, not 0.6x: on a fast (AVX-512) host TinyNet's smallest allowed plan runs ~0.6x of
+    # the base (0.033 ms for a 0.032 ms budget in one suite run), so 0.6x is at the floor.
+    res = search(_tiny(), PruneConfig(criterion="l1"), _cfg("0.75x"))
     assert res.final_ms <= res.budget_ms  # the chosen candidate's measured latency
-    assert res.budget_ms == pytest.approx(0.6 * res.base_ms)
+    assert res.budget_ms == pytest.approx(0.75 * res.base_ms)
     assert res.device_measurements >= 2 and res.candidates
     assert res.final.id is not None and res.base.id is not None  # both stored
     m = res.model
@@ -326,11 +328,14 @@ def test_plans_within_budget_are_judged_after_a_short_fine_tune() -> None:
     res = search(
         _tiny(),
         PruneConfig(criterion="l1", proxy_samples=128),
-        _cfg("0.6x", proxy_evals=4, verify_top=2, judge_steps=2),
+        _cfg("0.75x", proxy_evals=4, verify_top=2, judge_steps=2),
         load_dataset("digits", image_size=32),
     )
-    # The uniform cut is always among the measured plans.
-    assert any(c.label.startswith("uniform") for c in res.candidates)
+    # The uniform cut is always among the measured plans (under its own label, or under the
+    # calibration plan's when the two are the same widths and it was measured once).
+    uniform = next(p for p in res.allocation.plans if p.label == "uniform")
+    widths = {res.roots[gi]: w for gi, w in uniform.keep.items()}
+    assert any(c.label.startswith("uniform") or c.widths == widths for c in res.candidates)
     judged = [c for c in res.candidates if c.tuned_accuracy is not None]
     if len(judged) < 2:
         pytest.skip("fewer than two plans landed within budget on this (loaded) machine")
