@@ -19,14 +19,22 @@ pytestmark = [pytest.mark.integration, needs_sshd]
 def test_a_slowed_device_is_slower_and_says_so(farm_factory, small_onnx) -> None:
     farm = farm_factory(FarmDeviceConfig("fast"), FarmDeviceConfig("slow", cpu_quota=0.25))
     once = replace(FAST, max_repeats=1)
+    fast_means, slow_means = [], []
     with Store() as store:
-        fast = lease_and_measure("fast", small_onnx, once, store)
-        slow = lease_and_measure("slow", small_onnx, once, store)
+        # A 25% quota in 10 ms periods: runs stall while the group is throttled, every time.
+        # Host stalls hit either device now and then (one run's fast device had 27 ms outliers,
+        # mean 0.64 ms over a 0.14 ms median), so each side's best of up to three means counts.
+        for _ in range(3):
+            fast = lease_and_measure("fast", small_onnx, once, store)
+            slow = lease_and_measure("slow", small_onnx, once, store)
+            fast_means.append(fast.stats.mean)
+            slow_means.append(slow.stats.mean)
+            if min(slow_means) > 2 * min(fast_means):
+                break
     # The agent reads the quota of its own cgroup (not the root group's file).
     assert slow.context["cpu_quota"] == 0.25 and fast.context["cpu_quota"] is None
     assert slow.key != fast.key
-    # A 25% quota in 10 ms periods: runs stall while the group is throttled.
-    assert slow.stats.mean > 2 * fast.stats.mean
+    assert min(slow_means) > 2 * min(fast_means), (slow_means, fast_means)
     assert farm.devices["slow"].cgroup is not None
 
 
