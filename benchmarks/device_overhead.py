@@ -11,8 +11,9 @@ The device ``dev0`` has a slow login shell: its ``.bashrc`` sleeps ``--shell-sta
    (agent and model are uploaded); *cached*: both are already there. Also the cost of one SSH
    command and of one session request.
 2. **Agent vs bare loop**: the agent's median (through SSH, by the protocol) against a bare ONNX
-   Runtime timing loop in a fresh Python process with the same session options, thread count,
-   input and warm-up, alternated ``--rounds`` times.
+   Runtime timing loop in a fresh Python process on the device (same user, environment and
+   cgroup) with the same session options, thread count, input and warm-up, in alternating
+   order for ``--rounds`` rounds; the same loop in a host process is listed for reference.
 3. **Full speed vs slowed**: the same model by the protocol on a full-speed device and on one
    limited to ``--quota`` of a CPU by a cgroup v1 quota (needs root).
 
@@ -158,25 +159,51 @@ def deploy_overhead(model: Path, bench, reps: int, workdir: Path, mode: str) -> 
     return rows
 
 
-def agent_vs_bare(model: Path, bench, rounds: int) -> list[tuple[float, float]]:
+def agent_vs_bare(model: Path, bench, rounds: int) -> list[tuple[float, float, float]]:
+    """Per round: (bare loop on the device, agent, bare loop in a host process), medians in ms.
+
+    The bare loop on the device is a fresh Python process started through the session agent's
+    ``exec`` request: the device's user, login environment and cgroup, as the agent's benchmark
+    has them. The host-process loop (a child of this script) is listed for reference: it runs
+    outside the device's environment, so it differs by more than the agent does. The order of
+    the two device-side runs alternates between rounds, so drift of the host does not favour one.
+    """
     from edgeprune.bench import Store
+    from edgeprune.device import Inventory
+    from edgeprune.device.agent import SessionAgent
+    from edgeprune.device.ssh import SSHTransport
     from edgeprune.pipeline.flows import lease_and_measure
 
-    pairs = []
-    args = [str(bench.warmup_runs), str(bench.warmup_seconds), str(bench.min_runs)]
-    args += [str(bench.min_seconds), str(bench.seed)]
-    for _ in range(rounds):
-        out = subprocess.run(
-            [sys.executable, "-c", BARE_LOOP, str(model), *args],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        bare = float(out.stdout.strip())
+    inv = Inventory.load()
+    spec = inv.get("dev0")
+    argv = [str(model), str(bench.warmup_runs), str(bench.warmup_seconds), str(bench.min_runs)]
+    argv += [str(bench.min_seconds), str(bench.seed)]
+
+    def on_device() -> float:
+        with SSHTransport(spec, inv) as t:
+            agent = SessionAgent(t, spec.python, spec.workdir, spec.name)
+            agent.start()
+            try:
+                r = agent.call("exec", 120, argv=[spec.python, "-c", BARE_LOOP, *argv], limit_s=100)
+            finally:
+                agent.close()
+        return float(r["stdout"].strip())
+
+    def by_agent() -> float:
         with Store() as store:
-            agent = lease_and_measure("dev0", model, bench, store).stats.median
-        pairs.append((bare, agent))
-    return pairs
+            return lease_and_measure("dev0", model, bench, store).stats.median
+
+    rows = []
+    for i in range(rounds):
+        if i % 2 == 0:
+            bare, agent = on_device(), by_agent()
+        else:
+            agent, bare = by_agent(), on_device()
+        out = subprocess.run(
+            [sys.executable, "-c", BARE_LOOP, *argv], capture_output=True, text=True, check=True
+        )
+        rows.append((bare, agent, float(out.stdout.strip())))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="zoo model (default resnet56, smoke resnet20)")
     p.add_argument("--size", type=int, default=None, help="input size (default 32, smoke 16)")
     p.add_argument("--reps", type=int, default=None, help="cold/warm deploy pairs (default 3)")
-    p.add_argument("--rounds", type=int, default=None, help="agent/bare rounds (default 5)")
+    p.add_argument("--rounds", type=int, default=None, help="agent/bare rounds (default 8)")
     p.add_argument("--quota", type=float, default=0.25, help="CPU quota of the slowed device")
     p.add_argument(
         "--shell-startup", type=float, default=0.25, help="seconds dev0's .bashrc sleeps"
@@ -207,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     size = args.size or (16 if args.smoke else 32)
     channels = 1 if args.smoke else 3
     reps = args.reps or (1 if args.smoke else 3)
-    rounds = args.rounds or (1 if args.smoke else 5)
+    rounds = args.rounds or (2 if args.smoke else 8)
     bench = BenchConfig(max_repeats=1)  # the protocol's defaults: >= 10 runs + 1 s, >= 50 + 2 s
     if args.smoke:
         bench = replace(bench, warmup_seconds=0.1, min_seconds=0.2)
@@ -281,19 +308,30 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
         set_mode("dev0", "session")
-        pairs = agent_vs_bare(model, bench, rounds)
-        bare = statistics.median(b for b, _ in pairs)
-        agent = statistics.median(a for _, a in pairs)
+        triples = agent_vs_bare(model, bench, rounds)
+        bare = statistics.median(b for b, _, _ in triples)
+        agent = statistics.median(a for _, a, _ in triples)
+        host = statistics.median(h for _, _, h in triples)
+        # Rounds drift together (the host's speed changes between them by more than the agent
+        # adds): the paired figure compares the agent with the bare loop of its own round.
+        paired = statistics.median(a / b - 1 for b, a, _ in triples)
         lines += [
             "### Agent vs bare ONNX Runtime loop (median latency, ms)",
+            "",
+            "The bare loop runs on the device in a fresh Python process (started by the agent's "
+            "`exec` request: the device user's environment and cgroup); the order alternates "
+            "between rounds. The host-process loop runs the same code as a child of this script, "
+            "outside the device's environment, for reference.",
             "",
             table(
                 [
                     "rounds",
-                    "bare loop",
+                    "bare loop on the device",
                     "agent (SSH, protocol)",
-                    "difference",
-                    "per round (bare/agent)",
+                    "difference of medians",
+                    "median paired difference",
+                    "bare loop, host process",
+                    "per round (bare/agent/host)",
                 ],
                 [
                     [
@@ -301,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
                         bare,
                         agent,
                         f"{(agent - bare) * 1000:+.0f} µs ({(agent / bare - 1):+.1%})",
-                        ", ".join(f"{b:.3f}/{a:.3f}" for b, a in pairs),
+                        f"{paired:+.1%}",
+                        host,
+                        ", ".join(f"{b:.4g}/{a:.4g}/{h:.4g}" for b, a, h in triples),
                     ]
                 ],
             ),

@@ -232,10 +232,20 @@ def test_device_overhead_smoke(tmp_path: Path) -> None:
     assert costs["import onnxruntime on the device"] > 0
     assert all(v is not None and v >= 0 for v in costs.values())
     (row,) = agent
-    assert num(row["rounds"]) == 1 and num(row["bare loop"]) > 0
-    assert (
-        num(row["agent (SSH, protocol)"]) > 0 and len(row["per round (bare/agent)"].split("/")) == 2
-    )
+    assert num(row["rounds"]) == 2
+    per_round = [
+        [float(v) for v in r.split("/")] for r in row["per round (bare/agent/host)"].split(", ")
+    ]
+    assert len(per_round) == 2 and all(len(r) == 3 and min(r) > 0 for r in per_round)
+    paired = sum(a / b - 1 for b, a, _ in per_round) / 2
+    assert num(row["median paired difference"]) == pytest.approx(100 * paired, abs=0.2)
+    # The columns are the medians of the rounds (two rounds: the mean of the pair).
+    for col, i in (
+        ("bare loop on the device", 0),
+        ("agent (SSH, protocol)", 1),
+        ("bare loop, host process", 2),
+    ):
+        assert num(row[col]) == pytest.approx(sum(r[i] for r in per_round) / 2, rel=0.02, abs=0.002)
     if len(tables) > 3:  # a writable cgroup v1 cpu hierarchy: the slowed device was measured
         speed = tables[3]
         assert [(r["device"], r["CPU quota"]) for r in speed] == [
