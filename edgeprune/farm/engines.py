@@ -1,9 +1,11 @@
 """Engines run the scheduler's tasks: one `DeviceWorker` per device plus variant preparation.
 
-Both engines have the same small interface (`Engine`): ``start`` the device workers, ``submit``
-a call to one device's worker, ``submit_prep`` a variant to make, ``poll`` for finished calls,
-``stop``. The scheduler (`edgeprune.farm.run`) never submits a second call to a device whose
-first has not come back, so each device runs one job at a time.
+Both engines have the same small interface (`Engine`): ``start`` the device workers,
+``submit_health`` a device check or ``submit`` a task (`edgeprune.farm.tasks`) to one device's
+worker, ``submit_prep`` a variant to make, ``poll`` for finished calls: each comes back as the
+caller's tag (opaque to the engine) and the call's result. ``stop`` ends it all. The scheduler
+(`edgeprune.farm.run`) never submits a second call to a device whose first has not come back, so
+each device runs one job at a time.
 
 * `ThreadEngine` (default): a host thread per device, a process pool for preparation.
 * `RayEngine` (``edgeprune.farm.ray_engine``): a Ray actor per device holding the device's custom
@@ -18,15 +20,16 @@ import os
 import queue
 import threading
 import time
-from dataclasses import asdict
 from typing import Any, Protocol
 
 from edgeprune.device.inventory import DeviceSpec
 from edgeprune.farm.plan import PrepJob
 from edgeprune.farm.prepare import make_variant
-from edgeprune.farm.worker import DeviceWorker, error_result
+from edgeprune.farm.tasks import Failure, Result, Task, VariantResult
+from edgeprune.farm.worker import DeviceWorker
 
-Completion = tuple[Any, dict[str, Any]]
+# A finished call: the tag it was submitted with and its result.
+Completion = tuple[object, Result]
 
 
 class Engine(Protocol):
@@ -34,21 +37,28 @@ class Engine(Protocol):
 
     def start(self, devices: list[DeviceSpec], inventory: str | None) -> None: ...
 
-    def submit(self, device: str, method: str, task: dict[str, Any] | None, tag: Any) -> None: ...
+    def submit_health(self, device: str, tag: object) -> None: ...
 
-    def submit_prep(self, prep: dict[str, Any], gpu: bool, tag: Any) -> None: ...
+    def submit(self, device: str, task: Task, tag: object) -> None: ...
+
+    def submit_prep(self, prep: PrepJob, gpu: bool, tag: object) -> None: ...
 
     def poll(self, timeout: float) -> list[Completion]: ...
 
     def stop(self) -> None: ...
 
 
-def make_variant_safe(prep: dict[str, Any]) -> dict[str, Any]:
-    """`make_variant` for a prep given as a dict; failures come back as data (never raised)."""
+def make_variant_safe(prep: PrepJob) -> VariantResult | Failure:
+    """`make_variant` whose failures come back as data (never raised)."""
     try:
-        return {"ok": True, "variant": make_variant(PrepJob.from_dict(prep))}
+        return VariantResult(make_variant(prep))
     except Exception as e:
-        return error_result(e)
+        return Failure.from_exception(e)
+
+
+# What a device thread is asked to do: a task, or None for a health check (and None instead of
+# the pair to stop).
+_Call = tuple[Task | None, object]
 
 
 def _watch_parent() -> None:
@@ -74,7 +84,7 @@ class ThreadEngine:
 
     def __init__(self, prep_workers: int = 1) -> None:
         self._out: queue.Queue[Completion] = queue.Queue()
-        self._inboxes: dict[str, queue.Queue[tuple[str, dict[str, Any] | None, Any] | None]] = {}
+        self._inboxes: dict[str, queue.Queue[_Call | None]] = {}
         self._threads: list[threading.Thread] = []
         self._workers: dict[str, DeviceWorker] = {}
         self._prep_workers = prep_workers
@@ -82,8 +92,8 @@ class ThreadEngine:
 
     def start(self, devices: list[DeviceSpec], inventory: str | None) -> None:
         for spec in devices:
-            worker = DeviceWorker(spec_dict(spec), inventory=inventory, engine=self.name)
-            inbox: queue.Queue[tuple[str, dict[str, Any] | None, Any] | None] = queue.Queue()
+            worker = DeviceWorker(spec, inventory=inventory, engine=self.name)
+            inbox: queue.Queue[_Call | None] = queue.Queue()
             t = threading.Thread(
                 target=self._loop, args=(worker, inbox), name=f"farm-{spec.name}", daemon=True
             )
@@ -91,40 +101,38 @@ class ThreadEngine:
             self._threads.append(t)
             t.start()
 
-    def _loop(
-        self,
-        worker: DeviceWorker,
-        inbox: queue.Queue[tuple[str, dict[str, Any] | None, Any] | None],
-    ) -> None:
+    def _loop(self, worker: DeviceWorker, inbox: queue.Queue[_Call | None]) -> None:
         while True:
             item = inbox.get()
             if item is None:
                 worker.close()
                 return
-            method, task, tag = item
+            task, tag = item
+            result: Result
             try:
-                result = worker.health() if method == "health" else worker.run(task or {})
+                result = worker.health() if task is None else worker.run(task)
             except Exception as e:  # DeviceWorker does not raise; this is a last line of defence
-                result = error_result(e)
+                result = Failure.from_exception(e)
             self._out.put((tag, result))
 
-    def submit(self, device: str, method: str, task: dict[str, Any] | None, tag: Any) -> None:
-        self._inboxes[device].put((method, task, tag))
+    def submit_health(self, device: str, tag: object) -> None:
+        self._inboxes[device].put((None, tag))
 
-    def submit_prep(self, prep: dict[str, Any], gpu: bool, tag: Any) -> None:
+    def submit(self, device: str, task: Task, tag: object) -> None:
+        self._inboxes[device].put((task, tag))
+
+    def submit_prep(self, prep: PrepJob, gpu: bool, tag: object) -> None:
         if self._pool is None:
             ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
             self._pool = ctx.Pool(self._prep_workers, initializer=_watch_parent)
 
-        def failed(e: BaseException) -> None:
-            self._out.put((tag, error_result(e)))
+        def done(r: VariantResult | Failure) -> None:
+            self._out.put((tag, r))
 
-        self._pool.apply_async(
-            make_variant_safe,
-            (prep,),
-            callback=lambda r: self._out.put((tag, r)),
-            error_callback=failed,
-        )
+        def failed(e: BaseException) -> None:
+            self._out.put((tag, Failure.from_exception(e)))
+
+        self._pool.apply_async(make_variant_safe, (prep,), callback=done, error_callback=failed)
 
     def poll(self, timeout: float) -> list[Completion]:
         out: list[Completion] = []
@@ -144,10 +152,3 @@ class ThreadEngine:
             self._pool.terminate()  # unfinished variants are made again by the next run
             self._pool.join()
             self._pool = None
-
-
-def spec_dict(spec: DeviceSpec) -> dict[str, Any]:
-    """A device spec as the JSON-able dict a worker is built from."""
-    d = asdict(spec)
-    d["tags"] = list(spec.tags)
-    return d

@@ -73,17 +73,6 @@ class PrepJob:
             "source_sha256": self.source_sha256,
         }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PrepJob:
-        return cls(
-            model=ModelEntry(**d["model"]),
-            criterion=CriterionEntry(**d["criterion"]) if d.get("criterion") else None,
-            target=TargetEntry(**d["target"]) if d.get("target") else None,
-            entry=d.get("entry"),
-            settings=dict(d.get("settings") or {}),
-            source_sha256=d.get("source_sha256"),
-        )
-
 
 @dataclass(frozen=True)
 class BenchJob:

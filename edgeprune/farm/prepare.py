@@ -1,10 +1,11 @@
 """Making a model variant (prune, fine-tune, export) and keeping it in the artifact cache.
 
 `make_variant` does the work anywhere (a host thread, a Ray task, a device worker for latency
-searches) and returns plain data: the facts and the ONNX bytes. `save_variant` — called only by
-the process that drives the sweep — puts the file into the content-addressed artifact cache and
-the facts into ``$EDGEPRUNE_HOME/farm/prep/<prep id>/facts.json``; `load_variant` finds them again,
-so a variant is made once across reruns and across sweeps that share it.
+searches) and returns plain data, a `MadeVariant`: the facts and the ONNX bytes. `save_variant`
+— called only by the process that drives the sweep — puts the file into the content-addressed
+artifact cache and the facts into ``$EDGEPRUNE_HOME/farm/prep/<prep id>/facts.json``;
+`load_variant` finds them again, so a variant is made once across reruns and across sweeps that
+share it.
 """
 
 from __future__ import annotations
@@ -51,6 +52,14 @@ FACT_KEYS = (
 
 
 @dataclass(frozen=True)
+class MadeVariant:
+    """What `make_variant` returns: the variant's facts and its ONNX file's bytes."""
+
+    facts: dict[str, Any]
+    onnx: bytes
+
+
+@dataclass(frozen=True)
 class Variant:
     """A made variant: its ONNX file in the artifact cache and its facts."""
 
@@ -83,12 +92,12 @@ def load_variant(prep: PrepJob) -> Variant | None:
     return Variant(prep.id, hit.path, hit.sha256, saved["facts"])
 
 
-def save_variant(prep: PrepJob, payload: dict[str, Any]) -> Variant:
+def save_variant(prep: PrepJob, made: MadeVariant) -> Variant:
     """Store what `make_variant` returned. Not thread-safe: call from the driving thread only."""
     d = prep_dir(prep.id)
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / ".model.onnx"
-    tmp.write_bytes(payload["onnx"])
+    tmp.write_bytes(made.onnx)
     try:
         art = ArtifactCache().add(
             tmp, key=_cache_key(prep.id), kind="onnx", source=f"farm:{prep.label}"
@@ -101,10 +110,10 @@ def save_variant(prep: PrepJob, payload: dict[str, Any]) -> Variant:
             "prep": prep.to_dict(),
             "label": prep.label,
             "sha256": art.sha256,
-            "facts": payload["facts"],
+            "facts": made.facts,
         },
     )
-    return Variant(prep.id, art.path, art.sha256, payload["facts"])
+    return Variant(prep.id, art.path, art.sha256, made.facts)
 
 
 def variant_facts_by_sha() -> dict[str, dict[str, Any]]:
@@ -138,8 +147,8 @@ def clean_scratch() -> int:
     return removed
 
 
-def make_variant(prep: PrepJob, device: str | None = None) -> dict[str, Any]:
-    """Make the variant: ``{"facts": {...}, "onnx": bytes}``.
+def make_variant(prep: PrepJob, device: str | None = None) -> MadeVariant:
+    """Make the variant: its facts and ONNX bytes.
 
     The base model is exported as is; a ratio/FLOPs/params target goes through `prune_run`
     (criterion, optional fine-tune, export); a latency budget searches on ``device`` (required
@@ -155,7 +164,7 @@ def make_variant(prep: PrepJob, device: str | None = None) -> dict[str, Any]:
         else:
             facts, onnx_path = _pruned(prep, tmp, device)
         facts["wall_seconds"] = time.perf_counter() - t0
-        return {"facts": facts, "onnx": onnx_path.read_bytes()}
+        return MadeVariant(facts, onnx_path.read_bytes())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -20,12 +20,15 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from edgeprune import config
 from edgeprune.device.inventory import DeviceSpec
 from edgeprune.errors import DependencyMissingError, UsageError
-from edgeprune.farm.engines import Completion, make_variant_safe, spec_dict
+from edgeprune.farm.engines import Completion, make_variant_safe
+from edgeprune.farm.plan import PrepJob
+from edgeprune.farm.tasks import BenchTask, Failure, Result, Task, VariantResult
 from edgeprune.farm.worker import DeviceWorker
 
 RESOURCE_PREFIX = "edgeprune-device:"
@@ -67,7 +70,7 @@ class RayEngine:
         self.ray = import_ray(loopback=address is None)
         self.address = address
         self._actors: dict[str, Any] = {}
-        self._pending: dict[Any, Any] = {}
+        self._pending: dict[Any, object] = {}
         self._refs: dict[str, Any] = {}
         self._started_local = False
         self._prep_fn: Any = None
@@ -110,7 +113,7 @@ class RayEngine:
                 num_cpus=0,
                 max_restarts=0,
                 name=None,
-            ).remote(spec_dict(spec), env, inventory, "ray")
+            ).remote(spec, env, inventory, "ray")
         self._prep_fn = ray.remote(_prep_task)
         self._env = env
         self._gpus = float(have.get("GPU", 0))
@@ -142,18 +145,15 @@ class RayEngine:
                 ),
             ) from None
 
-    def submit(self, device: str, method: str, task: dict[str, Any] | None, tag: Any) -> None:
-        actor = self._actors[device]
-        if method == "health":
-            ref = actor.health.remote()
-        else:
-            task = dict(task or {})
-            if "artifact" in task:
-                art = dict(task["artifact"])
-                art["ref"] = self._artifact_ref(art["path"], art["sha256"])
-                task["artifact"] = art
-            ref = actor.run.remote(task)
-        self._pending[ref] = tag
+    def submit_health(self, device: str, tag: object) -> None:
+        self._pending[self._actors[device].health.remote()] = tag
+
+    def submit(self, device: str, task: Task, tag: object) -> None:
+        if isinstance(task, BenchTask):
+            art = task.artifact  # its bytes go along, for a worker on a host without the file
+            ref = self._artifact_ref(art.path, art.sha256)
+            task = replace(task, artifact=replace(art, ref=ref))
+        self._pending[self._actors[device].run.remote(task)] = tag
 
     def _artifact_ref(self, path: str, sha: str) -> Any:
         if sha not in self._refs:
@@ -161,7 +161,7 @@ class RayEngine:
                 self._refs[sha] = self.ray.put(f.read())
         return self._refs[sha]
 
-    def submit_prep(self, prep: dict[str, Any], gpu: bool, tag: Any) -> None:
+    def submit_prep(self, prep: PrepJob, gpu: bool, tag: object) -> None:
         use_gpu = gpu and self._gpus >= 1
         ref = self._prep_fn.options(num_cpus=1, num_gpus=1 if use_gpu else 0).remote(
             prep, self._env
@@ -180,22 +180,13 @@ class RayEngine:
         out: list[Completion] = []
         for ref in ready:
             tag = self._pending.pop(ref)
+            result: Result
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayActorError as e:
-                result = {
-                    "ok": False,
-                    "kind": "device",
-                    "message": f"the worker actor died: {str(e).splitlines()[0]}",
-                    "hint": None,
-                }
+                result = Failure("device", f"the worker actor died: {str(e).splitlines()[0]}")
             except ray.exceptions.RayError as e:
-                result = {
-                    "ok": False,
-                    "kind": "bug",
-                    "message": str(e).splitlines()[0],
-                    "hint": None,
-                }
+                result = Failure("bug", str(e).splitlines()[0])
             out.append((tag, result))
         return out
 
@@ -216,6 +207,6 @@ class RayEngine:
         ray.shutdown()
 
 
-def _prep_task(prep: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+def _prep_task(prep: PrepJob, env: dict[str, str]) -> VariantResult | Failure:
     os.environ.update(env)
     return make_variant_safe(prep)

@@ -29,13 +29,14 @@ import socket
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeprune import config
 from edgeprune._files import write_json
 from edgeprune.bench import Measurement, Store
+from edgeprune.device.check import Problem
 from edgeprune.device.inventory import DeviceSpec, Inventory
 from edgeprune.device.lock import PidFlock
 from edgeprune.errors import UsageError
@@ -44,6 +45,18 @@ from edgeprune.farm.plan import BenchJob, Plan, plan_sweep
 from edgeprune.farm.prepare import Variant, clean_scratch, load_variant, save_variant
 from edgeprune.farm.ray_engine import RayEngine
 from edgeprune.farm.sweep import SweepSpec
+from edgeprune.farm.tasks import (
+    Artifact,
+    BenchResult,
+    BenchTask,
+    Failure,
+    HealthResult,
+    Result,
+    RunResult,
+    SearchTask,
+    Task,
+    VariantResult,
+)
 
 POLL_S = 0.2
 STATUS_EVERY_S = 0.5
@@ -104,6 +117,32 @@ class _Item:
     @property
     def key(self) -> str:
         return self.job.job_id if self.job is not None else f"search:{self.prep}"
+
+
+# Completion tags: what a call the scheduler submitted was for.
+
+
+@dataclass(frozen=True)
+class HealthTag:
+    """A health check of ``device``."""
+
+    device: str
+
+
+@dataclass(frozen=True)
+class PrepTag:
+    """Making variant ``prep_id`` on the host."""
+
+    prep_id: str
+
+
+@dataclass(frozen=True)
+class RunTag:
+    """``item`` (taken from ``entry``'s queue) running on ``device``."""
+
+    device: str
+    entry: str
+    item: _Item
 
 
 @dataclass
@@ -176,9 +215,9 @@ class _Scheduler:
             else:
                 self.pending_preps.add(pid)
                 gpu = bool(prep.settings.get("finetune"))
-                self.engine.submit_prep(prep.to_dict(), gpu, ("prep", pid))
+                self.engine.submit_prep(prep, gpu, PrepTag(pid))
         for name in self.devices:
-            self.engine.submit(name, "health", None, ("health", name))
+            self.engine.submit_health(name, HealthTag(name))
 
     def _release(self, prep_id: str) -> None:
         for j in self.todo:
@@ -213,6 +252,7 @@ class _Scheduler:
                 continue
             entry, item = picked
             item.attempts += 1
+            task: Task
             if item.job is not None:
                 task = self._bench_task(item.job, item.attempts)
                 d.current = {
@@ -225,7 +265,7 @@ class _Scheduler:
             else:
                 assert item.prep is not None
                 prep = self.plan.preps[item.prep]
-                task = {"kind": "search", "prep": prep.to_dict()}
+                task = SearchTask(prep)
                 d.current = {
                     "job_id": None,
                     "label": f"search {prep.label}",
@@ -234,7 +274,7 @@ class _Scheduler:
                 }
             d.state = "busy"
             self.in_flight[item.key] = time.time()
-            self.engine.submit(d.spec.name, "run", task, ("run", d.spec.name, entry, item))
+            self.engine.submit(d.spec.name, task, RunTag(d.spec.name, entry, item))
 
     def _pick(self, d: _Device, now: float) -> tuple[str, _Item] | None:
         for entry in d.serves:
@@ -245,37 +285,42 @@ class _Scheduler:
                     return entry, item
         return None
 
-    def _bench_task(self, job: BenchJob, attempt: int) -> dict[str, Any]:
+    def _bench_task(self, job: BenchJob, attempt: int) -> BenchTask:
         v = self.variants[job.prep]
-        return {
-            "kind": "bench",
-            "job_id": job.job_id,
-            "label": job.label,
-            "sweep": self.spec.name,
-            "entry": job.entry,
-            "runtime": asdict(job.runtime),
-            "bench": self.spec.bench_config(job.runtime).to_dict(),
-            "artifact": {"path": str(v.path), "sha256": v.sha256},
-            "attempt": attempt,
-        }
+        return BenchTask(
+            job_id=job.job_id,
+            label=job.label,
+            sweep=self.spec.name,
+            entry=job.entry,
+            runtime=job.runtime,
+            bench=self.spec.bench_config(job.runtime),
+            artifact=Artifact(str(v.path), v.sha256),
+            attempt=attempt,
+        )
 
     # ------------------------------------------------------------------ results
 
-    def _handle(self, tag: Any, result: dict[str, Any]) -> None:
-        kind = tag[0]
-        if kind == "health":
-            self._on_health(self.devices[tag[1]], result)
-        elif kind == "prep":
-            self._on_prep(tag[1], result)
-        else:
-            self._on_run(self.devices[tag[1]], tag[2], tag[3], result)
+    def _handle(self, tag: object, result: Result) -> None:
+        match tag, result:
+            case HealthTag(device), (HealthResult() | Failure()) as r:
+                self._on_health(self.devices[device], r)
+            case PrepTag(prep_id), (VariantResult() | Failure()) as r:
+                self._on_prep(prep_id, r)
+            case RunTag(device, entry, item), (BenchResult() | VariantResult() | Failure()) as r:
+                self._on_run(self.devices[device], entry, item, r)
+            case _:
+                raise AssertionError(f"no handler for {type(result).__name__} on {tag!r}")
 
-    def _on_health(self, d: _Device, r: dict[str, Any]) -> None:
-        if r.get("ok"):
-            d.state, d.problems, d.busy_checks, d.recheck_at = "idle", [], 0, None
-            return
-        d.problems = r.get("problems") or [{"message": r.get("message"), "fix": r.get("hint")}]
-        if r.get("kind") == "busy" and d.busy_checks < self.opts.retries:
+    def _on_health(self, d: _Device, r: HealthResult | Failure) -> None:
+        if isinstance(r, HealthResult):
+            if r.ok:
+                d.state, d.problems, d.busy_checks, d.recheck_at = "idle", [], 0, None
+                return
+            problems = r.problems
+        else:  # the check raised, or its call failed (e.g. the Ray actor died)
+            problems = r.problems or (Problem(r.message, r.hint),)
+        d.problems = [p.to_dict() for p in problems]
+        if isinstance(r, Failure) and r.kind == "busy" and d.busy_checks < self.opts.retries:
             d.busy_checks += 1  # another process holds it: look again later
             d.state = "checking"
             d.recheck_at = time.monotonic() + self._backoff(d.busy_checks)
@@ -287,40 +332,40 @@ class _Scheduler:
         for name, d in self.devices.items():
             if d.recheck_at is not None and d.recheck_at <= now:
                 d.recheck_at = None
-                self.engine.submit(name, "health", None, ("health", name))
+                self.engine.submit_health(name, HealthTag(name))
 
-    def _on_prep(self, prep_id: str, r: dict[str, Any]) -> None:
+    def _on_prep(self, prep_id: str, r: VariantResult | Failure) -> None:
         self.pending_preps.discard(prep_id)
-        if not r.get("ok"):
-            self._fail_prep(prep_id, r)
+        if isinstance(r, Failure):
+            self._fail_prep(prep_id, r.message, r.hint)
             return
-        self.variants[prep_id] = save_variant(self.plan.preps[prep_id], r["variant"])
+        self.variants[prep_id] = save_variant(self.plan.preps[prep_id], r.variant)
         self.prepared_now += 1
         self._release(prep_id)
 
-    def _fail_prep(self, prep_id: str, r: dict[str, Any]) -> None:
+    def _fail_prep(self, prep_id: str, message: str, hint: str | None) -> None:
         prep = self.plan.preps[prep_id]
-        reason = f"making {prep.label} failed: {r.get('message')}"
+        reason = f"making {prep.label} failed: {message}"
         for j in self.todo:
             if j.prep == prep_id:
-                self._fail(j, reason, r.get("hint"))
+                self._fail(j, reason, hint)
 
-    def _on_run(self, d: _Device, entry: str, item: _Item, r: dict[str, Any]) -> None:
+    def _on_run(self, d: _Device, entry: str, item: _Item, r: RunResult) -> None:
         started = self.in_flight.pop(item.key, time.time())
         d.current = None
-        if r.get("ok"):
+        if not isinstance(r, Failure):
             d.state = "idle"
             d.jobs += 1
             if item.job is not None:
+                assert isinstance(r, BenchResult)
                 self._store(item.job, r, started)
             else:
-                assert item.prep is not None
-                self._on_prep(item.prep, {"ok": True, "variant": r["variant"]})
+                assert item.prep is not None and isinstance(r, VariantResult)
+                self._on_prep(item.prep, r)
             return
-        kind = r.get("kind")
-        if kind in ("device", "busy"):
+        if r.kind in ("device", "busy"):
             d.state = "checking"
-            self.engine.submit(d.spec.name, "health", None, ("health", d.spec.name))
+            self.engine.submit_health(d.spec.name, HealthTag(d.spec.name))
             if item.attempts <= self.opts.retries:
                 item.not_before = time.monotonic() + self._backoff(item.attempts)
                 self.queues[entry].append(item)
@@ -328,15 +373,15 @@ class _Scheduler:
         else:
             d.state = "idle"
         if item.job is not None:
-            self._fail(item.job, str(r.get("message")), r.get("hint"), attempts=item.attempts)
+            self._fail(item.job, r.message, r.hint, attempts=item.attempts)
         else:
             assert item.prep is not None
             self.pending_preps.discard(item.prep)
-            self._fail_prep(item.prep, r)
+            self._fail_prep(item.prep, r.message, r.hint)
 
-    def _store(self, job: BenchJob, r: dict[str, Any], dispatched: float) -> None:
+    def _store(self, job: BenchJob, r: BenchResult, dispatched: float) -> None:
         stored: Measurement | None = None
-        for md in r["measurements"]:
+        for md in r.measurements:
             m = self.store.add(Measurement.from_dict(md))
             if m.job_id == job.job_id:
                 stored = m
@@ -388,10 +433,7 @@ class _Scheduler:
                     )
                 elif item.prep is not None:
                     self.pending_preps.discard(item.prep)
-                    self._fail_prep(
-                        item.prep,
-                        {"message": f"no healthy device for {entry} ({why})", "hint": None},
-                    )
+                    self._fail_prep(item.prep, f"no healthy device for {entry} ({why})", None)
 
     def _finished(self) -> bool:
         if self.pending_preps or any(self.queues.values()):

@@ -183,7 +183,7 @@ def test_model_code_allows_only_the_named_and_unchanged_factory(tmp_path: Path, 
     spec_file.write_text(yaml.safe_dump({"name": "s", "models": [entry], "devices": ["local"]}))
     plan = plan_sweep(load_sweep(spec_file))
     (prep,) = plan.preps.values()
-    assert make_variant(prep)["facts"]["params_before"] > 0
+    assert make_variant(prep).facts["params_before"] > 0
     entry.pop("model_code")
     spec_file.write_text(yaml.safe_dump({"name": "s", "models": [entry], "devices": ["local"]}))
     assert list(plan_sweep(load_sweep(spec_file)).preps) == [prep.id]
