@@ -310,3 +310,30 @@ def test_zoo_smoke(tmp_path: Path) -> None:
     assert shuffle["refused_groups"] and all(g["reason"] for g in shuffle["refused_groups"])
     text = (out / "zoo.md").read_text()
     assert "| resnet20 | l1 | yes |" in text and "median speed-up" in text
+
+
+def test_cpu_quota_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "quota.md"
+    _run([str(BENCH / "cpu_quota.py"), "--smoke", "--out", str(out)], tmp_path)
+    text = out.read_text()
+    assert "CONFIG_HZ=" in text and "sched_cfs_bandwidth_slice_us=" in text
+    (rows,) = md_tables(text)
+    from edgeprune._devices.testfarm import cgroups_available
+
+    want = ["none", "0.5 of 10 ms"] if cgroups_available() else ["none"]
+    assert [r["quota"] for r in rows] == want and {r["model"] for r in rows} == {"resnet20"}
+    for r in rows:
+        assert num(r["n"]) >= 1 and 0 < num(r["median ms"]) <= num(r["p90 ms"])
+        assert num(r["mean ms"]) > 0 and num(r["CV"]) >= 0
+
+
+def test_cpu_quota_refuses_a_quota_under_the_kernels_minimum(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "cpu_quota.py"), "--periods-ms", "1", "--out", "x.md"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "at least 1 ms" in proc.stderr.splitlines()[-1]
+    assert not (tmp_path / "x.md").exists()
