@@ -14,6 +14,40 @@ if TYPE_CHECKING:
     from edgeprune.bench import BenchConfig
 
 
+# A bare ONNX Runtime timing loop, run as ``python -c ORT_LOOP PATH WARMUP_RUNS WARMUP_S MIN_RUNS
+# MIN_S SEED``: the session options, input and loops of the device agent's benchmark (1 thread,
+# sequential, all graph optimisations, a RandomState(SEED) input). Prints ``n median mean p90 cv``
+# of the timed runs (ms).
+ORT_LOOP = r"""
+import sys, time
+import numpy as np
+import onnxruntime as ort
+path, warmup_runs, warmup_s, min_runs, min_s, seed = sys.argv[1:7]
+so = ort.SessionOptions()
+so.intra_op_num_threads = 1
+so.inter_op_num_threads = 1
+so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+so.log_severity_level = 3
+sess = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+inp = sess.get_inputs()[0]
+x = np.random.RandomState(int(seed)).standard_normal(inp.shape).astype(np.float32)
+feeds = {inp.name: x}
+clock = time.perf_counter
+t0, n = clock(), 0
+while n < int(warmup_runs) or clock() - t0 < float(warmup_s):
+    sess.run(None, feeds)
+    n += 1
+times, t0 = [], clock()
+while len(times) < int(min_runs) or clock() - t0 < float(min_s):
+    a = clock()
+    sess.run(None, feeds)
+    times.append((clock() - a) * 1000.0)
+t = np.array(times)
+print(len(t), np.median(t), t.mean(), np.percentile(t, 90), t.std() / t.mean())
+"""
+
+
 class Results:
     """Append-only JSONL results keyed by a tuple of fields; a rerun skips finished keys."""
 

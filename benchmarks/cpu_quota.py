@@ -27,31 +27,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_line, markdown_table
-
-LOOP = r"""
-import sys, time, numpy as np, onnxruntime as ort
-path, warmup, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-so = ort.SessionOptions()
-so.intra_op_num_threads = 1
-so.inter_op_num_threads = 1
-so.log_severity_level = 3
-s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-inp = s.get_inputs()[0]
-x = {inp.name: np.random.RandomState(0).standard_normal(inp.shape).astype(np.float32)}
-t0 = time.perf_counter()
-while time.perf_counter() - t0 < warmup:
-    s.run(None, x)
-t, t0 = [], time.perf_counter()
-while time.perf_counter() - t0 < seconds:
-    a = time.perf_counter()
-    s.run(None, x)
-    t.append((time.perf_counter() - a) * 1000.0)
-t = np.array(t)
-print(len(t), np.median(t), t.mean(), np.percentile(t, 90), t.std() / t.mean())
-"""
-
-CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
+from _common import ORT_LOOP, machine_line, markdown_table
 
 
 def kernel_hz() -> str:
@@ -75,7 +51,8 @@ def run_loop(model: Path, warmup: float, seconds: float, cgroup: Path | None) ->
             (cgroup / "cgroup.procs").write_text(str(os.getpid()))
 
     out = subprocess.run(
-        [sys.executable, "-c", LOOP, str(model), str(warmup), str(seconds)],
+        # no run-count minimums: warm-up and timed loop by time alone, input seed 0
+        [sys.executable, "-c", ORT_LOOP, str(model), "0", str(warmup), "1", str(seconds), "0"],
         capture_output=True,
         text=True,
         check=True,
@@ -101,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.models, args.size, args.periods_ms, args.seconds = "resnet20", 16, "10", 0.3
 
-    from edgeprune._devices.testfarm import cgroups_available
+    from edgeprune._devices.testfarm import CGROUP_CPU, cgroups_available
 
     from edgeprune.checkpoint import resolve_model
     from edgeprune.export import onnx_from_torch

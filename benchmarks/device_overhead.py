@@ -35,34 +35,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-BARE_LOOP = r"""
-import sys, time
-import numpy as np
-import onnxruntime as ort
-path, warmup_runs, warmup_s, min_runs, min_s, seed = sys.argv[1:7]
-so = ort.SessionOptions()
-so.intra_op_num_threads = 1
-so.inter_op_num_threads = 1
-so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-so.log_severity_level = 3
-sess = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
-inp = sess.get_inputs()[0]
-x = np.random.RandomState(int(seed)).standard_normal(inp.shape).astype(np.float32)
-feeds = {inp.name: x}
-clock = time.perf_counter
-t0, n = clock(), 0
-while n < int(warmup_runs) or clock() - t0 < float(warmup_s):
-    sess.run(None, feeds)
-    n += 1
-times, t0 = [], clock()
-while len(times) < int(min_runs) or clock() - t0 < float(min_s):
-    a = clock()
-    sess.run(None, feeds)
-    times.append((clock() - a) * 1000.0)
-times.sort()
-print(times[len(times) // 2] if len(times) % 2 else sum(times[len(times) // 2 - 1:][:2]) / 2)
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ORT_LOOP
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:
@@ -184,10 +158,10 @@ def agent_vs_bare(model: Path, bench, rounds: int) -> list[tuple[float, float, f
             agent = SessionAgent(t, spec.python, spec.workdir, spec.name)
             agent.start()
             try:
-                r = agent.call("exec", 120, argv=[spec.python, "-c", BARE_LOOP, *argv], limit_s=100)
+                r = agent.call("exec", 120, argv=[spec.python, "-c", ORT_LOOP, *argv], limit_s=100)
             finally:
                 agent.close()
-        return float(r["stdout"].strip())
+        return float(r["stdout"].split()[1])  # the median
 
     def by_agent() -> float:
         with Store() as store:
@@ -200,9 +174,9 @@ def agent_vs_bare(model: Path, bench, rounds: int) -> list[tuple[float, float, f
         else:
             agent, bare = by_agent(), on_device()
         out = subprocess.run(
-            [sys.executable, "-c", BARE_LOOP, *argv], capture_output=True, text=True, check=True
+            [sys.executable, "-c", ORT_LOOP, *argv], capture_output=True, text=True, check=True
         )
-        rows.append((bare, agent, float(out.stdout.strip())))
+        rows.append((bare, agent, float(out.stdout.split()[1])))
     return rows
 
 
