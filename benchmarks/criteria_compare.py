@@ -143,8 +143,8 @@ def run(args: argparse.Namespace) -> Path:
                     "target": 0.0,
                     "row": "base",
                     "accuracy": acc,
-                    "train_epochs": trained["epochs"],
-                    "train_seconds": trained.get("train_seconds"),
+                    "train_epochs": trained.epochs,
+                    "train_seconds": trained.train_seconds,
                     "latency": lat,
                 }
             )

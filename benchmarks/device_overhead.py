@@ -129,7 +129,7 @@ def deploy_overhead(model: Path, bench, reps: int, workdir: Path, mode: str) -> 
             subprocess.run(["rm", "-rf", "--", str(item)], check=True)
         for kind in ("cold", "cached"):
             res = deploy(str(model), "dev0", cfg)
-            rows.append({"kind": kind, "mode": mode, **res})
+            rows.append({"kind": kind, "mode": mode, **res.to_dict()})
     return rows
 
 

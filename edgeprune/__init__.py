@@ -57,7 +57,7 @@ _EXPORTS: dict[str, str] = {
     "onnx_from_torch": "edgeprune.export:onnx_from_torch",
     "run_sweep": "edgeprune.farm:run_sweep",
     "load_sweep": "edgeprune.farm:load_sweep",
-    "write_report": "edgeprune.pipeline.report:write_report",
+    "write_report": "edgeprune.farm.report:write_report",
     "EdgePruneError": "edgeprune.errors:EdgePruneError",
     "prune": "edgeprune.prune",
     "search": "edgeprune.search",
@@ -109,9 +109,9 @@ if TYPE_CHECKING:
     from edgeprune.errors import EdgePruneError
     from edgeprune.export import onnx_from_torch
     from edgeprune.farm import load_sweep, run_sweep
+    from edgeprune.farm.report import write_report
     from edgeprune.pipeline.deploy import DeployConfig, deploy
     from edgeprune.pipeline.flows import PruneRunConfig, prune_run
-    from edgeprune.pipeline.report import write_report
 
 
 def __getattr__(name: str) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -24,6 +24,9 @@ from edgeprune.cli._app import (
     styled,
 )
 from edgeprune.errors import UsageError, one_line
+
+if TYPE_CHECKING:
+    from edgeprune.pipeline.results import PruneReport
 
 JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 INCOMPLETE_MEASUREMENT = (
@@ -253,20 +256,19 @@ def train_cmd(
             model_code=model_code,
         )
     if json_out:
-        emit_json(res)
+        emit_json(res.to_dict())
         return
-    last = (res["history"] or [{}])[-1]
     console.print(
         kv_table(
-            "trained" + (" (already complete, reused)" if res["reused"] else ""),
+            "trained" + (" (already complete, reused)" if res.reused else ""),
             [
-                ("checkpoint", res["checkpoint"]),
-                ("model", res["model"]),
-                ("dataset", res["dataset"]),
-                ("epochs", res["epochs"]),
-                ("test accuracy", pct(res["accuracy"])),
-                ("throughput (img/s)", last.get("images_per_s")),
-                ("train time (s)", res["train_seconds"]),
+                ("checkpoint", res.checkpoint),
+                ("model", res.model),
+                ("dataset", res.dataset),
+                ("epochs", res.epochs),
+                ("test accuracy", pct(res.accuracy)),
+                ("throughput (img/s)", res.images_per_s),
+                ("train time (s)", res.train_seconds),
             ],
         )
     )
@@ -293,17 +295,17 @@ def eval_cmd(
             model, data, _kwargs(model_kwargs), image_size, max_samples, model_code=model_code
         )
     if json_out:
-        emit_json(res)
+        emit_json(res.to_dict())
         return
     console.print(
         kv_table(
             "evaluation",
             [
-                ("model", res["model"]),
-                ("dataset", res["dataset"]),
-                ("samples", res["samples"]),
-                ("top-1 accuracy", pct(res["accuracy"])),
-                ("loss", res["loss"]),
+                ("model", res.model),
+                ("dataset", res.dataset),
+                ("samples", res.samples),
+                ("top-1 accuracy", pct(res.accuracy)),
+                ("loss", res.loss),
             ],
         )
     )
@@ -594,13 +596,12 @@ def prune_cmd(
             force=force,
             model_code=model_code,
         )
-    missed = search_cfg is not None and not report["latency"]["met"]
-    warn_slowdowns(report)
+    warn_slowdowns(report.warnings)
     if json_out:
-        emit_json(report)
+        emit_json(report.to_dict())
     else:
         print_prune_report(report)
-    if missed:
+    if report.missed_budget:
         # Like lint: the run directory is complete, but what it holds misses the budget.
         raise typer.Exit(1)
 
@@ -655,57 +656,54 @@ def search_config(
     )
 
 
-def warn_slowdowns(report: dict[str, Any]) -> None:
+def warn_slowdowns(warnings: list[str]) -> None:
     """Say loudly, on stderr, where the pruned model measured no faster than its base."""
-    for w in report.get("warnings") or []:
+    for w in warnings:
         console_err.print(f"[bold red]warning:[/] {escape(w)}")
 
 
-def print_prune_report(report: dict[str, Any]) -> None:
+def print_prune_report(report: PruneReport) -> None:
     rows: list[tuple[str, Any]] = [
-        ("run directory", report["run_dir"]),
-        ("criterion", report["criterion"]),
+        ("run directory", report.run_dir),
+        ("criterion", report.criterion),
         (
             "FLOPs (MMAC)",
-            f"{report['flops_before'] / 1e6:.2f} → {report['flops_after'] / 1e6:.2f}  (-{report['flops_reduction']:.1%})",
+            f"{report.flops_before / 1e6:.2f} → {report.flops_after / 1e6:.2f}  (-{report.flops_reduction:.1%})",
         ),
         (
             "params (M)",
-            f"{report['params_before'] / 1e6:.3f} → {report['params_after'] / 1e6:.3f}  (-{report['params_reduction']:.1%})",
+            f"{report.params_before / 1e6:.3f} → {report.params_after / 1e6:.3f}  (-{report.params_reduction:.1%})",
         ),
-        ("scoring time (s)", report["scoring_seconds"]),
+        ("scoring time (s)", report.scoring_seconds),
     ]
-    if "accuracy_before" in report:
+    if report.accuracy_before is not None:
         rows.append(
             (
                 "accuracy",
-                f"{pct(report['accuracy_before'])} → {pct(report['accuracy_pruned_no_finetune'])} (pruned) → {pct(report['accuracy_after'])} (final)",
+                f"{pct(report.accuracy_before)} → {pct(report.accuracy_pruned_no_finetune)} (pruned) → {pct(report.accuracy_after)} (final)",
             )
         )
-    exp = report["export"]
+    exp = report.export
     rows.append(
-        (
-            "ONNX",
-            f"{exp['path']}  opset {exp['opset']}, parity max|Δ| {exp['parity_max_abs_diff']:.2g}",
-        )
+        ("ONNX", f"{exp.path}  opset {exp.opset}, parity max|Δ| {exp.parity_max_abs_diff:.2g}")
     )
-    lat = report.get("latency")
-    for entry in [lat, *((lat or {}).get("others") or {}).values()] if lat else []:
-        q = entry["percentile"]
+    lat = report.latency
+    for entry in lat.entries() if lat else []:
+        q = entry.percentile
         rows.append(
             (
-                f"latency on {entry['device']}",
-                f"{entry['base']['stats'][q]:.3f} ms → {entry['pruned']['stats'][q]:.3f} ms {q}  ({entry['speedup']:.2f}×)",
+                f"latency on {entry.device}",
+                f"{entry.base_ms:.3f} ms → {entry.pruned_ms:.3f} ms {q}  ({entry.speedup:.2f}×)",
             )
         )
-    if lat and lat.get("budget_ms") is not None:
+    if lat is not None and lat.budget_ms is not None:
         verdict = (
             "met"
-            if lat["met"]
+            if lat.met
             else "NOT met: the deployed model.onnx measured over the budget (see report.json); exit code 1"
         )
-        rows.append(("latency budget", f"{lat['budget']} = {lat['budget_ms']:.3f} ms: {verdict}"))
-        s = report.get("search") or {}
+        rows.append(("latency budget", f"{lat.budget} = {lat.budget_ms:.3f} ms: {verdict}"))
+        s = report.search or {}
         if s:
             m = s["latency_model"]
             rows.append(
@@ -716,9 +714,7 @@ def print_prune_report(report: dict[str, Any]) -> None:
             )
             for note in s.get("notes") or []:
                 rows.append(("note", note))
-    alloc = report.get("criterion_facts", {}).get("allocation") or (
-        (report.get("search") or {}).get("allocation")
-    )
+    alloc = report.criterion_facts.get("allocation") or ((report.search or {}).get("allocation"))
     if alloc and alloc.get("proxy_samples"):
         base = ", ".join(
             f"{k} {pct(v)}" for k, v in sorted(alloc["baseline_proxy_accuracy"].items())
@@ -729,7 +725,7 @@ def print_prune_report(report: dict[str, Any]) -> None:
                 f"{alloc['chosen']}: proxy accuracy {pct(alloc['chosen_proxy_accuracy'])} ({base}) over {alloc['evaluations']} plans, {alloc['proxy_samples']} held-out training images",
             )
         )
-    rows.append(("report", str(Path(report["run_dir"]) / "report.html")))
+    rows.append(("report", str(Path(report.run_dir) / "report.html")))
     console.print(kv_table("pruned", rows))
 
 
@@ -842,27 +838,29 @@ def export_cmd(
         model_code=model_code,
     )
     if json_out:
-        emit_json(res)
+        emit_json(res.to_dict())
         return
+    e = res.export
     rows: list[tuple[str, Any]] = [
-        ("file", res["path"]),
-        ("opset", res["opset"]),
-        ("exporter", res["exporter"]),
-        ("size (bytes)", res["size_bytes"]),
-        ("sha256", res["sha256"]),
-        ("inputs", ", ".join(f"{i['name']} {i['shape']} {i['dtype']}" for i in res["inputs"])),
-        ("outputs", ", ".join(f"{o['name']} {o['shape']} {o['dtype']}" for o in res["outputs"])),
+        ("file", e.path),
+        ("opset", e.opset),
+        ("exporter", e.exporter),
+        ("size (bytes)", e.size_bytes),
+        ("sha256", e.sha256),
+        ("inputs", ", ".join(f"{i.name} {i.shape} {i.dtype}" for i in e.inputs)),
+        ("outputs", ", ".join(f"{o.name} {o.shape} {o.dtype}" for o in e.outputs)),
         (
             "parity max|Δ|",
-            f"{res['parity_max_abs_diff']:.3g} (|out| ≤ {res['parity_output_scale']:.3g}, {res['parity_samples']} inputs)",
+            f"{e.parity_max_abs_diff:.3g} (|out| ≤ {e.parity_output_scale:.3g}, {e.parity_samples} inputs)",
         ),
     ]
-    if "simplify" in res:
-        s = res["simplify"]
-        rows.append(("simplified", f"{s['nodes_before']} → {s['nodes_after']} nodes"))
-    rows += [("note", n) for n in res["notes"]]
-    for f in res.get("lint", []):
-        rows.append((f"lint {f['level']}", f"{f['code']}: {f['message']} (fix: {f['fix']})"))
+    if res.simplify is not None:
+        rows.append(
+            ("simplified", f"{res.simplify.nodes_before} → {res.simplify.nodes_after} nodes")
+        )
+    rows += [("note", n) for n in e.notes]
+    for f in res.lint:
+        rows.append((f"lint {f.level}", f"{f.code}: {f.message} (fix: {f.fix})"))
     console.print(kv_table("exported", rows))
 
 
@@ -932,27 +930,26 @@ def bench_cmd(
             model_code=model_code,
         )
     if json_out:
-        if not raw:
-            res.pop("raw_ms", None)
-        emit_json(res)
+        emit_json(res.to_dict(raw=raw))
         return
-    s, c = res["stats"], res["context"]
+    m = res.measurement
+    s, c = m.stats, m.context
     console.print(
         kv_table(
             f"latency of {Path(model).name} on {c['device']}",
             [
-                ("median (ms)", s["median"]),
-                ("p90 / p99 (ms)", f"{s['p90']:.4g} / {s['p99']:.4g}"),
-                ("mean ± std (ms)", f"{s['mean']:.4g} ± {s['std']:.3g}"),
-                ("CV", f"{s['cv']:.2%}"),
-                ("min (ms)", s["min"]),
-                ("runs", s["n"]),
+                ("median (ms)", s.median),
+                ("p90 / p99 (ms)", f"{s.p90:.4g} / {s.p99:.4g}"),
+                ("mean ± std (ms)", f"{s.mean:.4g} ± {s.std:.3g}"),
+                ("CV", f"{s.cv:.2%}"),
+                ("min (ms)", s.min),
+                ("runs", s.n),
                 ("runtime", f"{c['runtime']} {c['runtime_version']} ({c['provider']})"),
                 ("threads / batch", f"{c['threads']} / {c['batch']}"),
-                ("valid", res["valid"]),
-                ("unstable", res["unstable"]),
-                ("store id", res["id"]),
-                *[("note", n) for n in res["notes"]],
+                ("valid", m.valid),
+                ("unstable", m.unstable),
+                ("store id", m.id),
+                *[("note", n) for n in m.notes],
             ],
         )
     )
@@ -998,13 +995,14 @@ def demo_cmd(
                 latency_budget=latency_budget,
             )
         )
-    warn_slowdowns(report)
+    warn_slowdowns(report.warnings)
     if json_out:
-        emit_json(report)
+        emit_json(report.to_dict())
         return
     print_prune_report(report)
-    d = report["demo"]
+    d = report.demo
+    assert d is not None  # run_demo sets it
     console.print(
-        f"base model: {d['base_checkpoint']} ({'reused' if d['base_reused'] else 'trained'}); demo took {d['wall_seconds']:.0f} s"
+        f"base model: {d.base_checkpoint} ({'reused' if d.base_reused else 'trained'}); demo took {d.wall_seconds:.0f} s"
     )
-    console.print(styled("report: ", "bold") + d["report_html"])
+    console.print(styled("report: ", "bold") + d.report_html)

@@ -399,51 +399,46 @@ def deploy_cmd(
         )
     from edgeprune.cli.commands import warn_slowdowns
 
-    warn_slowdowns(res)
+    warn_slowdowns(res.warnings)
     if json_out:
-        res["measurement"].pop("raw_ms", None)
-        emit_json(res)
+        emit_json(res.to_dict())
         return
-    m = res["measurement"]
-    s, p = m["stats"], res["parity"]
-    ph = res["phases"]
+    m = res.measurement
+    s, p = m.stats, res.parity
     console.print(
         kv_table(
-            f"deployed {Path(model).name} to {res['device']} ({res['profile']})",
+            f"deployed {Path(model).name} to {res.device} ({res.profile})",
             [
-                ("artifact", f"{res['artifact']['path']} (opset {res['opset']})"),
-                ("on the device", res["remote_path"] + ("" if res["sent"] else "  (cached)")),
-                ("runtime / precision", f"{res['runtime']} / {res['precision']}"),
+                ("artifact", f"{res.artifact.path} (opset {res.opset})"),
+                ("on the device", res.remote_path + ("" if res.sent else "  (cached)")),
+                ("runtime / precision", f"{res.runtime} / {res.precision}"),
                 (
                     "parity max|Δ|",
                     f"{p['max_abs_diff']:.3g} (tolerance {p['tolerance']:g} × max(1, {p['output_scale']:.3g}))"
                     if "max_abs_diff" in p
                     else f"not checked: {p.get('skipped')}",
                 ),
-                ("median (ms)", s["median"]),
+                ("median (ms)", s.median),
                 *(
-                    [("vs unpruned", f"{v['base_median_ms']:.4g} ms base, {v['speedup']:.2f}×")]
-                    if (v := res.get("versus_base"))
+                    [("vs unpruned", f"{v.base_median_ms:.4g} ms base, {v.speedup:.2f}×")]
+                    if (v := res.versus_base)
                     else []
                 ),
-                ("p90 / p99 (ms)", f"{s['p90']:.4g} / {s['p99']:.4g}"),
-                ("CV / runs", f"{s['cv']:.2%} / {s['n']}"),
-                ("valid / unstable", f"{m['valid']} / {m['unstable']}"),
-                ("store id", m["id"]),
-                ("phases (s)", ", ".join(f"{k} {v:.2f}" for k, v in ph.items())),
+                ("p90 / p99 (ms)", f"{s.p90:.4g} / {s.p99:.4g}"),
+                ("CV / runs", f"{s.cv:.2%} / {s.n}"),
+                ("valid / unstable", f"{m.valid} / {m.unstable}"),
+                ("store id", m.id),
+                ("phases (s)", ", ".join(f"{k} {v:.2f}" for k, v in res.phases.items())),
                 (
                     "device round trips",
                     "{channels} channel(s), {requests} agent request(s)".format(
-                        **res["device_round_trips"]
+                        **res.device_round_trips
                     )
-                    + f" ({res['agent_mode']} agent)",
+                    + f" ({res.agent_mode} agent)",
                 ),
-                (
-                    "total / overhead (s)",
-                    f"{res['total_seconds']:.2f} / {res['overhead_seconds']:.2f}",
-                ),
-                *[("lint", f"{f['level']}: {f['message']}") for f in res["lint"]],
-                *[("note", n) for n in res["notes"] + m["notes"]],
+                ("total / overhead (s)", f"{res.total_seconds:.2f} / {res.overhead_seconds:.2f}"),
+                *[("lint", f"{f.level}: {f.message}") for f in res.lint],
+                *[("note", n) for n in res.notes + m.notes],
             ],
         )
     )

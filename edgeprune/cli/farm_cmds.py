@@ -224,7 +224,7 @@ def report_cmd(
 ) -> None:
     """One offline HTML report: what to deploy per device, plots, tables; the same numbers as CSV
     and JSON."""
-    from edgeprune.pipeline.report import write_report
+    from edgeprune.farm.report import write_report
 
     target = out or Path(
         f"report-{(source.stem if source and source.suffix else source.name) if source else 'store'}"

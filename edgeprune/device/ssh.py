@@ -44,15 +44,15 @@ from invoke.exceptions import CommandTimedOut
 from paramiko.config import SSHConfig
 
 from edgeprune.device.inventory import DeviceSpec
+from edgeprune.device.known_hosts import known_hosts_path
 from edgeprune.device.transport import (
     DEFAULT_TIMEOUT_S,
     Channel,
     CommandResult,
     Transport,
-    _hint_for,
+    hint_for,
     log,
 )
-from edgeprune.device.trust import known_hosts_path
 from edgeprune.errors import DeviceError, HostKeyError, RemoteTimeoutError, UsageError
 
 # paramiko logs transport failures (with a traceback) on its own logger; without a handler Python's
@@ -515,7 +515,7 @@ class SSHTransport(Transport):
         result = CommandResult(["write", remote], 1, "", detail, 0.0)
         return DeviceError(
             f"cannot write {remote} on {self.device}: {detail}",
-            hint=_hint_for(result, self.device),
+            hint=hint_for(result, self.device),
             device=self.device,
             stderr_tail=detail,
         )

@@ -106,7 +106,7 @@ class Transport(ABC):
         if not result.ok:
             raise DeviceError(
                 f"{what} failed on device {self.device} (exit {result.exit_code})",
-                hint=_hint_for(result, self.device),
+                hint=hint_for(result, self.device),
                 device=self.device,
                 command=result.command,
                 exit_code=result.exit_code,
@@ -114,7 +114,7 @@ class Transport(ABC):
             )
 
 
-def _hint_for(result: CommandResult, device: str = "NAME") -> str | None:
+def hint_for(result: CommandResult, device: str = "NAME") -> str | None:
     return hint_for_text(result.stderr + result.stdout, device)
 
 

@@ -9,53 +9,16 @@ after an explicit confirmation. Entries use the OpenSSH form: ``host`` for port 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from edgeprune import config
-from edgeprune.device.inventory import DeviceSpec, Inventory
+from edgeprune.device.inventory import Inventory
+from edgeprune.device.known_hosts import known_hosts_path, pin_host_key, pinned_keys
+from edgeprune.device.ssh import fetch_host_key, host_key_fingerprint
 from edgeprune.errors import HostKeyError, UsageError
 
-
-def known_hosts_path(spec: DeviceSpec) -> Path:
-    """The known_hosts file used for ``spec``."""
-    if spec.known_hosts:
-        return Path(spec.known_hosts).expanduser()
-    return config.config_dir() / "known_hosts"
-
-
-def pinned_keys(path: Path, address: str) -> list[tuple[str, str]]:
-    """(key type, base64) entries pinned for ``address`` (``host`` or ``[host]:port``)."""
-    if not path.is_file():
-        return []
-    keys = []
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and not line.startswith("#") and address in parts[0].split(","):
-            keys.append((parts[1], parts[2]))
-    return keys
-
-
-def pin_host_key(path: Path, address: str, key_type: str, key_b64: str) -> None:
-    """Make ``key`` the only pinned key for ``address`` (atomic rewrite, other hosts untouched)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keep = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            parts = line.split()
-            if parts and address in parts[0].split(","):
-                continue
-            keep.append(line)
-    keep.append(f"{address} {key_type} {key_b64}")
-    fd, tmp = tempfile.mkstemp(prefix=".known_hosts.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(keep) + "\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+__all__ = ["TrustResult", "trust_device"]
 
 
 @dataclass
@@ -96,8 +59,6 @@ def trust_device(
     Raises `UsageError` when neither confirms; `DeviceError` when the device cannot be reached;
     `HostKeyError` when a jump host on the way is not trusted itself.
     """
-    from edgeprune.device.ssh import fetch_host_key, host_key_fingerprint
-
     inv = inventory or Inventory.load()
     spec = inv.get(name)
     if spec.kind != "ssh":

@@ -254,10 +254,16 @@ def _pruned(prep: PrepJob, tmp: Path, device: str | None) -> tuple[dict[str, Any
         input_size=prep.model.input_size,
         model_code=prep.model.model_code,
     )
-    facts = {k: report[k] for k in FACT_KEYS if k in report}
-    if "latency" in report:  # the search's own check of the final model on the device
-        lat = report["latency"]
+    stored = report.to_dict()  # the sweep stores the report's JSON facts
+    facts = {k: stored[k] for k in FACT_KEYS if k in stored}
+    lat = report.latency
+    if lat is not None:  # the search's own check of the final model on the device
         facts["search_latency"] = {
-            k: lat.get(k) for k in ("device", "budget", "budget_ms", "met", "speedup", "percentile")
+            "device": lat.device,
+            "budget": lat.budget,
+            "budget_ms": lat.budget_ms,
+            "met": lat.met,
+            "speedup": lat.speedup,
+            "percentile": lat.percentile,
         }
     return facts, tmp / "run" / "model.onnx"

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from edgeprune.models._registry import register_model
-from edgeprune.models.resnet import _init
+from edgeprune.models.resnet import init_weights
 
 # t (expansion), c (channels), n (repeats), s (stride of the first block)
 _SETTINGS = [
@@ -87,7 +87,7 @@ class MobileNetV2(nn.Module):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last, num_classes))
-        _init(self)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.avgpool(self.features(x)), 1)

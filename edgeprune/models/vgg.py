@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from edgeprune.models._registry import register_model
-from edgeprune.models.resnet import _init
+from edgeprune.models.resnet import init_weights
 
 _CFG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
@@ -38,7 +38,7 @@ class VGG(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(512, num_classes),
         )
-        _init(self)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.avgpool(self.features(x)), 1)

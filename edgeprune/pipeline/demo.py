@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edgeprune import config
 from edgeprune.bench import BenchConfig
 from edgeprune.pipeline.flows import PruneRunConfig, prune_run, train_checkpoint
+from edgeprune.pipeline.results import DemoSummary, PruneReport
 from edgeprune.prune import PruneConfig, Target
 from edgeprune.search import Budget, SearchConfig
 from edgeprune.train import TrainConfig
@@ -33,7 +33,7 @@ class DemoConfig:
     latency_budget: str | None = None
 
 
-def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
+def run_demo(cfg: DemoConfig = DemoConfig()) -> PruneReport:
     """Train (or reuse the cached) base model, prune, fine-tune, export, bench base and pruned.
 
     The base checkpoint is cached under ``$EDGEPRUNE_HOME/cache/demo`` and reused by later runs;
@@ -68,11 +68,11 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
         bench=BenchConfig(min_seconds=cfg.bench_seconds),
     )
     report = prune_run(str(base_ckpt), cfg.data, run_cfg, Path(cfg.out), force=True)
-    report["demo"] = {
-        "base_checkpoint": str(base_ckpt),
-        "base_reused": base["reused"],
-        "base_train_seconds": base.get("train_seconds"),
-        "wall_seconds": time.perf_counter() - t0,
-        "report_html": str(Path(cfg.out) / "report.html"),
-    }
+    report.demo = DemoSummary(
+        base_checkpoint=str(base_ckpt),
+        base_reused=base.reused,
+        base_train_seconds=base.train_seconds,
+        wall_seconds=time.perf_counter() - t0,
+        report_html=str(Path(cfg.out) / "report.html"),
+    )
     return report

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgeprune._progress import track, track_until
-from edgeprune.bench import BenchConfig, Store, measure
+from edgeprune.bench import BenchConfig, Measurement, Store, measure
 from edgeprune.bench.context import onnx_input_shape
 from edgeprune.bench.ort import ParityProbe, require_onnxruntime
 from edgeprune.bench.trt import require_trtexec
@@ -31,7 +31,8 @@ from edgeprune.device.lease import run_leased
 from edgeprune.errors import EdgePruneError, ExportError, UsageError
 from edgeprune.export import PARITY_TOL, file_opset, ort_session, sha256_file
 from edgeprune.export.lint import Finding, has_errors, lint_onnx, opset_for
-from edgeprune.pipeline.flows import model_artifact
+from edgeprune.pipeline.flows import base_artifact, model_artifact, slowdown_warning
+from edgeprune.pipeline.results import ArtifactInfo, DeployResult, VersusBase
 from edgeprune.profiles import DeviceProfile, load_profile
 from edgeprune.vocab import Precision, Runtime, check_choice
 
@@ -85,8 +86,8 @@ def deploy(
     model_code: str | None = None,
     wait_s: float | None = None,
     on_wait: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Deploy MODEL to ``device`` (a name or a profile) and measure it; returns a JSON-able report.
+) -> DeployResult:
+    """Deploy MODEL to ``device`` (a name or a profile) and measure it.
 
     ``model_code`` names the factory a checkpoint needs (`edgeprune.checkpoint.allowed_arch`); an
     ONNX MODEL is refused before anything reads or ships it when it is not a model or keeps weights
@@ -132,10 +133,8 @@ def deploy(
     phases.add("host_reference", t)
 
     marks: dict[str, float] = {}
-    versus: dict[str, Any] | None = None
 
-    def on_device(dev: DeviceSession) -> dict[str, Any]:
-        nonlocal versus
+    def on_device(dev: DeviceSession) -> _OnDevice:
         connected()
         t = phases.add("connect", marks["open"])
         trt = cfg.runtime is Runtime.TRT
@@ -178,51 +177,72 @@ def deploy(
             phases.seconds["bench"] = round(window, 4)
             phases.add("device_other", t + window)  # session, parity run, round trips
             t = now
+        versus = None
         if base is not None:
             versus = _versus_base(dev, base, m, cfg)
             t = phases.add("bench_base", t)
         marks["done"] = t
-        return {
-            "device_round_trips": dev.round_trips(),
-            "agent_mode": dev.spec.agent_mode,
-            "device": dev.name,
-            "profile": dev.spec.profile,
-            "remote_path": remote,
-            "sent": sent,
-            "parity": parity,
-            "measurement": m.to_dict(),
-            "other_measurements": [o.to_dict() for o in m.related],
-            "versus_base": versus,
-        }
+        return _OnDevice(
+            device=dev.name,
+            profile=dev.spec.profile,
+            agent_mode=dev.spec.agent_mode,
+            round_trips=dev.round_trips(),
+            remote_path=remote,
+            sent=sent,
+            parity=parity,
+            measurement=m,
+            versus_base=versus,
+        )
 
     marks["open"] = time.perf_counter()
     with track_until(f"connect to {device}") as connected:
         out = run_leased(device, on_device, inventory=inv, wait_s=wait_s, on_wait=on_wait)
     phases.add("close", marks["done"])
     total = phases.total()
-    return {
-        "model": model,
-        "artifact": {"path": str(artifact), "sha256": sha, "size_bytes": artifact.stat().st_size},
-        "opset": opset,
-        "runtime": cfg.runtime,
-        "precision": cfg.precision,
-        "lint": [f.to_dict() for f in findings],
-        **out,
-        "phases": phases.seconds,
-        "total_seconds": total,
+    return DeployResult(
+        model=model,
+        artifact=ArtifactInfo(str(artifact), sha, artifact.stat().st_size),
+        opset=opset,
+        runtime=cfg.runtime,
+        precision=cfg.precision,
+        lint=findings,
+        device=out.device,
+        profile=out.profile,
+        agent_mode=out.agent_mode,
+        device_round_trips=out.round_trips,
+        remote_path=out.remote_path,
+        sent=out.sent,
+        parity=out.parity,
+        measurement=out.measurement,
+        other_measurements=list(out.measurement.related),
+        versus_base=out.versus_base,
+        phases=phases.seconds,
+        total_seconds=total,
         # Everything but the device's warm-up and timed loops (for trt the engine build counts
         # as bench) and the base model's measurement.
-        "overhead_seconds": round(
+        overhead_seconds=round(
             total
             - phases.seconds.get("bench", phases.seconds.get("build_and_bench", 0.0))
             - phases.seconds.get("bench_base", 0.0),
             4,
         ),
-        "notes": notes,
-        "warnings": [out["versus_base"]["warning"]]
-        if out.get("versus_base") and out["versus_base"]["warning"]
-        else [],
-    }
+        notes=notes,
+    )
+
+
+@dataclass
+class _OnDevice:
+    """What the device session of a deploy found."""
+
+    device: str
+    profile: str
+    agent_mode: str
+    round_trips: dict[str, int]
+    remote_path: str
+    sent: bool
+    parity: dict[str, Any]
+    measurement: Measurement
+    versus_base: VersusBase | None
 
 
 def _base_artifact(
@@ -236,26 +256,17 @@ def _base_artifact(
     """For a pruned checkpoint measured with ONNX Runtime, its unpruned architecture's ONNX file."""
     if cfg.runtime is not Runtime.ORT:
         return None
-    from edgeprune.pipeline.flows import base_artifact
-
     return base_artifact(model, model_kwargs, input_size, opset, cfg.bench.batch, model_code)
 
 
-def _versus_base(dev: DeviceSession, base: Path, pruned: Any, cfg: DeployConfig) -> dict[str, Any]:
+def _versus_base(
+    dev: DeviceSession, base: Path, pruned: Measurement, cfg: DeployConfig
+) -> VersusBase:
     """Measure the unpruned architecture in the same session and compare medians."""
-    from edgeprune.pipeline.flows import slowdown_warning
-
     with Store() as store:
         mb = measure(dev, base, cfg.bench, store=store, label="base")
     b, p = mb.stats.median, pruned.stats.median
-    return {
-        "base": mb.to_dict(),
-        "base_median_ms": b,
-        "pruned_median_ms": p,
-        "speedup": b / p,
-        "not_faster": p >= b,
-        "warning": slowdown_warning(dev.name, b, p, None),
-    }
+    return VersusBase(mb, p, slowdown_warning(dev.name, b, p, None))
 
 
 def _host_reference(artifact: Path, x: np.ndarray) -> np.ndarray:

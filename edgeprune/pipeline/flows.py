@@ -1,7 +1,7 @@
 """End-to-end flows the CLI calls: train, evaluate, prune-and-export, export, bench.
 
-Each flow is one function taking plain values and config records, returning a JSON-able dict (the
-CLI prints it, scripts use ``--json``). Long steps are resumable: training checkpoints every epoch;
+Each flow is one function taking plain values and config records, returning a typed record
+(`edgeprune.pipeline.results`: the CLI renders it, ``to_dict`` is its ``--json`` and report form). Long steps are resumable: training checkpoints every epoch;
 a prune run is staged in ``.RUNDIR.partial`` and a rerun of the same command continues there.
 """
 
@@ -39,6 +39,16 @@ from edgeprune.pipeline._util import (
     fingerprint,
     versions,
     write_json,
+)
+from edgeprune.pipeline.results import (
+    BenchReport,
+    EvalSummary,
+    ExportReport,
+    FinetuneSummary,
+    LatencyEntry,
+    ModelSource,
+    PruneReport,
+    TrainSummary,
 )
 from edgeprune.prune import PruneConfig, prune, with_round_to
 from edgeprune.search import SearchConfig, search
@@ -81,7 +91,7 @@ def train_checkpoint(
     image_size: int | None = None,
     force: bool = False,
     model_code: str | None = None,
-) -> dict[str, Any]:
+) -> TrainSummary:
     """Train MODEL on DATA into checkpoint ``out``, resuming if ``out`` holds an unfinished run of
     the same configuration. A finished identical run is returned as is (``reused``). Raises
     `UsageError` before any work when ``out`` cannot be written."""
@@ -142,18 +152,19 @@ def train_checkpoint(
 
 def _train_summary(
     bundle: ModelBundle, out: Path, saved: dict[str, Any], reused: bool
-) -> dict[str, Any]:
-    return {
-        "checkpoint": str(out),
-        "model": bundle.arch.label,
-        "dataset": bundle.dataset,
-        "epochs": saved.get("epoch"),
-        "accuracy": bundle.metrics.get("accuracy"),
-        "loss": bundle.metrics.get("loss"),
-        "history": saved.get("history", []),
-        "train_seconds": saved.get("train_seconds"),
-        "reused": reused,
-    }
+) -> TrainSummary:
+    # ``saved`` is the checkpoint's stored train state: read back from a file on reuse.
+    return TrainSummary(
+        checkpoint=str(out),
+        model=bundle.arch.label,
+        dataset=bundle.dataset,
+        epochs=saved.get("epoch"),
+        accuracy=bundle.metrics.get("accuracy"),
+        loss=bundle.metrics.get("loss"),
+        history=list(saved.get("history", [])),
+        train_seconds=saved.get("train_seconds"),
+        reused=reused,
+    )
 
 
 def evaluate_model(
@@ -163,17 +174,17 @@ def evaluate_model(
     image_size: int | None = None,
     max_samples: int | None = None,
     model_code: str | None = None,
-) -> dict[str, Any]:
+) -> EvalSummary:
     data = load_dataset(data_spec, image_size)
     bundle = load_bundle(model, data, model_kwargs, model_code=model_code)
     r = evaluate(bundle.model, data, max_samples=max_samples)
-    return {
-        "model": bundle.label,
-        "dataset": data.info.name,
-        "accuracy": r.accuracy,
-        "loss": r.loss,
-        "samples": r.samples,
-    }
+    return EvalSummary(
+        model=bundle.label,
+        dataset=data.info.name,
+        accuracy=r.accuracy,
+        loss=r.loss,
+        samples=r.samples,
+    )
 
 
 # --------------------------------------------------------------------------- export
@@ -192,10 +203,10 @@ def export_onnx(
     profile: str | None = None,
     simplify: bool = False,
     model_code: str | None = None,
-) -> dict[str, Any]:
-    """Export MODEL to one checked ONNX file; returns the `ExportResult` fields plus, with
-    ``profile``, the profile name and its lint findings, and with ``simplify``, what the
-    simplification removed (parity is re-checked on the simplified file)."""
+) -> ExportReport:
+    """Export MODEL to one checked ONNX file; returns the `ExportResult` with, for ``profile``,
+    the profile name and its lint findings, and with ``simplify``, what the simplification
+    removed (parity is re-checked on the simplified file)."""
     from edgeprune.errors import ExportError
     from edgeprune.export import parity
     from edgeprune.export.lint import lint_onnx, opset_for
@@ -220,7 +231,7 @@ def export_onnx(
     )
     if prof is not None:
         res.notes.append(f"opset {res.opset} chosen for profile {prof.name}")
-    report: dict[str, Any] = {}
+    report = ExportReport(res)
     if simplify:
         if res.external_data:
             raise UsageError("--simplify cannot be combined with --external-data")
@@ -236,11 +247,11 @@ def export_onnx(
             )
         res.parity_max_abs_diff, res.parity_output_scale = diff, scale
         res.sha256, res.size_bytes = sha256_file(res.path), Path(res.path).stat().st_size
-        report["simplify"] = simplified.to_dict()
+        report.simplify = simplified
     if prof is not None:
-        report["profile"] = prof.name
-        report["lint"] = [f.to_dict() for f in lint_onnx(res.path, prof)]
-    return {**res.to_dict(), **report}
+        report.profile = prof.name
+        report.lint = lint_onnx(res.path, prof)
+    return report
 
 
 def cached_onnx(
@@ -383,14 +394,14 @@ def bench_model(
     reuse: bool = False,
     label: str | None = None,
     model_code: str | None = None,
-) -> dict[str, Any]:
+) -> BenchReport:
     Inventory.load().resolve(device)  # an unknown device fails before the model is exported
     artifact = model_artifact(model, model_kwargs, input_size, opset, cfg.batch, model_code)
     with Store() as store:
         m = lease_and_measure(
             device, artifact, cfg, store, label=label or Path(model).name, reuse=reuse
         )
-    return {"model": model, "artifact": str(artifact), **m.to_dict()}
+    return BenchReport(model, str(artifact), m)
 
 
 # --------------------------------------------------------------------------- prune + export
@@ -429,7 +440,7 @@ def prune_run(
     input_size: int | None = None,
     force: bool = False,
     model_code: str | None = None,
-) -> dict[str, Any]:
+) -> PruneReport:
     """Prune MODEL, optionally fine-tune, export ONNX, optionally bench; write the run directory.
 
     Writes ``OUT/report.json``, ``OUT/model.pt`` and ``OUT/model.onnx``. Accuracy fields appear
@@ -476,29 +487,16 @@ def prune_run(
         force=force,
     )
     t_start = time.perf_counter()
-    report: dict[str, Any] = {
-        "edgeprune_version": versions()["edgeprune"],
-        "created_at": time.time(),
-        "command": command_line(),
-        "model": {
-            "source": model,
-            "arch": bundle.arch.to_dict(),
-            "input_shape": list(bundle.input_shape),
-            "dataset": data.info.name if data else None,
-        },
-        "criterion": cfg.prune.criterion,
-        "round_to": granularity.to_dict(),
-        "config": cfg.to_dict(),
-        "versions": versions(),
-    }
+    created_at = time.time()
+    accuracy_before: float | None = None
     if data is not None:
-        acc = run.done("accuracy_before")
-        if acc is None:
-            acc = evaluate(
+        accuracy_before = run.done("accuracy_before")
+        if accuracy_before is None:
+            accuracy_before = evaluate(
                 bundle.model, data, max_samples=cfg.eval_samples, description="eval base"
             ).accuracy
-            run.mark("accuracy_before", acc)
-        report["accuracy_before"] = acc
+            run.mark("accuracy_before", accuracy_before)
+    # The steps' facts are JSON in the staging directory (a rerun resumes from them).
     facts = run.done("pruned")
     if facts is None:
         found = search(bundle, cfg.prune, cfg.search, data) if cfg.search is not None else None
@@ -517,7 +515,7 @@ def prune_run(
             "channel_reduction": result.plan.channel_reduction(),
         }
         if found is not None:
-            facts["search"] = found.to_dict()
+            facts["search"] = found.to_dict()  # read back by a resumed run
         if data is not None:
             facts["accuracy_pruned_no_finetune"] = evaluate(
                 pruned.model, data, max_samples=cfg.eval_samples, description="eval pruned"
@@ -525,25 +523,7 @@ def prune_run(
         run.mark("pruned", facts)
     else:
         pruned = load_checkpoint(run.path("pruned.pt"), own_code)
-    report.update(
-        {
-            "flops_before": facts["flops_before"],
-            "flops_after": facts["flops_after"],
-            "flops_reduction": 1.0 - facts["flops_after"] / facts["flops_before"],
-            "params_before": facts["params_before"],
-            "params_after": facts["params_after"],
-            "params_reduction": 1.0 - facts["params_after"] / facts["params_before"],
-            "flops_unit": "multiply-accumulates per image",
-            "scoring_seconds": facts["scoring_seconds"],
-            "criterion_info": facts["criterion_info"],
-            "criterion_facts": facts.get("criterion_facts", {}),
-            "channel_reduction": facts["channel_reduction"],
-            "widths": facts["widths"],
-        }
-    )
-    if data is not None:
-        report["accuracy_pruned_no_finetune"] = facts["accuracy_pruned_no_finetune"]
-        report["accuracy_after"] = facts["accuracy_pruned_no_finetune"]
+    finetune: FinetuneSummary | None = None
     if cfg.finetune is not None and cfg.finetune.epochs > 0 and data is not None:
         ft = run.done("finetune")
         if ft is None:
@@ -570,57 +550,96 @@ def prune_run(
             acc = evaluate(
                 pruned.model, data, max_samples=cfg.eval_samples, description="eval fine-tuned"
             ).accuracy
-            ft = {
-                "epochs": state.epoch,
-                "seconds": time.perf_counter() - t0,
-                "accuracy": acc,
-                "history": state.history,
-            }
+            finetune = FinetuneSummary(
+                epochs=state.epoch,
+                seconds=time.perf_counter() - t0,
+                accuracy=acc,
+                history=state.history,
+            )
             save_checkpoint(pruned, run.path("finetuned.pt"))
-            run.mark("finetune", ft)
+            run.mark("finetune", finetune.to_dict())
         else:
+            finetune = FinetuneSummary.from_dict(ft)
             pruned = load_checkpoint(run.path("finetuned.pt"), own_code)
-        report["finetune"] = ft
-        report["accuracy_after"] = ft["accuracy"]
-    pruned.metrics = {
-        k: report[k] for k in ("accuracy_after", "flops_after", "params_after") if k in report
-    }
+    accuracy_pruned = facts.get("accuracy_pruned_no_finetune") if data is not None else None
+    accuracy_after = finetune.accuracy if finetune else accuracy_pruned
+    pruned.metrics = {"flops_after": facts["flops_after"], "params_after": facts["params_after"]}
+    if accuracy_after is not None:
+        pruned.metrics = {"accuracy_after": accuracy_after, **pruned.metrics}
     save_checkpoint(pruned, run.path("model.pt"))
     with track("export model.onnx (checker, parity)"):
         export = onnx_from_torch(
             pruned.model, pruned.input_shape, run.path("model.onnx"), opset=cfg.opset
         )
-    report["export"] = {**export.to_dict(), "path": str(out / "model.onnx")}
-    report["artifacts"] = {
-        "model.pt": sha256_file(run.path("model.pt")),
-        "model.onnx": export.sha256,
-    }
+    export.path = str(out / "model.onnx")  # where it will be once the run is finished
+    search_summary: dict[str, Any] | None = None
+    latency: LatencyEntry | None = None
     if cfg.search is not None:
-        report["search"] = {k: v for k, v in facts["search"].items() if k not in ("base", "pruned")}
-        report["latency"] = budget_latency(facts["search"], run.path("model.onnx"), cfg)
+        stored = facts["search"]
+        search_summary = {k: v for k, v in stored.items() if k not in ("base", "pruned")}
+        latency = budget_latency(
+            BudgetCheck(
+                device=stored["device"],
+                budget=stored["budget"],
+                budget_ms=float(stored["budget_ms"]),
+                base=Measurement.from_dict(stored["base"]),
+            ),
+            run.path("model.onnx"),
+            cfg,
+        )
     elif cfg.devices:
-        report["latency"] = bench_pair(
+        latency = bench_pair(
             bundle, model, run.path("model.onnx"), cfg.devices, cfg.bench, cfg.opset
         )
-    warnings = (
-        slowdown_warnings(report["latency"], granularity.value) if "latency" in report else []
-    )
+    warnings = slowdown_warnings(latency, granularity.value) if latency is not None else []
     if export.parity_input_sensitive is False:
         warnings.append(
             "model.onnx: the output does not depend on the input, so its parity check proves "
             "nothing (a randomly initialised model whose activations vanish does this)"
         )
-    report["warnings"] = warnings
-    report["wall_seconds"] = time.perf_counter() - t_start
+    report = PruneReport(
+        edgeprune_version=versions()["edgeprune"],
+        created_at=created_at,
+        command=command_line(),
+        model=ModelSource(
+            source=model,
+            arch=bundle.arch.to_dict(),
+            input_shape=list(bundle.input_shape),
+            dataset=data.info.name if data else None,
+        ),
+        criterion=cfg.prune.criterion,
+        round_to=granularity.to_dict(),
+        config=cfg.to_dict(),
+        versions=versions(),
+        flops_before=facts["flops_before"],
+        flops_after=facts["flops_after"],
+        params_before=facts["params_before"],
+        params_after=facts["params_after"],
+        scoring_seconds=facts["scoring_seconds"],
+        criterion_info=facts["criterion_info"],
+        criterion_facts=facts.get("criterion_facts", {}),
+        channel_reduction=facts["channel_reduction"],
+        widths=facts["widths"],
+        export=export,
+        artifacts={"model.pt": sha256_file(run.path("model.pt")), "model.onnx": export.sha256},
+        warnings=warnings,
+        wall_seconds=time.perf_counter() - t_start,
+        run_dir=str(out),
+        accuracy_before=accuracy_before,
+        accuracy_pruned_no_finetune=accuracy_pruned,
+        finetune=finetune,
+        search=search_summary,
+        latency=latency,
+    )
     for name in ("pruned.pt", "finetune.pt", "finetuned.pt"):
         run.path(name).unlink(missing_ok=True)
-    write_json(run.path("report.json"), report)
+    content = report.to_dict(run_dir=False)
+    write_json(run.path("report.json"), content)
     from edgeprune.pipeline.report import write_run_html
 
     with track("write report.html"):
-        write_run_html(report, run.path("report.html"), run_dir=out)
+        write_run_html(content, run.path("report.html"), run_dir=out)
     run.finish()
-    report["run_dir"] = str(out)
     return report
 
 
@@ -637,20 +656,6 @@ def _source_hash(model: str) -> str | None:
     return sha256_file(path) if path.is_file() else None
 
 
-def _latency_entry(
-    device: str, base: dict[str, Any], pruned: dict[str, Any], percentile: str = "median"
-) -> dict[str, Any]:
-    b, p = base["stats"][percentile], pruned["stats"][percentile]
-    return {
-        "device": device,
-        "percentile": percentile,
-        "base": base,
-        "pruned": pruned,
-        "speedup": b / p,
-        "not_faster": p >= b,
-    }
-
-
 def slowdown_warning(
     device: str, base_ms: float, pruned_ms: float, round_to: int | None, what: str = "median"
 ) -> str | None:
@@ -665,14 +670,11 @@ def slowdown_warning(
     )
 
 
-def slowdown_warnings(latency: dict[str, Any], round_to: int | None) -> list[str]:
-    """A warning for every device in ``report["latency"]`` where pruning did not pay."""
+def slowdown_warnings(latency: LatencyEntry, round_to: int | None) -> list[str]:
+    """A warning for every device of a run's latency entry where pruning did not pay."""
     out = []
-    for e in [latency, *latency.get("others", {}).values()]:
-        pct = e.get("percentile", "median")
-        w = slowdown_warning(
-            e["device"], e["base"]["stats"][pct], e["pruned"]["stats"][pct], round_to, pct
-        )
+    for e in latency.entries():
+        w = slowdown_warning(e.device, e.base_ms, e.pruned_ms, round_to, e.percentile)
         if w:
             out.append(w)
     return out
@@ -685,11 +687,10 @@ def bench_pair(
     devices: tuple[str, ...],
     cfg: BenchConfig,
     opset: int | None,
-) -> dict[str, Any]:
+) -> LatencyEntry:
     """Measure the base and the pruned model side by side on each device (same context).
 
-    ``latency.base``/``latency.pruned`` are the first device's measurements (full statistics and
-    context key); ``latency.others`` holds the same for further devices.
+    The entry is the first device's; its ``others`` hold the further devices'.
     """
     base_onnx, _ = cached_onnx(
         copy.deepcopy(base),
@@ -702,24 +703,32 @@ def bench_pair(
         for dev in devices:
             mb = lease_and_measure(dev, base_onnx, cfg, store, label="base")
             mp = lease_and_measure(dev, pruned_onnx, cfg, store, label="pruned")
-            entries.append(_latency_entry(str(mp.context["device"]), mb.to_dict(), mp.to_dict()))
+            entries.append(LatencyEntry(str(mp.context["device"]), "median", mb, mp))
     first = entries[0]
-    first["others"] = {e["device"]: e for e in entries[1:]}
+    first.others = {e.device: e for e in entries[1:]}
     return first
 
 
-def budget_latency(found: dict[str, Any], pruned_onnx: Path, cfg: PruneRunConfig) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BudgetCheck:
+    """What the final file is checked against: the search's device, budget and base."""
+
+    device: str
+    budget: str
+    budget_ms: float
+    base: Measurement
+
+
+def budget_latency(check: BudgetCheck, pruned_onnx: Path, cfg: PruneRunConfig) -> LatencyEntry:
     """Measure the final model.onnx where the search ran; compare it with the budget."""
     assert cfg.search is not None
     with Store() as store:
-        m = lease_and_measure(found["device"], pruned_onnx, cfg.search.bench, store, label="pruned")
-    entry = _latency_entry(found["device"], found["base"], m.to_dict(), cfg.search.percentile)
-    measured = m.stats.get(cfg.search.percentile)
-    entry.update(
-        {
-            "budget": found["budget"],
-            "budget_ms": found["budget_ms"],
-            "met": measured <= found["budget_ms"],
-        }
+        m = lease_and_measure(check.device, pruned_onnx, cfg.search.bench, store, label="pruned")
+    return LatencyEntry(
+        check.device,
+        cfg.search.percentile,
+        check.base,
+        m,
+        budget=check.budget,
+        budget_ms=check.budget_ms,
     )
-    return entry

@@ -20,8 +20,6 @@ summary, the widths per layer against the base, and for a latency search its can
 
 from __future__ import annotations
 
-import csv
-import json
 import shlex
 import statistics
 import time
@@ -29,10 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from edgeprune._files import check_writable
-from edgeprune.bench import Measurement, Stats, Store
-from edgeprune.errors import UsageError
-from edgeprune.pipeline._util import write_json
+from edgeprune.bench import Measurement, Stats
 from edgeprune.pipeline.report_html import (
     INVALID_COLOR,
     PALETTE,
@@ -75,7 +70,7 @@ def widths_summary(widths: dict[str, Any] | None, limit: int = 8) -> str | None:
 CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _row(m: Measurement, facts: dict[str, Any] | None, **known: Any) -> dict[str, Any]:
+def measurement_row(m: Measurement, facts: dict[str, Any] | None, **known: Any) -> dict[str, Any]:
     ctx = m.context
     facts = facts or {}
     searched = facts.get("search_latency") or {}
@@ -120,7 +115,7 @@ def _row(m: Measurement, facts: dict[str, Any] | None, **known: Any) -> dict[str
     }
 
 
-def _cached_artifact(sha: Any) -> str | None:
+def cached_artifact(sha: Any) -> str | None:
     """The artifact cache's copy of an ONNX file measured by its hash, if it is still there."""
     if not sha:
         return None
@@ -128,71 +123,6 @@ def _cached_artifact(sha: Any) -> str | None:
 
     path = config.cache_dir() / "artifacts" / f"{sha}.onnx"
     return str(path) if path.is_file() else None
-
-
-def _sweep_rows(path: Path) -> tuple[str, list[dict[str, Any]]]:
-    from edgeprune.farm import load_sweep, plan_sweep
-    from edgeprune.farm.prepare import prep_dir
-
-    spec = load_sweep(path)
-    plan = plan_sweep(spec)
-    jobs = {j.job_id: j for j in plan.jobs}
-    facts: dict[str, dict[str, Any]] = {}
-    for pid in plan.preps:
-        f = prep_dir(pid) / "facts.json"
-        if f.is_file():
-            facts[pid] = json.loads(f.read_text())["facts"]
-    rows = []
-    with Store() as store:
-        for m in store.query(job_prefix=plan.prefix):
-            job = jobs.get(m.job_id or "")
-            if job is None:
-                continue  # another sweep whose name starts like this one, or an old plan
-            prep = plan.preps[job.prep]
-            rows.append(
-                _row(
-                    m,
-                    facts.get(job.prep),
-                    model=prep.model.label,
-                    variant="base" if prep.is_base else prep.label.split(" ", 1)[1],
-                    criterion=prep.criterion.name if prep.criterion else None,
-                    target=prep.target.label if prep.target else None,
-                    entry=job.entry,
-                    deploy_model=_cached_artifact(m.context.get("artifact_sha256")),
-                )
-            )
-    return spec.name, rows
-
-
-def _store_rows(include_all: bool = False) -> list[dict[str, Any]]:
-    from edgeprune.farm.prepare import variant_facts_by_sha
-
-    by_sha = variant_facts_by_sha()
-    rows = []
-    with Store() as store:
-        for m in store.query():
-            if not include_all and str(m.label or "").startswith(SEARCH_PROBE_PREFIX):
-                continue
-            sha = m.context.get("artifact_sha256")
-            rec = by_sha.get(str(sha))
-            if rec is None:
-                rows.append(_row(m, None, deploy_model=_cached_artifact(sha)))
-                continue
-            prep = rec["prep"]
-            crit, target = prep.get("criterion"), prep.get("target")
-            label = str(rec["label"])
-            rows.append(
-                _row(
-                    m,
-                    rec["facts"],
-                    model=label.split(" ", 1)[0],
-                    variant="base" if target is None else label.split(" ", 1)[1],
-                    criterion=crit["name"] if crit else None,
-                    target=f"{target['kind']}={target['value']}" if target else None,
-                    deploy_model=_cached_artifact(sha),
-                )
-            )
-    return rows
 
 
 def _model_name(report: dict[str, Any]) -> str:
@@ -261,7 +191,7 @@ def run_rows(report: dict[str, Any], run_dir: str | Path | None = None) -> list[
                 label=key,
             )
             rows.append(
-                _row(
+                measurement_row(
                     m,
                     facts,
                     model=model,
@@ -274,31 +204,7 @@ def run_rows(report: dict[str, Any], run_dir: str | Path | None = None) -> list[
     return rows
 
 
-def collect_rows(
-    source: str | Path | None, include_all: bool = False
-) -> tuple[str, str, list[dict[str, Any]]]:
-    """(kind, name, rows) for a run directory, a SWEEP.yaml, or the whole store (None)."""
-    if source is None:
-        return "store", "measurement store", _derive(_store_rows(include_all))
-    p = Path(source)
-    if p.is_dir():
-        if not (p / "report.json").is_file():
-            raise UsageError(
-                f"{p} is not a run directory (no report.json)",
-                hint="give a run dir, a SWEEP.yaml, or nothing for the whole store",
-            )
-        report = json.loads((p / "report.json").read_text())
-        return "run", p.name, _derive(run_rows(report, p))
-    if p.suffix in (".yaml", ".yml"):
-        name, rows = _sweep_rows(p)
-        return "sweep", name, _derive(rows)
-    raise UsageError(
-        f"cannot report on {p}",
-        hint="give a run directory, a SWEEP.yaml, or nothing for the whole store",
-    )
-
-
-def _derive(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def derive_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Fill speed-ups: the same model's base median with the same runtime config on the same
     device (``speedup_basis`` "device"), else on the devices of the same profile ("profile":
     leasing may have measured the base on a sibling board)."""
@@ -1152,54 +1058,8 @@ def write_run_html(
     report: dict[str, Any], path: Path, run_dir: str | Path | None = None
 ) -> dict[str, Any]:
     """The report page of one prune run (written by `prune_run`); returns the derived data."""
-    rows = _derive(run_rows(report, run_dir))
+    rows = derive_rows(run_rows(report, run_dir))
     name = Path(run_dir).name if run_dir else "prune run"
     html_text, derived = render_html("run", name, rows, run=report, run_dir=run_dir)
     path.write_text(html_text)
     return derived
-
-
-def write_report(
-    source: str | Path | None, out: str | Path, include_all: bool = False
-) -> dict[str, Any]:
-    """Write ``OUT/report.html``, ``OUT/report.csv`` and ``OUT/report.json``; return a summary.
-
-    ``include_all`` keeps the latency search's probe measurements (``search:…``) in a store
-    report. Raises `UsageError` for a source that is not a run directory or sweep, or a sweep or
-    store without measurements, or an ``out`` that cannot be written (checked first). Text
-    cells of the CSV that a spreadsheet would run as a formula are escaped (`csv_cell`); the
-    JSON keeps them as they are.
-    """
-    check_writable(Path(out), directory=True)
-    kind, name, rows = collect_rows(source, include_all)
-    run = None
-    if kind == "run":
-        run = json.loads((Path(str(source)) / "report.json").read_text())
-    elif not rows:
-        raise UsageError(
-            f"no measurements found for {kind} {name}",
-            hint="run the sweep first (`edgeprune farm run SWEEP.yaml`)",
-        )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    html_text, derived = render_html(kind, name, rows, run=run, run_dir=source)
-    (out / "report.html").write_text(html_text)
-    with (out / "report.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows({k: csv_cell(v) for k, v in r.items()} for r in rows)
-    write_json(
-        out / "report.json",
-        {"source": kind, "name": name, "columns": list(COLUMNS), "rows": rows, **derived},
-    )
-    return {
-        "source": kind,
-        "name": name,
-        "rows": len(rows),
-        "devices": derived["devices"],
-        "runtimes": derived["runtimes"],
-        "recommendations": derived["recommendations"],
-        "html": str(out / "report.html"),
-        "csv": str(out / "report.csv"),
-        "json": str(out / "report.json"),
-    }

@@ -39,7 +39,7 @@ def test_engine_build_and_bench_on_the_board(
     for spec, profile in boards:
         onnx = tmp_path / f"{spec.name}.onnx"
         res = export_onnx("resnet20", onnx, input_size=32, profile=profile.name)
-        assert res["opset"] <= profile.max_opset and not has_errors(lint_onnx(onnx, profile))
+        assert res.export.opset <= profile.max_opset and not has_errors(lint_onnx(onnx, profile))
         precision = profile.fast_precisions[0]
         cfg = BenchConfig(runtime="trt", precision=precision, min_seconds=3)
         with DeviceSession(spec, inventory=inv) as dev:

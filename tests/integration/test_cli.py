@@ -105,9 +105,9 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
         flows.save_checkpoint = real
     assert read_checkpoint(out)["train"]["epoch"] == 1
     resumed = train_checkpoint("resnet20", "digits", TrainConfig(epochs=2, lr=0.05), out)
-    assert resumed["epochs"] == 2 and not resumed["reused"]
+    assert resumed.epochs == 2 and not resumed.reused
     # Same data order and state: the resumed run ends where the uninterrupted one did.
-    assert resumed["accuracy"] == pytest.approx(full["accuracy"], abs=0.02)
+    assert resumed.accuracy == pytest.approx(full.accuracy, abs=0.02)
 
 
 def test_eval(trained: Path, capsys) -> None:
@@ -192,8 +192,7 @@ def test_prune_zoo_model_without_data_and_export_and_bench(tmp_path: Path, capsy
         "--json",
     )
     assert code == 0 and json.loads(out)["opset"] == 13
-    code, out, err = run_main(
-        capsys,
+    bench = [
         "bench",
         str(tmp_path / "z13.onnx"),
         "--device",
@@ -205,10 +204,16 @@ def test_prune_zoo_model_without_data_and_export_and_bench(tmp_path: Path, capsy
         "--repeats",
         "1",
         "--json",
-    )
+    ]
+    code, out, err = run_main(capsys, *bench)
     assert code == 0, err
     res = json.loads(out)
     assert res["stats"]["n"] >= 20 and res["context"]["device"] == "local" and res["id"] == 1
+    assert "raw_ms" not in res  # per-run times only when asked for
+    code, out, err = run_main(capsys, *bench, "--reuse", "--raw")
+    assert code == 0, err
+    again = json.loads(out)
+    assert again["id"] == 1 and len(again["raw_ms"]) == res["stats"]["n"]
 
 
 def test_listings(capsys) -> None:

@@ -65,7 +65,7 @@ def test_profile_name_leases_a_free_device(farm_factory, small_onnx) -> None:
     farm_factory(FarmDeviceConfig("dev0"), FarmDeviceConfig("dev1"))
     with DeviceLock("dev0"):  # another run on this host holds dev0
         res = deploy(str(small_onnx), "loopback", CFG)
-    assert res["device"] == "dev1" and res["measurement"]["context"]["device"] == "dev1"
+    assert res.device == "dev1" and res.measurement.context["device"] == "dev1"
 
 
 def _set(name: str, **changes: object) -> None:
@@ -162,9 +162,9 @@ def test_sshd_killed_mid_benchmark_then_rerun_finishes(farm, small_onnx, mode: s
 
     farm.restart("dev0")
     res = deploy(str(small_onnx), "dev0", CFG)
-    assert res["sent"] is False  # the artifact pushed before the crash is reused
+    assert res.sent is False  # the artifact pushed before the crash is reused
     with Store() as store:
-        assert store.count() == 1 and store.get(res["measurement"]["id"]) is not None
+        assert store.count() == 1 and store.get(res.measurement.id) is not None
 
 
 def test_trt_without_trtexec_is_a_clear_error(farm, small_onnx, capsys) -> None:

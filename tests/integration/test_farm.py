@@ -216,8 +216,8 @@ def test_kill_9_mid_sweep_then_resume_repeats_nothing(farm_factory, _isolated: P
 def test_report_on_a_run_directory_and_on_the_whole_store(_isolated: Path) -> None:
     from sshfarm import FAST
 
+    from edgeprune.farm.report import write_report
     from edgeprune.pipeline.flows import PruneRunConfig, prune_run
-    from edgeprune.pipeline.report import write_report
     from edgeprune.prune import PruneConfig, Target
 
     cfg = PruneRunConfig(

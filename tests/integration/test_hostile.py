@@ -297,7 +297,7 @@ def test_report_csv_escapes_formula_labels(tmp_path: Path, capsys) -> None:
     measured = bench_model(str(model), "local", cfg, label="ok")
     labels = ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
     with Store() as store:  # the same measurement under labels a spreadsheet would run
-        m = store.get(measured["id"])
+        m = store.get(measured.measurement.id)
         assert m is not None
         for label in labels:
             store.add(Measurement.from_dict({**m.to_dict(raw=True), "label": label}))
@@ -447,7 +447,7 @@ def test_a_full_database_saves_the_measurement_to_a_recovery_file(tmp_path: Path
     model.write_bytes(tiny_onnx_bytes()[0])
     first = bench_model(str(model), "local", BenchConfig(min_seconds=0.05, min_runs=3))
     with Store() as store:
-        stored = store.get(first["id"])
+        stored = store.get(first.measurement.id)
         assert stored is not None
         m = Measurement.from_dict({**stored.to_dict(raw=True), "job_id": "sweep/1"})
         # More than the capped database takes (a few free pages at most), small enough to write

@@ -13,8 +13,8 @@ from stderr_lines import message_lines
 
 from edgeprune.cli import main
 from edgeprune.device import DeviceSession, Inventory
+from edgeprune.device.known_hosts import known_hosts_path
 from edgeprune.device.ssh import SSHTransport
-from edgeprune.device.trust import known_hosts_path
 from edgeprune.errors import HostKeyError
 
 pytestmark = [pytest.mark.integration, needs_sshd]

@@ -15,13 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "edgeprune"
 
 # (importing module, imported module, name): known offenders, each to be made public or moved.
-# TODO(issue 12): empty this list.
-PRIVATE_NAME_IMPORTS = {
-    ("edgeprune.cli.search_cmds", "edgeprune.cli.commands", "_kwargs"),  # CLI option groups
-    ("edgeprune.device.ssh", "edgeprune.device.transport", "_hint_for"),
-    ("edgeprune.models.mobilenetv2", "edgeprune.models.resnet", "_init"),
-    ("edgeprune.models.vgg", "edgeprune.models.resnet", "_init"),
-}
+# Empty since issue 12: a name another module needs is public.
+PRIVATE_NAME_IMPORTS: set[tuple[str, str, str]] = set()
 
 
 def private_name_imports(package: Path = PACKAGE) -> set[tuple[str, str, str]]:

@@ -12,7 +12,7 @@ import yaml
 from edgeprune.cli import main
 from edgeprune.device import Inventory
 from edgeprune.device.inventory import DeviceSpec
-from edgeprune.device.trust import known_hosts_path, pin_host_key, pinned_keys
+from edgeprune.device.known_hosts import known_hosts_path, pin_host_key, pinned_keys
 from edgeprune.errors import UsageError
 
 

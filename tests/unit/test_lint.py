@@ -12,7 +12,7 @@ from torch import nn
 from edgeprune.checkpoint import resolve_model
 from edgeprune.cli import main
 from edgeprune.errors import ExportError, NotFoundError, UsageError
-from edgeprune.export import file_opset, onnx_from_torch
+from edgeprune.export import TensorSpec, file_opset, onnx_from_torch
 from edgeprune.export.lint import has_errors, lint_onnx, opset_for, trt_supported_ops
 from edgeprune.pipeline.flows import export_onnx
 from edgeprune.profiles import load_profile
@@ -69,11 +69,12 @@ def test_default_opset_export_fails_lint_for_tx2_with_the_opset_13_fix(default_o
 def test_profile_export_for_tx2_is_opset_13_single_file_and_passes_lint(tmp_path) -> None:
     out = tmp_path / "tx2" / "m.onnx"
     res = export_onnx("resnet20", out, input_size=16, profile="jetson-tx2")
-    assert res["opset"] == 13 == file_opset(out) and res["exporter"] == "torchscript"
-    assert sorted(p.name for p in out.parent.iterdir()) == ["m.onnx"] and not res["external_data"]
-    assert res["inputs"][0] == {"name": "input", "shape": [1, 3, 16, 16], "dtype": "float32"}
-    assert res["profile"] == "jetson-tx2"
-    assert not [f for f in res["lint"] if f["level"] == "error"]
+    e = res.export
+    assert e.opset == 13 == file_opset(out) and e.exporter == "torchscript"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.onnx"] and not e.external_data
+    assert e.inputs[0] == TensorSpec("input", [1, 3, 16, 16], "float32")
+    assert res.profile == "jetson-tx2"
+    assert not [f for f in res.lint if f.level == "error"]
     assert not has_errors(lint_onnx(out, "jetson-tx2"))
 
 

@@ -10,7 +10,7 @@ import pytest
 from edgeprune.pipeline.report import (
     _aggregate,
     _context_value,
-    _derive,
+    derive_rows,
     pareto_front,
     recommend,
     render_html,
@@ -43,7 +43,7 @@ def row(
 
 
 def test_speedup_uses_the_base_on_the_same_device() -> None:
-    rows = _derive(
+    rows = derive_rows(
         [
             row("base", "fast", 2.0, 100, 0.9),
             row("base", "slow", 8.0, 100, 0.9),
@@ -73,7 +73,7 @@ def test_speedup_uses_the_base_on_the_same_device() -> None:
 
 
 def test_recommendation_per_device_and_budget_with_the_deploy_command() -> None:
-    rows = _derive(
+    rows = derive_rows(
         [
             row("base", "nano", 10.0, 100, 0.92),
             row("l1 ratio=0.3", "nano", 7.0, 60, 0.915),
@@ -100,14 +100,14 @@ def test_recommendation_per_device_and_budget_with_the_deploy_command() -> None:
 
 
 def test_no_variant_meets_the_budget() -> None:
-    rows = _derive([row("base", "d", 10.0, 100, 0.9), row("l1 latency=0.2x", "d", 4.0, 30, 0.5,
+    rows = derive_rows([row("base", "d", 10.0, 100, 0.9), row("l1 latency=0.2x", "d", 4.0, 30, 0.5,
                    budget="0.2x", budget_ms=2.0)])  # fmt: skip
     rec = next(r for r in recommend(_aggregate(rows)) if r["budget"])
     assert rec["choice"] is None and rec["fastest_ms"] == 4.0
 
 
 def test_page_escapes_labels_draws_problems_apart_and_lists_them() -> None:
-    rows = _derive(
+    rows = derive_rows(
         [
             row("base", "<dev>", 2.0, 100, 0.9),
             row("<b>x</b>", "<dev>", 1.0, 50, 0.8, unstable=True, cv=2.79),
@@ -173,7 +173,7 @@ def test_context_values_are_for_people() -> None:
 
 def test_search_probes_are_hidden_from_the_store_report_unless_all() -> None:
     from edgeprune.bench import Measurement, Stats, Store
-    from edgeprune.pipeline.report import collect_rows
+    from edgeprune.farm.report import collect_rows
 
     stats = Stats.from_dict(
         {"n": 3, "median": 1.0, "p90": 1.1, "p99": 1.2, "mean": 1.0, "std": 0.01, "cv": 0.01,
