@@ -295,7 +295,7 @@ def run_device(
                         kw: dict[str, Any] = {"netadapt_finetune": INNER_FT}
                         if method == "netadapt":
                             kw["strategy"] = "netadapt"
-                        elif method == "search":
+                        elif method == "search" and data is not None:  # steps fine-tune
                             kw["gradual_steps"] = args.gradual_steps
                         res = search_in_session(
                             dev,
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> Path:
         os.environ["EDGEPRUNE_CONFIG"] = str(farm_dir / "config")
         farm_ctx.write_inventory(farm_dir / "config")
     try:
-        for token in args.models.split(","):
+        for token in [t for t in args.models.split(",") if t]:  # --models '' --imagenet: only it
             label, name, kwargs = model_spec(token)
             ckpt = args.ckpt_dir / f"{label}-{args.data}-e{args.epochs}.pt"
             if args.base is not None:
@@ -629,7 +629,13 @@ def report(args: argparse.Namespace, results: Results) -> Path:
         plans = [r for r in rows if r["model"] == model and r["method"] == "search"]
         for r in plans:
             a = r.get("allocation")
-            if a and a.get("candidates"):
+            if a and a.get("candidates") and a.get("chosen_proxy_accuracy") is None:
+                best = a["candidates"][0]
+                lines.append(
+                    f"- {r['device']} {r['budget']:g}x: chose `{a['chosen']}` without data (no "
+                    f"accuracy proxy: importance per predicted ms); predicted {best['cost']:.3f} ms"
+                )
+            elif a and a.get("candidates"):
                 best = a["candidates"][0]
                 base_acc = a.get("baseline_proxy_accuracy") or {}
                 lines.append(
@@ -663,20 +669,23 @@ def report(args: argparse.Namespace, results: Results) -> Path:
 
 def _latency_model_summary(rows: list[dict[str, Any]]) -> list[str]:
     """Error of the search's latency model against every whole-model measurement it made."""
-    per: dict[str, list[float]] = {}
+    per: dict[tuple[str, str], list[float]] = {}
     for r in rows:
         for p in r.get("lm_points") or []:
-            per.setdefault(r["device"], []).append(
-                abs(p["predicted"] - p["measured"]) / p["measured"]
-            )
+            err = abs(p["predicted"] - p["measured"]) / p["measured"]
+            per.setdefault((r["device"], r["model"]), []).append(err)
+            per.setdefault((r["device"], "all models"), []).append(err)
     if not per:
         return []
+    if len({m for _, m in per}) == 2:  # one model: its rows and "all models" are the same
+        per = {k: v for k, v in per.items() if k[1] != "all models"}
     table = []
-    for dev, errs in sorted(per.items()):
+    for (dev, model), errs in sorted(per.items()):
         errs.sort()
         table.append(
             [
                 dev,
+                model,
                 len(errs),
                 100 * statistics.median(errs),
                 100 * sum(e <= 0.10 for e in errs) / len(errs),
@@ -689,7 +698,8 @@ def _latency_model_summary(rows: list[dict[str, Any]]) -> list[str]:
         "Each whole-model measurement of the search, predicted before it joined the fit:",
         "",
         markdown_table(
-            ["device", "points", "median error %", "within ±10 % (%)", "worst %"], table
+            ["device", "model", "points", "median error %", "within ±10 % (%)", "worst %"],
+            table,
         ),
         "",
     ]
