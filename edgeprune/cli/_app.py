@@ -176,6 +176,13 @@ def styled(text: str, style: str) -> Text:
     return Text(text, style=style)
 
 
+def warn_slowdowns(warnings: list[str]) -> None:
+    """Say loudly, on stderr, where the pruned model measured no faster than its base (the
+    text as it is: the consoles render no markup, so a device name cannot restyle the line)."""
+    for w in warnings:
+        console_err.print(styled("warning: ", "bold red") + w, soft_wrap=True)
+
+
 def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
     t = Table(title=title, show_header=False, title_justify="left")
     t.add_column("field", style="bold")

@@ -11,10 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgeprune.cli._app import (
-    JSON_HELP,
     app,
     console,
-    console_err,
     emit_json,
     fmt,
     kv_table,
@@ -22,100 +20,35 @@ from edgeprune.cli._app import (
     pct,
     progress,
     styled,
+    warn_slowdowns,
+)
+from edgeprune.cli.options import (
+    INCOMPLETE_MEASUREMENT,
+    DurationOpt,
+    GradualStepsOpt,
+    ImageSizeOpt,
+    InputSizeOpt,
+    JsonOpt,
+    JudgeStepsOpt,
+    MaxCvOpt,
+    MaxLayerRatioOpt,
+    ModelCodeOpt,
+    ModelKwargsOpt,
+    ProxySamplesOpt,
+    RepeatsOpt,
+    RunsOpt,
+    SearchEvalsOpt,
+    TableSecondsOpt,
+    ThreadsOpt,
+    WarmupOpt,
+    model_kwargs_of,
+    protocol_config,
+    search_config,
 )
 from edgeprune.errors import UsageError, one_line
 
 if TYPE_CHECKING:
     from edgeprune.pipeline.results import PruneReport
-
-JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
-INCOMPLETE_MEASUREMENT = (
-    "nothing was stored (a measurement is stored only when complete); rerun the command"
-)
-ModelKwargsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model-kwargs",
-        help="""JSON object of keyword arguments for a zoo model or factory, e.g. '{"num_classes": 100, "in_channels": 1}'.""",
-    ),
-]
-ModelCodeOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model-code",
-        help="The factory (FILE.py:function or pkg.module:function) a checkpoint needs: a checkpoint "
-        "built by user code loads only when you name that code (a file must match its recorded sha256).",
-    ),
-]
-ImageSizeOpt = Annotated[
-    int | None,
-    typer.Option("--image-size", help="Resize the dataset's images to this square size."),
-]
-InputSizeOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--input-size", help="Input size for zoo models/factories when no --data is given."
-    ),
-]
-# Latency-search knobs shared by `prune --latency-budget` and `search`.
-TableSecondsOpt = Annotated[
-    float,
-    typer.Option("--table-seconds", help="Minimum measured seconds per latency-table block."),
-]
-MaxLayerRatioOpt = Annotated[
-    float,
-    typer.Option(
-        "--max-layer-ratio",
-        help="Width search: no layer loses more than this share of its channels.",
-    ),
-]
-JudgeStepsOpt = Annotated[
-    int,
-    typer.Option(
-        "--judge-steps",
-        min=0,
-        help="Latency search: the plans measured within the budget are judged after this many "
-        "fine-tune steps on held-out training images (0: by the BN-recalibrated proxy alone).",
-    ),
-]
-GradualStepsOpt = Annotated[
-    int,
-    typer.Option(
-        "--gradual-steps",
-        min=0,
-        help="Latency search: reach the chosen widths from the base in this many steps, each "
-        "followed by a short fine-tune (1 epoch on 2048 training images) and a re-score, as "
-        "NetAdapt does (0: one cut). Needs --data.",
-    ),
-]
-SearchEvalsOpt = Annotated[
-    int,
-    typer.Option(
-        "--search-evals",
-        help="Width search: candidate plans judged by the accuracy proxy (BN recalibration + held-out training images).",
-    ),
-]
-ProxySamplesOpt = Annotated[
-    int,
-    typer.Option(
-        "--proxy-samples",
-        help="Width search: held-out training images the accuracy proxy evaluates per plan.",
-    ),
-]
-MaxCvOpt = Annotated[
-    float,
-    typer.Option(
-        "--max-cv",
-        help="Latency search: a measurement whose coefficient of variation stays above this is repeated, then refused (0.025 = 2.5%).",
-    ),
-]
-
-
-def _kwargs(text: str | None) -> dict[str, Any]:
-    from edgeprune.models import parse_kwargs
-
-    return parse_kwargs(text)
-
 
 # --------------------------------------------------------------------------- listings
 
@@ -250,7 +183,7 @@ def train_cmd(
             data,
             cfg,
             out,
-            _kwargs(model_kwargs),
+            model_kwargs_of(model_kwargs),
             image_size,
             force=force,
             model_code=model_code,
@@ -292,7 +225,12 @@ def eval_cmd(
 
     with progress(json_out), on_interrupt("nothing was written"):
         res = evaluate_model(
-            model, data, _kwargs(model_kwargs), image_size, max_samples, model_code=model_code
+            model,
+            data,
+            model_kwargs_of(model_kwargs),
+            image_size,
+            max_samples,
+            model_code=model_code,
         )
     if json_out:
         emit_json(res.to_dict())
@@ -495,7 +433,7 @@ def prune_cmd(
         _list_groups(
             model,
             data,
-            _kwargs(model_kwargs),
+            model_kwargs_of(model_kwargs),
             image_size,
             input_size,
             _split_names(ignore_layers),
@@ -590,7 +528,7 @@ def prune_cmd(
             data,
             cfg,
             out,
-            _kwargs(model_kwargs),
+            model_kwargs_of(model_kwargs),
             image_size,
             input_size,
             force=force,
@@ -604,62 +542,6 @@ def prune_cmd(
     if report.missed_budget:
         # Like lint: the run directory is complete, but what it holds misses the budget.
         raise typer.Exit(1)
-
-
-def search_config(
-    budget: str,
-    device: str,
-    runtime: str,
-    precision: str,
-    percentile: str,
-    strategy: str,
-    bench_seconds: float,
-    threads: int,
-    opset: int | None,
-    table_seconds: float = 0.15,
-    max_layer_ratio: float = 0.8,
-    max_cv: float = 0.025,
-    search_evals: int = 24,
-    judge_steps: int = 16,
-    gradual_steps: int = 0,
-) -> Any:
-    """A `SearchConfig` from CLI values (one place for `prune --latency-budget` and `search`)."""
-    from edgeprune.bench import BenchConfig
-    from edgeprune.search import Budget, SearchConfig
-
-    if runtime != "ort" or precision != "fp32":
-        raise UsageError(
-            f"the latency search measures --runtime ort --precision fp32; got {runtime}/{precision}",
-            hint="TensorRT lookup tables would need one engine build per block (minutes each on a Jetson); "
-            "search with ort, then `edgeprune deploy --runtime trt` to measure the result",
-        )
-    return SearchConfig(
-        budget=Budget.parse(budget),
-        device=device,
-        bench=BenchConfig(min_seconds=bench_seconds, threads=threads, cv_threshold=max_cv),
-        block_bench=BenchConfig(
-            warmup_runs=3,
-            warmup_seconds=min(0.05, table_seconds),
-            min_runs=15,
-            min_seconds=table_seconds,
-            max_seconds=max(5.0, table_seconds),
-            max_repeats=1,
-            threads=threads,
-        ),
-        percentile=percentile,
-        strategy=strategy,
-        opset=opset,
-        max_layer_ratio=max_layer_ratio,
-        proxy_evals=search_evals,
-        judge_steps=judge_steps,
-        gradual_steps=gradual_steps,
-    )
-
-
-def warn_slowdowns(warnings: list[str]) -> None:
-    """Say loudly, on stderr, where the pruned model measured no faster than its base."""
-    for w in warnings:
-        console_err.print(f"[bold red]warning:[/] {escape(w)}")
 
 
 def print_prune_report(report: PruneReport) -> None:
@@ -830,7 +712,7 @@ def export_cmd(
         exporter,
         external_data,
         dynamic_batch,
-        _kwargs(model_kwargs),
+        model_kwargs_of(model_kwargs),
         input_size,
         data,
         profile,
@@ -873,23 +755,12 @@ def bench_cmd(
         str,
         typer.Option("--device", help="Device name or profile (a free device of it is leased)."),
     ] = "local",
-    threads: Annotated[
-        int, typer.Option("--threads", help="intra-op threads (inter-op is 1).")
-    ] = 1,
+    threads: ThreadsOpt = 1,
     batch: Annotated[int, typer.Option("--batch")] = 1,
-    runs: Annotated[int, typer.Option("--runs", help="Minimum measured runs.")] = 50,
-    duration: Annotated[float, typer.Option("--duration", help="Minimum measured seconds.")] = 2.0,
-    warmup: Annotated[
-        int,
-        typer.Option(
-            "--warmup",
-            help="Warm-up runs before timing: a count of inferences, not milliseconds as in "
-            "trtexec (and at least 1 s of them).",
-        ),
-    ] = 10,
-    repeats: Annotated[
-        int, typer.Option("--repeats", help="Fresh-process attempts while CV > 2.5%.")
-    ] = 3,
+    runs: RunsOpt = 50,
+    duration: DurationOpt = 2.0,
+    warmup: WarmupOpt = 10,
+    repeats: RepeatsOpt = 3,
     opset: Annotated[int | None, typer.Option("--opset")] = None,
     reuse: Annotated[
         bool,
@@ -907,23 +778,15 @@ def bench_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Measure inference latency on a device by the protocol; every result is stored."""
-    from edgeprune.bench import BenchConfig
     from edgeprune.pipeline.flows import bench_model
 
-    cfg = BenchConfig(
-        threads=threads,
-        batch=batch,
-        min_runs=runs,
-        min_seconds=duration,
-        warmup_runs=warmup,
-        max_repeats=repeats,
-    )
+    cfg = protocol_config(threads, runs, duration, warmup, repeats, batch)
     with progress(json_out), on_interrupt(INCOMPLETE_MEASUREMENT):
         res = bench_model(
             model,
             device,
             cfg,
-            _kwargs(model_kwargs),
+            model_kwargs_of(model_kwargs),
             input_size,
             opset,
             reuse,

@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from edgeprune.cli._app import (
-    JSON_HELP,
     app,
     console,
     console_err,
@@ -20,13 +19,22 @@ from edgeprune.cli._app import (
     on_interrupt,
     progress,
     styled,
+    warn_slowdowns,
 )
-from edgeprune.cli.commands import ModelCodeOpt
+from edgeprune.cli.options import (
+    INCOMPLETE_MEASUREMENT,
+    DurationOpt,
+    JsonOpt,
+    ModelCodeOpt,
+    ModelKwargsOpt,
+    RepeatsOpt,
+    RunsOpt,
+    ThreadsOpt,
+    WarmupOpt,
+    model_kwargs_of,
+    protocol_config,
+)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
-INCOMPLETE_MEASUREMENT = (
-    "nothing was stored (a measurement is stored only when complete); rerun the command"
-)
 NameArg = Annotated[str, typer.Argument(help="Device name from devices.yaml.")]
 WaitOpt = Annotated[
     float | None,
@@ -329,35 +337,18 @@ def deploy_cmd(
     precision: Annotated[
         str, typer.Option("--precision", help="fp32, fp16 or int8 (fp16/int8 need trt).")
     ] = "fp32",
-    threads: Annotated[
-        int, typer.Option("--threads", help="intra-op threads (inter-op is 1).")
-    ] = 1,
-    runs: Annotated[int, typer.Option("--runs", help="Minimum measured runs.")] = 50,
-    duration: Annotated[float, typer.Option("--duration", help="Minimum measured seconds.")] = 2.0,
-    warmup: Annotated[
-        int,
-        typer.Option(
-            "--warmup",
-            help="Warm-up runs before timing: a count of inferences, not milliseconds as in "
-            "trtexec (and at least 1 s of them).",
-        ),
-    ] = 10,
-    repeats: Annotated[
-        int, typer.Option("--repeats", help="Fresh-process attempts while CV > 2.5%.")
-    ] = 3,
+    threads: ThreadsOpt = 1,
+    runs: RunsOpt = 50,
+    duration: DurationOpt = 2.0,
+    warmup: WarmupOpt = 10,
+    repeats: RepeatsOpt = 3,
     opset: Annotated[
         int | None, typer.Option("--opset", help="Export opset (default: the profile's choice).")
     ] = None,
     label: Annotated[
         str | None, typer.Option("--label", help="Label stored with the result.")
     ] = None,
-    model_kwargs: Annotated[
-        str | None,
-        typer.Option(
-            "--model-kwargs",
-            help="""JSON object of keyword arguments for a zoo model or factory, e.g. '{"num_classes": 100}'.""",
-        ),
-    ] = None,
+    model_kwargs: ModelKwargsOpt = None,
     input_size: Annotated[
         int | None, typer.Option("--input-size", help="Input size for zoo models/factories.")
     ] = None,
@@ -366,8 +357,6 @@ def deploy_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Export for the device's profile, lint, push, (build), check parity, benchmark, store."""
-    from edgeprune.bench import BenchConfig
-    from edgeprune.models import parse_kwargs
     from edgeprune.pipeline.deploy import DeployConfig, deploy
     from edgeprune.vocab import Precision, Runtime
 
@@ -376,13 +365,7 @@ def deploy_cmd(
         precision=Precision.parse(precision),
         opset=opset,
         label=label,
-        bench=BenchConfig(
-            threads=threads,
-            min_runs=runs,
-            min_seconds=duration,
-            warmup_runs=warmup,
-            max_repeats=repeats,
-        ),
+        bench=protocol_config(threads, runs, duration, warmup, repeats),
     )
     if wait is not None and wait < 0:
         raise typer.BadParameter("must be >= 0 seconds", param_hint="--wait")
@@ -391,14 +374,12 @@ def deploy_cmd(
             model,
             device,
             cfg,
-            parse_kwargs(model_kwargs),
+            model_kwargs_of(model_kwargs),
             input_size,
             model_code,
             wait_s=wait,
             on_wait=print_waiting,
         )
-    from edgeprune.cli.commands import warn_slowdowns
-
     warn_slowdowns(res.warnings)
     if json_out:
         emit_json(res.to_dict())

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from edgeprune.cli._app import JSON_HELP, app, console, emit_json, fmt, kv_table, styled
+from edgeprune.cli._app import app, console, emit_json, fmt, kv_table, styled
+from edgeprune.cli.options import JsonOpt
 from edgeprune.errors import UsageError
 
-JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 LINT_EXIT_ERRORS = 1
 
 cache_app = typer.Typer(

@@ -11,7 +11,6 @@ from rich.live import Live
 from rich.table import Table
 
 from edgeprune.cli._app import (
-    JSON_HELP,
     app,
     console,
     console_err,
@@ -22,8 +21,8 @@ from edgeprune.cli._app import (
     progress,
     settings,
 )
+from edgeprune.cli.options import JsonOpt
 
-JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 SweepArg = Annotated[Path, typer.Argument(help="The sweep file (SWEEP.yaml).")]
 
 farm_app = typer.Typer(

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from edgeprune.cli._app import app, console, emit_json, kv_table, on_interrupt, pct, progress
-from edgeprune.cli.commands import (
+from edgeprune.cli.options import (
     GradualStepsOpt,
     ImageSizeOpt,
     InputSizeOpt,
@@ -22,6 +22,7 @@ from edgeprune.cli.commands import (
     ProxySamplesOpt,
     SearchEvalsOpt,
     TableSecondsOpt,
+    model_kwargs_of,
     search_config,
 )
 from edgeprune.errors import UsageError
@@ -83,7 +84,6 @@ def search_cmd(
     """Search per-layer widths that meet a latency budget measured on a device (no fine-tuning)."""
     from edgeprune._files import check_writable
     from edgeprune.checkpoint import save_checkpoint
-    from edgeprune.models import parse_kwargs
     from edgeprune.pipeline.flows import load_bundle, load_data
     from edgeprune.prune import PruneConfig, parse_criterion_opts
     from edgeprune.search import search
@@ -126,7 +126,7 @@ def search_cmd(
     pcfg.require_data(data is not None)
     with progress(json_out), on_interrupt(kept):
         dataset = load_data(data, image_size)
-        bundle = load_bundle(model, dataset, parse_kwargs(model_kwargs), input_size, model_code)
+        bundle = load_bundle(model, dataset, model_kwargs_of(model_kwargs), input_size, model_code)
         found = search(bundle, pcfg, scfg, dataset)
         result: dict[str, Any] = {
             k: v for k, v in found.to_dict().items() if k not in ("base", "pruned")

@@ -71,6 +71,7 @@ def test_a_plan_over_the_budget_is_steered_down_when_the_correction_maps_back_on
     assert got is not None, f"steering stopped after measuring widths {verify.measured}"
     assert got[0].measured_ms <= budget and got[0].measured_ms >= budget * (1 - scfg.tolerance)
     assert verify.measured == [12, 11]
+    assert [c[0].measured_ms for c in tried] == [device_ms(12), device_ms(11)]
 
 
 def test_a_plan_under_the_window_is_steered_up_when_the_correction_maps_back_onto_it() -> None:
