@@ -144,28 +144,27 @@ def run_cmd(
 
             result = run_sweep(spec, engine, max_parallel, ray_address, on_update=log)
     if json_out:
-        emit_json(result)
+        emit_json(result.to_dict())
     else:
-        ov = result["per_job_overhead_s"]
         rows = [
             (
                 "jobs",
-                f"{result['jobs_done']}/{result['jobs_total']} done ({result['done_now']} now, {result['done_before']} before)",
+                f"{result.jobs_done}/{result.jobs_total} done ({result.done_now} now, {result.done_before} before)",
             ),
-            ("failed", len(result["failed"])),
-            ("variants made now", result["preps"]["made_now"]),
-            ("engine", result["engine"]),
-            ("wall time (s)", result["wall_seconds"]),
-            ("per-job overhead (s, median)", ov["median"]),
+            ("failed", len(result.failed)),
+            ("variants made now", result.preps["made_now"]),
+            ("engine", result.engine),
+            ("wall time (s)", result.wall_seconds),
+            ("per-job overhead (s, median)", result.per_job_overhead_s.median),
         ]
-        for name, problems in result["out_of_rotation"].items():
+        for name, problems in result.out_of_rotation.items():
             rows.append(
                 (f"out of rotation: {name}", "; ".join(str(p.get("message")) for p in problems))
             )
-        for f in result["failed"][:10]:
-            rows.append((f"failed: {f['label']} on {f['entry']}", f["message"]))
+        for f in result.failed[:10]:
+            rows.append((f"failed: {f.label} on {f.entry}", f.message))
         console.print(kv_table(f"farm run {spec.name}", rows))
-    if result["failed"]:
+    if result.failed:
         raise typer.Exit(1)
 
 

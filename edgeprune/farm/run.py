@@ -29,7 +29,7 @@ import socket
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +189,7 @@ class _Scheduler:
         self.max_parallel = max_parallel or self.opts.max_parallel or max(1, len(self.devices))
         self.variants: dict[str, Variant] = {}
         self.pending_preps: set[str] = set()
-        self.failed: list[dict[str, Any]] = []
+        self.failed: list[FailedJob] = []
         self.done_now = 0
         self.overheads: list[float] = []
         self.windows: list[float] = []
@@ -399,15 +399,15 @@ class _Scheduler:
         self, job: BenchJob, message: str, hint: str | None, attempts: int | None = None
     ) -> None:
         self.failed.append(
-            {
-                "job_id": job.job_id,
-                "label": job.label,
-                "entry": job.entry,
-                "runtime": job.runtime.label,
-                "message": message,
-                "hint": hint,
-                "attempts": attempts,
-            }
+            FailedJob(
+                job_id=job.job_id,
+                label=job.label,
+                entry=job.entry,
+                runtime=job.runtime.label,
+                message=message,
+                hint=hint,
+                attempts=attempts,
+            )
         )
 
     def _backoff(self, attempt: int) -> float:
@@ -455,7 +455,7 @@ class _Scheduler:
             "jobs_total": len(self.plan.jobs),
             "done_before": self.done_before,
             "done_now": self.done_now,
-            "failed": self.failed,
+            "failed": [f.to_dict() for f in self.failed],
             "queued": sum(len(q) for q in self.queues.values()),
             "preps": {
                 "total": len(self.plan.preps),
@@ -485,31 +485,111 @@ class _Scheduler:
         if self.on_update is not None:
             self.on_update(snap)
 
-    def result(self) -> dict[str, Any]:
-        out = {
-            k: v
-            for k, v in self.snapshot("finished").items()
-            if k not in ("pid", "host", "updated_at")
-        }
-        wall = time.time() - self.t0
-        out.update(
-            {
-                "jobs_done": self.done_before + self.done_now,
-                "wall_seconds": wall,
-                "out_of_rotation": {
-                    n: d.problems for n, d in self.devices.items() if d.state == "out"
-                },
-                "per_job_overhead_s": _summary(self.overheads),
-                "bench_window_s": _summary(self.windows),
-            }
+    def result(self) -> SweepResult:
+        snap = self.snapshot("finished")
+        return SweepResult(
+            sweep=self.spec.name,
+            source=self.spec.source,
+            state="finished",
+            engine=self.engine.name,
+            started_at=self.t0,
+            jobs_total=len(self.plan.jobs),
+            jobs_done=self.done_before + self.done_now,
+            done_before=self.done_before,
+            done_now=self.done_now,
+            failed=list(self.failed),
+            queued=snap["queued"],
+            preps=snap["preps"],
+            max_parallel=self.max_parallel,
+            devices=snap["devices"],
+            out_of_rotation={n: d.problems for n, d in self.devices.items() if d.state == "out"},
+            wall_seconds=time.time() - self.t0,
+            per_job_overhead_s=TimeSummary.of(self.overheads),
+            bench_window_s=TimeSummary.of(self.windows),
         )
-        return out
 
 
-def _summary(values: list[float]) -> dict[str, float | int | None]:
-    if not values:
-        return {"n": 0, "median": None, "mean": None}
-    return {"n": len(values), "median": statistics.median(values), "mean": statistics.fmean(values)}
+@dataclass(frozen=True)
+class FailedJob:
+    """A job that did not produce a measurement, and why."""
+
+    job_id: str
+    label: str
+    entry: str
+    runtime: str
+    message: str
+    hint: str | None
+    attempts: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TimeSummary:
+    """Count, median and mean of a list of seconds (None when empty)."""
+
+    n: int
+    median: float | None
+    mean: float | None
+
+    @classmethod
+    def of(cls, values: list[float]) -> TimeSummary:
+        if not values:
+            return cls(0, None, None)
+        return cls(len(values), statistics.median(values), statistics.fmean(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SweepResult:
+    """`run_sweep`'s summary: jobs done (before this run and by it) and failed, variants made,
+    devices out of rotation with their problems, wall time, and per-job overhead (the job's round
+    trip on the host minus the device's own warm-up and timed loops). ``devices`` holds each
+    device's state as the status file shows it."""
+
+    sweep: str
+    source: str | None
+    state: str
+    engine: str
+    started_at: float
+    jobs_total: int
+    jobs_done: int
+    done_before: int
+    done_now: int
+    failed: list[FailedJob]
+    queued: int
+    preps: dict[str, int]
+    max_parallel: int | None
+    devices: dict[str, dict[str, Any]]
+    out_of_rotation: dict[str, list[dict[str, Any]]]
+    wall_seconds: float
+    per_job_overhead_s: TimeSummary
+    bench_window_s: TimeSummary
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sweep": self.sweep,
+            "source": self.source,
+            "state": self.state,
+            "engine": self.engine,
+            "started_at": self.started_at,
+            "jobs_total": self.jobs_total,
+            "done_before": self.done_before,
+            "done_now": self.done_now,
+            "failed": [f.to_dict() for f in self.failed],
+            "queued": self.queued,
+            "preps": dict(self.preps),
+            "max_parallel": self.max_parallel,
+            "devices": self.devices,
+            "jobs_done": self.jobs_done,
+            "wall_seconds": self.wall_seconds,
+            "out_of_rotation": self.out_of_rotation,
+            "per_job_overhead_s": self.per_job_overhead_s.to_dict(),
+            "bench_window_s": self.bench_window_s.to_dict(),
+        }
 
 
 def run_sweep(
@@ -518,10 +598,9 @@ def run_sweep(
     max_parallel: int | None = None,
     ray_address: str | None = None,
     on_update: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Run (or resume) ``spec``; returns the summary (jobs done/failed, devices out of rotation,
-    wall time, per-job overhead = job round trip on the host minus the device's own warm-up and
-    timed loops).
+) -> SweepResult:
+    """Run (or resume) ``spec``; returns its summary (`SweepResult`). ``on_update`` gets each
+    status snapshot (the JSON the status file holds).
 
     Raises `UsageError` when the sweep is already running here, names unknown devices, or the
     engine cannot start. Failed jobs are reported in the result, not raised.

@@ -88,9 +88,9 @@ def test_sweep_runs_every_job_once_per_profile_without_overlap(
     plan = plan_sweep(spec)
     assert len(plan.jobs) == 2 * 2 * 2 * 2  # variants x entries x runtimes x repeat
     result = run_sweep(spec)
-    assert result["failed"] == [] and result["out_of_rotation"] == {}
-    assert result["jobs_done"] == result["done_now"] == len(plan.jobs)
-    assert result["preps"]["made_now"] == 2
+    assert result.failed == [] and result.out_of_rotation == {}
+    assert result.jobs_done == result.done_now == len(plan.jobs)
+    assert result.preps["made_now"] == 2
     stored = rows("t/")
     assert sorted(r["job_id"] for r in stored) == sorted(j.job_id for j in plan.jobs)
     assert_no_overlap(stored)
@@ -103,11 +103,11 @@ def test_sweep_runs_every_job_once_per_profile_without_overlap(
     # Profile leasing: loopback jobs shared by dev0 and dev1, the slow profile only on dev2.
     assert {r["device"] for r in stored if r["entry"] == "loopback"} == {"dev0", "dev1"}
     assert {r["device"] for r in stored if r["entry"] == "loopback-slow"} == {"dev2"}
-    assert result["per_job_overhead_s"]["n"] == len(plan.jobs)
-    assert 0 < result["per_job_overhead_s"]["median"] < 30
+    ov = result.per_job_overhead_s
+    assert ov.n == len(plan.jobs) and ov.median is not None and 0 < ov.median < 30
 
     again = run_sweep(spec)  # resume of a finished sweep: nothing repeated
-    assert again["done_now"] == 0 and again["jobs_done"] == len(plan.jobs)
+    assert again.done_now == 0 and again.jobs_done == len(plan.jobs)
     assert len(rows("t/")) == len(plan.jobs)
 
     from edgeprune.cli import main
@@ -150,13 +150,10 @@ def test_dead_and_dying_devices_leave_the_rotation(farm_factory, _isolated: Path
 
     result = run_sweep(load_sweep(sweep), on_update=on_update)
     assert killed == ["dev1"]
-    assert set(result["out_of_rotation"]) == {"dev1", "dev2"}
+    assert set(result.out_of_rotation) == {"dev1", "dev2"}
     # dev2's own jobs cannot run anywhere else; the profile's jobs all finished on dev0/dev1.
-    assert {f["entry"] for f in result["failed"]} == {"dev2"}
-    assert (
-        len(result["failed"]) == repeat
-        and "no healthy device for dev2" in result["failed"][0]["message"]
-    )
+    assert {f.entry for f in result.failed} == {"dev2"}
+    assert len(result.failed) == repeat and "no healthy device for dev2" in result.failed[0].message
     stored = rows("t/")
     assert len(stored) == repeat and {r["entry"] for r in stored} == {"loopback"}
     assert {r["device"] for r in stored} <= {"dev0", "dev1"}
@@ -204,8 +201,8 @@ def test_kill_9_mid_sweep_then_resume_repeats_nothing(farm_factory, _isolated: P
 
     assert sweep_status(load_sweep(sweep))["state"] == "stopped"
     result = run_sweep(load_sweep(sweep))  # the run lock died with the process
-    assert result["failed"] == []
-    assert result["done_before"] == len(before) and result["done_now"] == total - len(before)
+    assert result.failed == []
+    assert result.done_before == len(before) and result.done_now == total - len(before)
     after = rows("t/")
     assert len(after) == total and len({r["job_id"] for r in after}) == total
     # Finished jobs kept their original rows: nothing was measured twice.
