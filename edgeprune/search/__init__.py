@@ -1,17 +1,10 @@
 """Latency-constrained search: budgets, per-device latency models, strategies."""
 
-from edgeprune.search._search import (
-    STRATEGIES,
-    Budget,
-    Candidate,
-    SearchConfig,
-    SearchResult,
-    greedy_widths,
-    search,
-    search_in_session,
-)
+from edgeprune.search._search import greedy_widths, search, search_in_session
 from edgeprune.search.blocks import BlockSpec, extract_blocks
+from edgeprune.search.config import STRATEGIES, Budget, SearchConfig
 from edgeprune.search.latency_model import LatencyModel, width_grid
+from edgeprune.search.result import Candidate, SearchResult
 
 __all__ = [
     "STRATEGIES",

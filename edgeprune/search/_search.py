@@ -30,11 +30,10 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,197 +63,15 @@ from edgeprune.prune import (
     score_model,
     with_round_to,
 )
+from edgeprune.search.config import SearchConfig
 from edgeprune.search.latency_model import PROBE_EXPORTER, LatencyModel
+from edgeprune.search.result import Candidate, SearchResult
 from edgeprune.train import TrainConfig, train
-from edgeprune.vocab import Percentile, check_choice
 
 if TYPE_CHECKING:
     from edgeprune.checkpoint import ModelBundle
 
 log = logging.getLogger(__name__)
-
-STRATEGIES = ("latency", "uniform", "netadapt")
-_BUDGET_RE = re.compile(r"^\s*(?P<v>\d+(?:\.\d+)?)\s*(?P<u>ms|x)?\s*$", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A latency budget: ``value`` milliseconds, or ``value`` × the base model's latency."""
-
-    value: float
-    relative: bool
-
-    @classmethod
-    def parse(cls, text: str | float) -> Budget:
-        m = _BUDGET_RE.match(str(text))
-        if not m:
-            raise UsageError(
-                f"invalid latency budget {text!r}",
-                hint="use milliseconds (8ms) or a fraction of the base model's latency (0.5x)",
-            )
-        value, unit = float(m.group("v")), (m.group("u") or "ms").lower()
-        if value <= 0:
-            raise UsageError(f"the latency budget must be positive, got {text!r}")
-        if unit == "x" and value >= 1:
-            raise UsageError(
-                f"a relative budget must be below 1x, got {text!r}",
-                hint="0.5x means half the base model's latency",
-            )
-        return cls(value, unit == "x")
-
-    def resolve(self, base_ms: float) -> float:
-        return self.value * base_ms if self.relative else self.value
-
-    def __str__(self) -> str:
-        return f"{self.value:g}x" if self.relative else f"{self.value:g}ms"
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """How to search. ``bench`` measures whole models; ``block_bench`` the lookup-table blocks."""
-
-    budget: Budget
-    device: str = "local"
-    bench: BenchConfig = field(default_factory=BenchConfig)
-    block_bench: BenchConfig = field(
-        default_factory=lambda: BenchConfig(
-            warmup_runs=3,
-            warmup_seconds=0.05,
-            min_runs=20,
-            min_seconds=0.15,
-            max_seconds=5.0,
-            max_repeats=1,
-        )
-    )
-    percentile: str = "median"
-    strategy: str = "latency"
-    tolerance: float = 0.07
-    max_verifications: int = 8
-    calibration_ratios: tuple[float, ...] = (0.5,)
-    max_layer_ratio: float = 0.8
-    netadapt_iterations: int = 3
-    netadapt_finetune: TrainConfig | None = None
-    opset: int | None = None
-    # How the deployed file is exported: the winner is measured again exported this way.
-    exporter: str = "auto"
-    proxy_evals: int = 24
-    verify_top: int = 3
-    unstable_retries: int = 2
-    # The plans measured within budget are judged after this many fine-tune steps on held-out
-    # training data (`AccuracyProxy.tuned`; 0: by the adaptive-BN proxy alone).
-    judge_steps: int = 16
-    # The chosen widths are reached from the base in this many steps, each followed by a short
-    # fine-tune (``netadapt_finetune``) and a re-score (`_gradual`; 0: one cut, no training).
-    gradual_steps: int = 0
-
-    def __post_init__(self) -> None:
-        check_choice(self.strategy, STRATEGIES, "strategy")
-        check_choice(self.percentile, Percentile.choices(), "percentile")
-        if not 0.0 < self.tolerance < 0.9:
-            raise UsageError(f"tolerance must be in (0, 0.9), got {self.tolerance}")
-        if self.max_verifications < 1:
-            raise UsageError("max_verifications must be >= 1")
-        if (
-            self.proxy_evals < 2
-            or self.verify_top < 1
-            or self.unstable_retries < 0
-            or self.judge_steps < 0
-            or self.gradual_steps < 0
-        ):
-            raise UsageError(
-                "proxy_evals must be >= 2, verify_top >= 1, unstable_retries >= 0, "
-                "judge_steps >= 0, gradual_steps >= 0"
-            )
-        if not 0.0 < self.max_layer_ratio <= 1.0:
-            raise UsageError(
-                f"--max-layer-ratio must be in (0, 1], got {self.max_layer_ratio}",
-                hint="e.g. 0.8: no layer loses more than 80% of its channels",
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["budget"] = str(self.budget)
-        return d
-
-
-@dataclass
-class Candidate:
-    """A plan measured on the device (``predicted_ms``: the latency model's figure before)."""
-
-    label: str
-    widths: dict[str, int]
-    predicted_ms: float | None
-    measured_ms: float
-    flops: int
-    params: int
-    measurement_id: int | None
-    unstable: bool
-    proxy_accuracy: float | None = None
-    # Held-out accuracy after `SearchConfig.judge_steps` fine-tune steps (the final judgement).
-    tuned_accuracy: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class SearchResult:
-    """The chosen pruned model and everything measured on the way."""
-
-    result: PruneResult
-    device: str
-    strategy: str
-    budget: str
-    budget_ms: float
-    percentile: str
-    base: Measurement
-    final: Measurement
-    candidates: list[Candidate]
-    model: dict[str, Any]
-    device_measurements: int
-    wall_seconds: float
-    allocation: AllocationResult | None = None
-    notes: list[str] = field(default_factory=list)
-    roots: dict[int, str] = field(default_factory=dict)
-
-    @property
-    def base_ms(self) -> float:
-        return self.base.stats.get(self.percentile)
-
-    @property
-    def final_ms(self) -> float:
-        return self.final.stats.get(self.percentile)
-
-    @property
-    def met(self) -> bool:
-        return self.final_ms <= self.budget_ms
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "device": self.device,
-            "strategy": self.strategy,
-            "budget": self.budget,
-            "budget_ms": self.budget_ms,
-            "percentile": self.percentile,
-            "base_ms": self.base_ms,
-            "pruned_ms": self.final_ms,
-            "met": self.met,
-            "speedup": self.base_ms / self.final_ms,
-            "flops_reduction": self.result.flops_reduction,
-            "params_reduction": self.result.params_reduction,
-            "flops_ideal_speedup": self.result.macs_before / self.result.macs_after,
-            "realised_over_ideal": (self.base_ms / self.final_ms)
-            / (self.result.macs_before / self.result.macs_after),
-            "widths": {k: list(v) for k, v in self.result.widths.items()},
-            "candidates": [c.to_dict() for c in self.candidates],
-            "latency_model": self.model,
-            "device_measurements": self.device_measurements,
-            "wall_seconds": self.wall_seconds,
-            "allocation": self.allocation.to_dict(self.roots) if self.allocation else None,
-            "notes": list(self.notes),
-            "base": self.base.to_dict(),
-            "pruned": self.final.to_dict(),
-        }
 
 
 class _Verifier:
