@@ -9,12 +9,12 @@ import pytest
 
 from edgeprune.pipeline.report import (
     _aggregate,
-    _context_value,
     derive_rows,
     pareto_front,
     recommend,
     render_html,
 )
+from edgeprune.pipeline.report_run import _context_value
 
 
 def test_pareto_front_keeps_only_undominated_points() -> None:
