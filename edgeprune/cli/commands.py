@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -41,11 +40,13 @@ from edgeprune.cli.options import (
     TableSecondsOpt,
     ThreadsOpt,
     WarmupOpt,
+    finetune_config,
     model_kwargs_of,
     protocol_config,
+    prune_target,
     search_config,
 )
-from edgeprune.errors import UsageError, one_line
+from edgeprune.errors import UsageError
 
 if TYPE_CHECKING:
     from edgeprune.pipeline.results import PruneReport
@@ -252,18 +253,6 @@ def eval_cmd(
 # --------------------------------------------------------------------------- prune
 
 
-def _target(ratio: float | None, flops: float | None, params: float | None) -> Any:
-    """The one target given, or None (PruneConfig then says what is missing)."""
-    from edgeprune.prune import Target
-
-    given = [
-        (k, v) for k, v in (("ratio", ratio), ("flops", flops), ("params", params)) if v is not None
-    ]
-    if len(given) > 1:
-        raise UsageError("give only one of --ratio, --flops-reduction, --params-reduction")
-    return Target(*given[0]) if given else None
-
-
 def _split_names(values: list[str] | None) -> tuple[str, ...]:
     return tuple(n.strip() for v in values or [] for n in v.split(",") if n.strip())
 
@@ -427,7 +416,6 @@ def prune_cmd(
     from edgeprune.bench import BenchConfig
     from edgeprune.pipeline.flows import PruneRunConfig, prune_run
     from edgeprune.prune import PruneConfig, parse_criterion_opts
-    from edgeprune.train import TrainConfig
 
     if list_groups:
         _list_groups(
@@ -443,32 +431,10 @@ def prune_cmd(
         return
     if out is None:
         raise UsageError("missing --out", hint="pass --out RUNDIR")
-    ratios = None
-    if ratios_file is not None:
-        try:
-            ratios = json.loads(ratios_file.read_text())
-        except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8 text
-            raise UsageError(f"cannot read --ratios-file {ratios_file}: {one_line(e)}") from e
-        if not isinstance(ratios, dict):
-            raise UsageError("--ratios-file must hold a JSON object {layer: ratio}")
-    target = _target(ratio, flops_reduction, params_reduction)
-    if latency_budget is not None and (target is not None or ratios is not None):
-        raise UsageError(
-            "--latency-budget chooses the widths itself; it cannot be combined with --ratio, "
-            "--flops-reduction, --params-reduction or --ratios-file",
-            hint="drop one of them",
-        )
-    ft = (
-        TrainConfig(
-            epochs=finetune_epochs,
-            lr=finetune_lr,
-            batch_size=finetune_batch_size,
-            max_train_samples=max_train_samples,
-            seed=seed,
-        )
-        if finetune_epochs > 0
-        else None
+    target, ratios = prune_target(
+        ratio, flops_reduction, params_reduction, ratios_file, latency_budget
     )
+    ft = finetune_config(finetune_epochs, finetune_lr, finetune_batch_size, max_train_samples, seed)
     pcfg = PruneConfig(
         criterion=criterion,
         criterion_options=parse_criterion_opts(criterion_opt),

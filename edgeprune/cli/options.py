@@ -8,6 +8,9 @@ built in one place (as Polygraphy's argument groups do).
 - latency search (``prune --latency-budget`` and ``search``): ``--table-seconds``,
   ``--max-layer-ratio``, ``--judge-steps``, ``--gradual-steps``, ``--search-evals``,
   ``--proxy-samples``, ``--max-cv`` (`search_config`);
+- prune target and fine-tune (``prune``): ``--ratio`` / ``--flops-reduction`` /
+  ``--params-reduction`` / ``--ratios-file`` against ``--latency-budget`` (`prune_target`),
+  ``--finetune-*`` (`finetune_config`);
 - output: ``--json``.
 
 Importing this module stays cheap (no torch): the builders import what they build lazily.
@@ -15,16 +18,20 @@ Importing this module stays cheap (no torch): the builders import what they buil
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from edgeprune.cli._app import JSON_HELP
-from edgeprune.errors import UsageError
+from edgeprune.errors import UsageError, one_line
 
 if TYPE_CHECKING:
     from edgeprune.bench import BenchConfig
+    from edgeprune.prune import Target
     from edgeprune.search import SearchConfig
+    from edgeprune.train import TrainConfig
 
 JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 INCOMPLETE_MEASUREMENT = (
@@ -196,4 +203,59 @@ def search_config(
         proxy_evals=search_evals,
         judge_steps=judge_steps,
         gradual_steps=gradual_steps,
+    )
+
+
+# Prune target and fine-tune (`prune`).
+
+
+def prune_target(
+    ratio: float | None,
+    flops: float | None,
+    params: float | None,
+    ratios_file: Path | None,
+    latency_budget: str | None,
+) -> tuple[Target | None, dict[str, Any] | None]:
+    """The one target given (None: `PruneConfig` then says what is missing) and the per-layer
+    ratios of ``--ratios-file``; `UsageError` for two targets, an unreadable ratios file, or a
+    target beside ``--latency-budget`` (which chooses the widths itself)."""
+    from edgeprune.prune import Target
+
+    given = [
+        (k, v) for k, v in (("ratio", ratio), ("flops", flops), ("params", params)) if v is not None
+    ]
+    if len(given) > 1:
+        raise UsageError("give only one of --ratio, --flops-reduction, --params-reduction")
+    target = Target(*given[0]) if given else None
+    ratios = None
+    if ratios_file is not None:
+        try:
+            ratios = json.loads(ratios_file.read_text())
+        except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8 text
+            raise UsageError(f"cannot read --ratios-file {ratios_file}: {one_line(e)}") from e
+        if not isinstance(ratios, dict):
+            raise UsageError("--ratios-file must hold a JSON object {layer: ratio}")
+    if latency_budget is not None and (target is not None or ratios is not None):
+        raise UsageError(
+            "--latency-budget chooses the widths itself; it cannot be combined with --ratio, "
+            "--flops-reduction, --params-reduction or --ratios-file",
+            hint="drop one of them",
+        )
+    return target, ratios
+
+
+def finetune_config(
+    epochs: int, lr: float, batch_size: int, max_train_samples: int | None, seed: int
+) -> TrainConfig | None:
+    """The fine-tune after pruning (None for 0 epochs)."""
+    from edgeprune.train import TrainConfig
+
+    if epochs <= 0:
+        return None
+    return TrainConfig(
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        max_train_samples=max_train_samples,
+        seed=seed,
     )
