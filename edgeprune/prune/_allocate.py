@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -589,9 +589,12 @@ def allocate(
     unit: str = "",
     proxy_samples: int | None = None,
     description: str = "allocate widths",
+    extra: Sequence[tuple[Keep, str]] = (),
 ) -> AllocationResult:
     """Rank the allocator's candidates for ``target`` by ``proxy`` and refine the best (see module
-    doc). ``max_evals`` bounds the proxy evaluations (the generated candidates come first)."""
+    doc). ``max_evals`` bounds the proxy evaluations (the generated candidates come first).
+    ``extra``: plans from elsewhere (a criterion's own allocation, `Criterion.own_widths`),
+    snapped to the grids, brought to the target and always evaluated after uniform and global."""
     t0 = time.perf_counter()
     if proxy is None:
         # Built directly: in the candidate list it may have been dropped as a duplicate of an
@@ -608,6 +611,14 @@ def allocate(
             ["no data for an accuracy proxy: widths from the importance-per-cost rule"],
         )
     seeds = alloc.candidates(target)
+    have = {tuple(sorted(p.keep.items())) for p in seeds}
+    for keep, label in extra:
+        snapped = {gi: alloc._snap(gi, keep.get(gi, alloc.width[gi])) for gi in alloc.grids}
+        fixed = alloc.repair(snapped, target)
+        key = tuple(sorted(fixed.items()))
+        if key not in have and alloc.cost(fixed) <= target:
+            have.add(key)
+            seeds.insert(min(2, len(seeds)), Plan(fixed, label, alloc.cost(fixed)))
     budget = max(max_evals, 2)
     # Uniform and global are always evaluated; the other seeds as the budget allows.
     seeds = seeds[:budget]

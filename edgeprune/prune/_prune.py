@@ -250,7 +250,13 @@ def choose_keep(
         return keep
     own = criterion.keep_counts(ctx, scores)
     if own is not None:
-        return own
+        # The criterion's own widths (QSFM's threshold mode) on the width grid every other plan
+        # keeps: `--round-to` is the device's granularity, whoever chooses the widths.
+        by_index = {g.index: g for g in ctx.groups}
+        return {
+            gi: round_keep(by_index[gi], k, config.round_to, config.min_channels)
+            for gi, k in own.items()
+        }
     if config.target is None:
         raise UsageError(
             "no pruning target given", hint="pass --ratio, --flops-reduction or --params-reduction"
@@ -409,6 +415,7 @@ def allocate_keep(
                 hint="lower the target, prune more groups (--convention all) or lower --min-channels",
             )
     proxy = accuracy_proxy(scored, config, data)
+    own = scored.criterion.own_widths(ctx, scored.scores, lambda keep: cost(keep) <= budget)
     result = allocate(
         alloc,
         budget,
@@ -417,6 +424,7 @@ def allocate_keep(
         unit=unit,
         proxy_samples=proxy.samples if proxy is not None else None,
         description=f"rank width plans ({target.kind} -{target.value:.0%})",
+        extra=[(own, f"{scored.criterion.name} own")] if own is not None else (),
     )
     return result.best.keep, result
 

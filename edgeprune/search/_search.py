@@ -587,6 +587,9 @@ def _accuracy_aware(
             )
 
     def ranked(a: Allocator, predicted_ms: float, what: str) -> AllocationResult:
+        own = scored.criterion.own_widths(
+            scored.ctx, scored.scores, lambda keep: a.cost(keep) <= predicted_ms
+        )
         return allocate(
             a,
             predicted_ms,
@@ -595,6 +598,7 @@ def _accuracy_aware(
             unit="ms (predicted)",
             proxy_samples=proxy.samples if proxy is not None else None,
             description=f"rank width plans for {aim:.3f} ms{what} on {verify.dev.name}",
+            extra=[(own, f"{scored.criterion.name} own")] if own is not None else (),
         )
 
     allocation = ranked(alloc, target, "")

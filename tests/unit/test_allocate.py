@@ -16,6 +16,7 @@ from edgeprune.prune import (
     AccuracyProxy,
     AllocationResult,
     Allocator,
+    ProxyScore,
     PruneConfig,
     Target,
     TermCost,
@@ -231,3 +232,20 @@ def test_default_mode_is_search_with_data_and_a_flops_target(digits16) -> None:
 def test_search_mode_without_data_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="needs --data"):
         prune(_bundle(), PruneConfig(target=Target("flops", 0.3), mode="search"))
+
+
+def test_an_extra_plan_is_put_on_the_grid_judged_and_can_win() -> None:
+    # A criterion's own allocation (QSFM's threshold mode) joins the candidates: snapped to the
+    # grids, brought to the target, always evaluated; the proxy decides.
+    alloc, cm, grids = _allocator("resnet20", round_to=8)
+    target = 0.5 * cm.macs(cm.full())
+    first = sorted(grids)[: len(grids) // 2]
+    mine = {gi: (grids[gi][-1] if gi in first else grids[gi][0] + 3) for gi in grids}  # off-grid
+
+    def proxy(keep):
+        return ProxyScore(-sum(abs(keep[gi] - mine[gi]) for gi in keep), 0.0)
+
+    res = allocate(alloc, target, proxy, max_evals=4, extra=[(mine, "criterion own")])
+    assert res.best.label == "criterion own"  # evaluated though max_evals is 4
+    assert res.best.cost <= target * (1 + 1e-9)
+    assert all(w in grids[gi] for gi, w in res.best.keep.items())

@@ -255,6 +255,22 @@ def test_qsfm_threshold_mode_finds_its_own_ratios(digits_r20, digits) -> None:
     assert 0 < res.flops_reduction < 1
 
 
+def test_qsfm_threshold_widths_keep_the_width_grid(digits_r20, digits) -> None:
+    cfg = _cfg("qsfm", criterion_options={"threshold": 0.6}, round_to=8)
+    res = prune(digits_r20, cfg, digits)
+    kept = list(res.widths.values())
+    assert any(k < w for k, w in kept)  # the threshold removed channels
+    assert all(k == w or k % 8 == 0 for k, w in kept), kept
+
+
+def test_qsfm_own_allocation_is_a_candidate_of_search_mode(digits_r20, digits) -> None:
+    cfg = _cfg("qsfm", target=Target("flops", 0.4), mode="search", search_evals=4, round_to=1)
+    res = prune(digits_r20, cfg, digits)
+    labels = [c["label"] for c in res.facts["allocation"]["candidates"]]
+    assert "qsfm own" in labels, labels
+    assert res.flops_reduction == pytest.approx(0.4, abs=0.01)
+
+
 def test_fss_removes_both_members_of_a_duplicate_first(digits) -> None:
     """FSS scores each map by its mean similarity to the others: channel 3 = 2 × channel 1 makes
     both twins the most similar maps of the layer (equally so), so at width 2 both go."""

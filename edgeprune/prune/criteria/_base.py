@@ -133,6 +133,17 @@ class Criterion(ABC):
         """Keep counts chosen by the criterion itself (None = use the target solver)."""
         return None
 
+    def own_widths(
+        self,
+        ctx: ScoreContext,
+        scores: Mapping[int, torch.Tensor],
+        fits: Callable[[dict[int, int]], bool],
+    ) -> dict[int, int] | None:
+        """The widths this criterion's own allocation gives for a target that ``fits`` checks
+        (QSFM: its threshold mode, the threshold bisected), or None when it has none. The
+        allocator ranks this plan beside its own (`edgeprune.prune.allocate`)."""
+        return None
+
     def select(
         self, ctx: ScoreContext, scores: Mapping[int, torch.Tensor], keep: Mapping[int, int]
     ) -> PrunePlan | None:

@@ -307,19 +307,45 @@ class QSFM(Criterion):
     def chooses_own_widths(self) -> bool:
         return self.threshold is not None
 
+    def _keep_at(self, ctx: ScoreContext, thr: float) -> dict[int, int]:
+        """Per-group keep counts of the threshold mode at threshold ``thr``."""
+        keep = {}
+        for g in ctx.groups:
+            max_remove = int(g.width * float(self.opts["max_ratio"]))
+            pairs = greedy_removal(self._sim[g.index], threshold=thr, max_remove=max_remove)
+            keep[g.index] = round_keep(g, g.width - len(pairs), None, 1)
+        return keep
+
     def keep_counts(
         self, ctx: ScoreContext, scores: Mapping[int, torch.Tensor]
     ) -> dict[int, int] | None:
         thr = self.threshold
         if thr is None:
             return None
-        keep = {}
-        for g in ctx.groups:
-            max_remove = int(g.width * float(self.opts["max_ratio"]))
-            pairs = greedy_removal(self._sim[g.index], threshold=thr, max_remove=max_remove)
-            keep[g.index] = round_keep(g, g.width - len(pairs), None, 1)
+        keep = self._keep_at(ctx, thr)
         self.facts["threshold_ratios"] = {g.root: 1 - keep[g.index] / g.width for g in ctx.groups}
         return keep
+
+    def own_widths(
+        self,
+        ctx: ScoreContext,
+        scores: Mapping[int, torch.Tensor],
+        fits: Callable[[dict[int, int]], bool],
+    ) -> dict[int, int] | None:
+        """The threshold mode's per-layer widths at the highest threshold (the fewest channels
+        removed) whose plan ``fits``: QSFM's own allocation of a target, bisected on it."""
+        if not self._sim:
+            return None
+        lo, hi = 0.0, 1.0  # similarities lie in [0, 1]; a lower threshold removes more
+        if not fits(self._keep_at(ctx, lo)):
+            return None
+        for _ in range(20):
+            mid = (lo + hi) / 2
+            if fits(self._keep_at(ctx, mid)):
+                lo = mid
+            else:
+                hi = mid
+        return self._keep_at(ctx, lo)
 
     def select(
         self, ctx: ScoreContext, scores: Mapping[int, torch.Tensor], keep: Mapping[int, int]
