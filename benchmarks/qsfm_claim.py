@@ -32,8 +32,16 @@ from _common import Results, machine_line, markdown_table
 from edgeprune.checkpoint import load_checkpoint
 from edgeprune.data import load_dataset
 from edgeprune.pipeline.flows import train_checkpoint
-from edgeprune.prune import PruneConfig, Target, materialize, prune, score_model
+from edgeprune.prune import (
+    PruneConfig,
+    Target,
+    materialize,
+    prune,
+    score_model,
+    with_round_to,
+)
 from edgeprune.prune._cost import CostModel
+from edgeprune.prune._select import round_keep
 from edgeprune.train import TrainConfig, evaluate
 
 ROWS = ("qsfm threshold", "qsfm search", "qsfm uniform", "l1 search", "l1 uniform")
@@ -49,6 +57,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--similarity", default="ssim", choices=("ssim", "psnr"))
     p.add_argument("--search-evals", type=int, default=24)
     p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument(
+        "--round-to",
+        type=int,
+        default=None,
+        help="width granularity of every row (default: edgeprune's for this host; 1: any width)",
+    )
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/qsfm"))
     p.add_argument("--smoke", action="store_true")
     a = p.parse_args(argv)
@@ -69,8 +83,13 @@ def threshold_for(base: Any, data: Any, cfg: PruneConfig, flops: float) -> tuple
     for _ in range(30):
         mid = (lo + hi) / 2
         crit.opts["threshold"] = mid
-        keep = crit.keep_counts(scored.ctx, scored.scores)
-        assert keep is not None
+        own = crit.keep_counts(scored.ctx, scored.scores)
+        assert own is not None
+        # On the run's width grid, as `prune` puts a threshold plan (--round-to).
+        keep = {
+            g.index: round_keep(g, own[g.index], cfg.round_to, cfg.min_channels)
+            for g in scored.ctx.groups
+        }
         red = 1 - cost.macs(keep) / full
         if best is None or abs(red - flops) < abs(1 - cost.macs(best[1]) / full - flops):
             best = (mid, keep)
@@ -89,7 +108,8 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse(argv)
     torch.set_num_threads(2)
     args.out.mkdir(parents=True, exist_ok=True)
-    results = Results(args.out / "results.jsonl", ("base", "flops", "row"))
+    results = Results(args.out / "results.jsonl", ("base", "flops", "round_to", "row"))
+    round_to = with_round_to(PruneConfig(round_to=args.round_to))[0].round_to
     data = load_dataset(args.data)
     ckpt = args.base
     if ckpt is None:
@@ -103,7 +123,7 @@ def main(argv: list[str] | None = None) -> Path:
     base = load_checkpoint(ckpt)
     acc_base = evaluate(base.model, data).accuracy
     for row in args.rows.split(","):
-        key = {"base": str(ckpt), "flops": args.flops, "row": row}
+        key = {"base": str(ckpt), "flops": args.flops, "round_to": round_to, "row": row}
         if results.done(**key):
             continue
         criterion, mode = row.split(" ")
@@ -111,7 +131,11 @@ def main(argv: list[str] | None = None) -> Path:
         t0 = time.perf_counter()
         threshold = None
         if mode == "threshold":
-            cfg = PruneConfig(criterion="qsfm", criterion_options={**opts, "threshold": 0.5})
+            cfg = PruneConfig(
+                criterion="qsfm",
+                criterion_options={**opts, "threshold": 0.5},
+                round_to=round_to,
+            )
             res, threshold = threshold_for(base, data, cfg, args.flops)
         else:
             cfg = PruneConfig(
@@ -120,6 +144,7 @@ def main(argv: list[str] | None = None) -> Path:
                 target=Target("flops", args.flops),
                 mode=mode,
                 search_evals=args.search_evals,
+                round_to=round_to,
             )
             res = prune(base, cfg, data)
         acc = evaluate(res.bundle.model, data).accuracy
@@ -145,6 +170,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 def report(args: argparse.Namespace, results: Results, ckpt: str) -> Path:
     rows = [r for r in results.rows if r["base"] == ckpt and r["flops"] == args.flops]
+    grids = sorted({r.get("round_to") for r in rows}, key=lambda v: -1 if v is None else v)
     lines = [
         f"# QSFM's claim: ResNet-56 at {args.flops:.1%} fewer FLOPs, no fine-tuning",
         "",
@@ -155,10 +181,20 @@ def report(args: argparse.Namespace, results: Results, ckpt: str) -> Path:
         f"Command: `python benchmarks/qsfm_claim.py {' '.join(sys.argv[1:])}`",
         "",
         markdown_table(
-            ["row", "FLOPs ↓ %", "params ↓ %", "acc no-FT %", "Δ vs base pp", "notes", "s"],
+            [
+                "row",
+                "round_to",
+                "FLOPs ↓ %",
+                "params ↓ %",
+                "acc no-FT %",
+                "Δ vs base pp",
+                "notes",
+                "s",
+            ],
             [
                 [
                     r["row"],
+                    r.get("round_to"),
                     100 * r["flops_reduction"],
                     100 * r["params_reduction"],
                     100 * r["acc_no_ft"],
@@ -168,7 +204,11 @@ def report(args: argparse.Namespace, results: Results, ckpt: str) -> Path:
                     r["seconds"],
                 ]
                 for r in sorted(
-                    rows, key=lambda r: ROWS.index(r["row"]) if r["row"] in ROWS else 99
+                    rows,
+                    key=lambda r: (
+                        grids.index(r.get("round_to")),
+                        ROWS.index(r["row"]) if r["row"] in ROWS else 99,
+                    ),
                 )
             ],
         ),
