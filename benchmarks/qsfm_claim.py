@@ -68,6 +68,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.smoke:
         a.data, a.search_evals = "digits", 4
+        # Any width: ResNet-20 on 8×8 digits has too few grid steps of 16 for the threshold to
+        # land within 2 pp of the FLOPs target, which the smoke test checks.
+        a.round_to = 1 if a.round_to is None else a.round_to
     return a
 
 
