@@ -35,13 +35,13 @@ from edgeprune.pipeline.flows import train_checkpoint
 from edgeprune.prune import (
     PruneConfig,
     Target,
+    choose_keep,
     materialize,
     prune,
     score_model,
     with_round_to,
 )
 from edgeprune.prune._cost import CostModel
-from edgeprune.prune._select import round_keep
 from edgeprune.train import TrainConfig, evaluate
 
 ROWS = ("qsfm threshold", "qsfm search", "qsfm uniform", "l1 search", "l1 uniform")
@@ -86,13 +86,8 @@ def threshold_for(base: Any, data: Any, cfg: PruneConfig, flops: float) -> tuple
     for _ in range(30):
         mid = (lo + hi) / 2
         crit.opts["threshold"] = mid
-        own = crit.keep_counts(scored.ctx, scored.scores)
-        assert own is not None
-        # On the run's width grid, as `prune` puts a threshold plan (--round-to).
-        keep = {
-            g.index: round_keep(g, own[g.index], cfg.round_to, cfg.min_channels)
-            for g in scored.ctx.groups
-        }
+        # The threshold plan on the run's width grid, as `prune` chooses it (--round-to).
+        keep = choose_keep(scored.ctx, cfg, scored.scores, crit)
         red = 1 - cost.macs(keep) / full
         if best is None or abs(red - flops) < abs(1 - cost.macs(best[1]) / full - flops):
             best = (mid, keep)

@@ -175,7 +175,7 @@ def search_config(
 ) -> SearchConfig:
     """A `SearchConfig` from CLI values (one place for `prune --latency-budget` and `search`)."""
     from edgeprune.bench import BenchConfig
-    from edgeprune.search import Budget, SearchConfig
+    from edgeprune.search import Budget, SearchConfig, table_protocol
 
     if runtime != "ort" or precision != "fp32":
         raise UsageError(
@@ -187,15 +187,7 @@ def search_config(
         budget=Budget.parse(budget),
         device=device,
         bench=BenchConfig(min_seconds=bench_seconds, threads=threads, cv_threshold=max_cv),
-        block_bench=BenchConfig(
-            warmup_runs=3,
-            warmup_seconds=min(0.05, table_seconds),
-            min_runs=15,
-            min_seconds=table_seconds,
-            max_seconds=max(5.0, table_seconds),
-            max_repeats=1,
-            threads=threads,
-        ),
+        block_bench=table_protocol(table_seconds, threads),
         percentile=percentile,
         strategy=strategy,
         opset=opset,

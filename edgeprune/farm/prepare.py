@@ -30,7 +30,7 @@ from edgeprune.export.artifacts import ArtifactCache, source_key
 from edgeprune.farm.plan import PrepJob
 from edgeprune.pipeline.flows import PruneRunConfig, load_bundle, load_data, prune_run
 from edgeprune.prune import PruneConfig, Target, count_macs_params
-from edgeprune.search import Budget, SearchConfig
+from edgeprune.search import Budget, SearchConfig, table_protocol
 from edgeprune.train import TrainConfig, evaluate
 
 FACT_KEYS = (
@@ -216,15 +216,7 @@ def _pruned(prep: PrepJob, tmp: Path, device: str | None) -> tuple[dict[str, Any
             budget=Budget.parse(str(prep.target.value)),
             device=device,
             bench=BenchConfig(min_seconds=float(so.get("bench_seconds", 2.0)), threads=threads),
-            block_bench=BenchConfig(
-                warmup_runs=3,
-                warmup_seconds=min(0.05, ts),
-                min_runs=15,
-                min_seconds=ts,
-                max_seconds=max(5.0, ts),
-                max_repeats=1,
-                threads=threads,
-            ),
+            block_bench=table_protocol(ts, threads),
             percentile=so.get("percentile", "median"),
             strategy=so.get("strategy", "latency"),
             tolerance=float(so.get("tolerance", 0.10)),

@@ -2,7 +2,7 @@
 
 from edgeprune.search._search import greedy_widths, search, search_in_session
 from edgeprune.search.blocks import BlockSpec, extract_blocks
-from edgeprune.search.config import STRATEGIES, Budget, SearchConfig
+from edgeprune.search.config import STRATEGIES, Budget, SearchConfig, table_protocol
 from edgeprune.search.latency_model import LatencyModel, width_grid
 from edgeprune.search.result import Candidate, SearchResult
 
@@ -18,5 +18,6 @@ __all__ = [
     "greedy_widths",
     "search",
     "search_in_session",
+    "table_protocol",
     "width_grid",
 ]

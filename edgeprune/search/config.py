@@ -47,6 +47,19 @@ class Budget:
         return f"{self.value:g}x" if self.relative else f"{self.value:g}ms"
 
 
+def table_protocol(seconds: float, threads: int = 1) -> BenchConfig:
+    """The protocol for lookup-table blocks with a ``seconds`` window (``--table-seconds``)."""
+    return BenchConfig(
+        warmup_runs=3,
+        warmup_seconds=min(0.05, seconds),
+        min_runs=15,
+        min_seconds=seconds,
+        max_seconds=max(5.0, seconds),
+        max_repeats=1,
+        threads=threads,
+    )
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """How to search. ``bench`` measures whole models; ``block_bench`` the lookup-table blocks."""

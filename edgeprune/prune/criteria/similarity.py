@@ -337,15 +337,17 @@ class QSFM(Criterion):
         if not self._sim:
             return None
         lo, hi = 0.0, 1.0  # similarities lie in [0, 1]; a lower threshold removes more
-        if not fits(self._keep_at(ctx, lo)):
+        best = self._keep_at(ctx, lo)
+        if not fits(best):
             return None
         for _ in range(20):
             mid = (lo + hi) / 2
-            if fits(self._keep_at(ctx, mid)):
-                lo = mid
+            keep = self._keep_at(ctx, mid)
+            if fits(keep):
+                lo, best = mid, keep
             else:
                 hi = mid
-        return self._keep_at(ctx, lo)
+        return best
 
     def select(
         self, ctx: ScoreContext, scores: Mapping[int, torch.Tensor], keep: Mapping[int, int]
