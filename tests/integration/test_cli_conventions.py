@@ -88,10 +88,21 @@ def test_progress_is_plain_lines_when_stderr_is_a_file_and_ctrl_c_says_how_to_re
     argv += ["--out", str(out)]
     with log.open("w") as err:
         # PYTHONFAULTHANDLER: if the run does not stop after Ctrl-C, SIGABRT makes it write every
-        # thread's stack to the log, so a failure shows where it hung (seen once in a full suite
-        # run, never alone: 10 of 10 exited in 1.1-2.7 s, 6 of them beside two busy loops).
+        # thread's stack to the log, so a failure shows where it hung.
         env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+        # The child gets Ctrl-C's default disposition: a suite started in the background by a
+        # non-interactive shell (`pytest &`, `(make test &)`) inherits SIGINT *ignored* (POSIX, no
+        # job control), CPython then installs no KeyboardInterrupt handler, and the child trained
+        # on through the signal (the hangs seen in background suite runs; their stacks showed the
+        # loop still training an epoch later). A user's Ctrl-C reaches a foreground process.
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         try:
             deadline = time.monotonic() + 240
             # An epoch takes seconds here: wait for the first one to be written, then a line
