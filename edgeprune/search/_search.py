@@ -677,6 +677,7 @@ def _accuracy_aware(
                 for got in pool:
                     score = proxy.tuned(_keep_of(verify, got[0]), scfg.judge_steps)
                     got[0].tuned_accuracy = score.accuracy
+                    got[0].tuned_loss = score.loss
                     judged.append((score.rank_key(), got))
                     step(1)
             allocation.notes.append(

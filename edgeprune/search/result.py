@@ -24,6 +24,15 @@ class Candidate:
     proxy_accuracy: float | None = None
     # Held-out accuracy after `SearchConfig.judge_steps` fine-tune steps (the final judgement).
     tuned_accuracy: float | None = None
+    # Its held-out loss then: the tie-break when two plans are equally accurate (a small
+    # held-out slice makes ties common).
+    tuned_loss: float | None = None
+
+    def tuned_key(self) -> tuple[float, float] | None:
+        """How the judgement ranks this plan (higher is better), as `ProxyScore.rank_key`."""
+        if self.tuned_accuracy is None or self.tuned_loss is None:
+            return None
+        return (self.tuned_accuracy, -self.tuned_loss)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
