@@ -73,7 +73,11 @@ def _cfg(name: str, criterion_options: dict | None = None, **kw) -> PruneConfig:
 
 @pytest.mark.parametrize("name", ALL)
 def test_criterion_on_the_zoo_runs_and_exports(name: str, digits_r20, digits, tmp_path) -> None:
-    res = prune(digits_r20, _cfg(name, target=Target("flops", 0.5)), digits)
+    # With data and a FLOPs target the default mode is the allocator (search): every criterion
+    # goes through it, with few proxy evaluations (test_allocate covers the allocator itself).
+    cfg = _cfg(name, target=Target("flops", 0.5), search_evals=4, proxy_samples=256)
+    res = prune(digits_r20, cfg, digits)
+    assert res.facts["allocation"]["ranked_by"] == "proxy accuracy"
     assert abs(res.flops_reduction - 0.5) <= 0.06
     m = res.bundle.model.eval()
     x = torch.randn(2, 1, 8, 8)
